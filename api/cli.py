@@ -1,0 +1,225 @@
+"""The `repobuild` command: run a job on the embedded default, or talk to a deployed service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from pipeline.models import JobSpec, JobStatus
+from pipeline.settings import Settings
+
+
+def _source_spec(source: str, branch: str | None, commit: str | None, subfolder: str | None) -> dict[str, object]:
+    from api.schemas import _source  # noqa: PLC0415
+
+    if "://" not in source and not source.startswith("git@"):
+        source = str(Path(source).resolve())
+    spec = _source(source, branch, commit, None, subfolder)
+    return spec.model_dump() if spec else {}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from api.embedded import PrivateRedis, WorkerProcess  # noqa: PLC0415
+    from api.progress import watch_job  # noqa: PLC0415
+    from worker.celery_app import create_celery  # noqa: PLC0415
+    from worker.submission import submit  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    out = str(Path(args.out or settings.output).resolve())
+    private = None
+    worker = None
+    workdir = tempfile.mkdtemp(prefix="repobuild-run-")
+    try:
+        if not settings.redis_url:
+            private = PrivateRedis().start()
+            settings = settings.with_(redis_url=private.url)
+        if not os.environ.get("REPOBUILD_ARTIFACTS"):
+            settings = settings.with_(artifacts=str(Path(workdir) / "artifacts"))
+        env = {"REPOBUILD_REDIS_URL": settings.redis_url or "", "REPOBUILD_ARTIFACTS": settings.artifacts,
+               "REPOBUILD_OUTPUT": out}
+        if not args.no_worker:
+            worker = WorkerProcess(env, concurrency=args.concurrency, log_path=str(Path(workdir) / "worker.log"))
+            worker.start()
+        app = create_celery(settings)
+        options: dict[str, object] = {}
+        if args.subfolder:
+            options["repositoryFolder"] = args.subfolder
+        spec = JobSpec(job_id=args.job_id or uuid.uuid4().hex[:12], task=args.task, project_id=args.project_id,
+                       source=_source_spec(args.source, args.branch, args.commit, args.subfolder),  # type: ignore[arg-type]
+                       options=options, output=out)
+        secrets = {"git_token": args.token} if args.token else {}
+        submit(app, spec, secrets)
+        job = watch_job(app.store, spec.job_id, worker=worker)
+        if job.status == JobStatus.COMPLETED:
+            result = job.result or {}
+            print(f"bundle: {result.get('distFolder', out)}")
+            print(f"latest: {Path(out) / 'latest'}")
+            counts = result.get("counts", {})
+            print("posts: {posts}  media: {medias}  issues: {issues}".format(**{k: counts.get(k, 0) for k in (
+                "posts", "medias", "issues")}))
+            if result.get("commit"):
+                print(f"commit: {result['commit']}")
+            print("stage times: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.get("timings", {}).items()))
+            return 0
+        reason = (job.error or {}).get("message") or job.status.value
+        stage = (job.error or {}).get("stage")
+        print(f"repobuild: job {job.status.value}" + (f" in {stage}" if stage else "") + f": {reason}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("repobuild: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if worker is not None:
+            worker.stop()
+        if private is not None:
+            private.stop()
+        if not settings.keep_tmp_files:
+            import shutil  # noqa: PLC0415
+
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _app() -> object:
+    from worker.celery_app import create_celery  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    if not settings.redis_url:
+        raise SystemExit("repobuild: set REPOBUILD_REDIS_URL to the service's Redis")
+    return create_celery(settings)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from worker.submission import submit  # noqa: PLC0415
+
+    app = _app()
+    spec = JobSpec(job_id=args.job_id or uuid.uuid4().hex, task=args.task, project_id=args.project_id,
+                   source=_source_spec(args.source, args.branch, args.commit, None),  # type: ignore[arg-type]
+                   callback_url=args.callback_url)
+    job, created = submit(app, spec, {"git_token": args.token} if args.token else {})  # type: ignore[arg-type]
+    print(json.dumps({"job_id": job.spec.job_id, "status": job.status.value, "created": created}))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from api.schemas import job_view  # noqa: PLC0415
+
+    store = _app().store  # type: ignore[attr-defined]
+    try:
+        job = store.get(args.job_id)
+    except KeyError:
+        print(f"repobuild: job {args.job_id} not found", file=sys.stderr)
+        return 1
+    print(json.dumps(job_view(job, store.issues(args.job_id)[:50], store.issue_count(args.job_id)), indent=2))
+    return 0
+
+
+def cmd_transition(args: argparse.Namespace) -> int:
+    from worker import submission  # noqa: PLC0415
+
+    op = submission.retry if args.command == "retry" else submission.cancel
+    try:
+        job = op(_app(), args.job_id)  # type: ignore[arg-type]
+    except KeyError:
+        print(f"repobuild: job {args.job_id} not found", file=sys.stderr)
+        return 1
+    except submission.Conflict as exc:
+        print(f"repobuild: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"job_id": args.job_id, "status": job.status.value}))
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    import redis  # noqa: PLC0415
+
+    from worker.reconciler import reconcile_once  # noqa: PLC0415
+
+    app = _app()
+    actions = reconcile_once(app, redis.Redis.from_url(app.repobuild_settings.redis_url))  # type: ignore[attr-defined]
+    print(json.dumps([{"job_id": j, "stage": s} for j, s in actions]))
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from werkzeug.serving import run_simple  # noqa: PLC0415
+
+    from api.app import create_app  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    run_simple(args.host, args.port or settings.port, create_app(settings), threaded=True)
+    return 0
+
+
+def cmd_worker(rest: list[str]) -> int:
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", *rest]
+    if not any(a == "-Q" or a.startswith("--queues") for a in rest):
+        from worker.celery_app import QUEUES  # noqa: PLC0415
+
+        argv += ["-Q", ",".join(QUEUES)]
+    os.execv(sys.executable, argv)  # exec, so signals from the supervisor reach celery itself
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="repobuild", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a job on a private Redis and worker, bundle to a folder")
+    run.add_argument("source", help="a folder, a git repository path, or a git URL")
+    run.add_argument("--out", help="bundle folder (default: $REPOBUILD_OUTPUT or ./repobuild-output)")
+    run.add_argument("--task", default="process-all")
+    run.add_argument("--project-id")
+    run.add_argument("--job-id")
+    run.add_argument("--branch")
+    run.add_argument("--commit")
+    run.add_argument("--token", help="git token for private repositories")
+    run.add_argument("--subfolder", help="only this folder of the repository")
+    run.add_argument("--concurrency", type=int, default=2)
+    run.add_argument("--no-worker", action="store_true", help="use workers already running on REPOBUILD_REDIS_URL")
+    run.set_defaults(func=cmd_run)
+
+    submit = sub.add_parser("submit", help="enqueue a job on REPOBUILD_REDIS_URL")
+    submit.add_argument("source")
+    submit.add_argument("--task", default="process-all")
+    submit.add_argument("--job-id")
+    submit.add_argument("--project-id")
+    submit.add_argument("--branch")
+    submit.add_argument("--commit")
+    submit.add_argument("--token")
+    submit.add_argument("--callback-url")
+    submit.set_defaults(func=cmd_submit)
+
+    for name, helptext in (("status", "show a job"), ("retry", "resume a failed job"), ("cancel", "cancel a job")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("job_id")
+        sp.set_defaults(func=cmd_status if name == "status" else cmd_transition)
+
+    rec = sub.add_parser("reconcile", help="re-drive stuck jobs once")
+    rec.set_defaults(func=cmd_reconcile)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int)
+    api.set_defaults(func=cmd_api)
+
+    sub.add_parser("worker", help="start a Celery worker (arguments pass through)", add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "worker":
+        return cmd_worker(argv[1:])
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

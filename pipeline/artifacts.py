@@ -1,0 +1,125 @@
+"""Where stage outputs live between tasks.
+
+Keys are POSIX-style relative paths (`jobs/<job_id>/<stage>/<name>`). Every write is atomic:
+a reader (or a worker resuming after a crash) sees the old object or the new one, never half.
+The local store is a folder; an S3 store with the same interface comes with the S3 issue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipeline.errors import PermanentError
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise PermanentError(f"invalid artifact key {key!r}")
+    return key
+
+
+class ArtifactStore(Protocol):
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def delete_prefix(self, prefix: str) -> None: ...
+    def put_json(self, key: str, value: Any) -> None: ...
+    def get_json(self, key: str) -> Any: ...
+    def tree(self, prefix: str) -> Path: ...
+    def write_tree(self, prefix: str) -> Any: ...
+
+
+class LocalArtifactStore:
+    """A folder shared by every worker on the machine (or a shared volume)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise PermanentError(f"artifact {key!r} is missing") from exc
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.path(prefix.rstrip("/"))
+        if not base.exists():
+            return []
+        if base.is_file():
+            return [prefix]
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+
+    def delete_prefix(self, prefix: str) -> None:
+        target = self.path(prefix.rstrip("/"))
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
+    def put_json(self, key: str, value: Any) -> None:
+        self.put_bytes(key, json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.get_bytes(key))
+
+    def tree(self, prefix: str) -> Path:
+        """A local folder holding the tree stored under `prefix` (read only by convention)."""
+        target = self.path(prefix.rstrip("/"))
+        if not target.is_dir():
+            raise PermanentError(f"artifact tree {prefix!r} is missing")
+        return target
+
+    @contextmanager
+    def write_tree(self, prefix: str) -> Iterator[Path]:
+        """Yield an empty folder; on success it replaces the tree at `prefix` in one rename."""
+        target = self.path(prefix.rstrip("/"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".staging-{target.name}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            yield staging
+            old = None
+            if target.exists():
+                old = target.parent / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
+                os.replace(target, old)
+            os.replace(staging, target)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def open_artifacts(location: str) -> LocalArtifactStore:
+    if location.startswith("s3://"):
+        raise PermanentError("S3 artifact stores are not supported yet (REPOBUILD_ARTIFACTS must be a folder)")
+    return LocalArtifactStore(location)

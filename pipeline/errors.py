@@ -1,0 +1,44 @@
+"""One error hierarchy for the whole pipeline.
+
+The base task maps these to Celery's retry policy in one place (worker/base.py):
+TransientError is retried with backoff, PermanentError fails the stage and the job at once,
+ItemError never leaves a stage: the stage records it as an issue and goes on with the next item.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every error the pipeline raises on purpose."""
+
+
+class TransientError(PipelineError):
+    """Worth retrying: a network blip, a 5xx, a busy server."""
+
+
+class PermanentError(PipelineError):
+    """Retrying cannot help: bad input, missing repository, refused credentials."""
+
+
+class ItemError(PipelineError):
+    """One post or media file is bad; it is skipped and recorded, the job goes on."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class JobCancelled(PipelineError):
+    """The job was cancelled; the stage stops between batches."""
+
+
+class LeaseLost(PipelineError):
+    """Another worker owns this stage now; whatever we hold is stale and must not be written."""
+
+
+class UnknownTask(PermanentError):
+    def __init__(self, task: str) -> None:
+        # The original service's exact wording; clients match on it.
+        super().__init__(f"Unknown task type: {task}")
+        self.task = task

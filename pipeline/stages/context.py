@@ -1,0 +1,106 @@
+"""What a stage sees of the world: its job, its cursor, the artifact store, and a way to report.
+
+Stages depend on the `StageContext` protocol only. The worker provides a Redis-backed context
+with a lease and a time budget (worker/context.py); `LocalContext` here runs a stage in-process
+with the cursor in memory, for pure stage tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pipeline.artifacts import ArtifactStore
+from pipeline.models import JSON, Issue, JobSpec, StageResult
+from pipeline.settings import Settings
+
+
+class StageContext(Protocol):
+    job_id: str
+    stage: str
+    spec: JobSpec
+    settings: Settings
+    artifacts: ArtifactStore
+    cursor: JSON | None
+
+    def key(self, name: str, stage: str | None = None) -> str:
+        """Artifact key of `name` under this job's folder for `stage` (default: this stage)."""
+        ...
+
+    def save_cursor(self, cursor: JSON) -> None:
+        """Persist the cursor after a batch's output is written: a crash resumes from here."""
+        ...
+
+    def progress(self, done: int, total: int) -> None: ...
+
+    def record_issue(self, issue: Issue) -> None: ...
+
+    def should_yield(self) -> bool:
+        """True when the time budget is spent. Raises JobCancelled or LeaseLost when the stage must stop."""
+        ...
+
+    def log(self, message: str, level: str = "info") -> None: ...
+
+    def secret(self, name: str) -> str | None:
+        """A secret of this job (e.g. `git_token`), never stored in job state."""
+        ...
+
+
+def job_key(job_id: str, stage: str, name: str) -> str:
+    return f"jobs/{job_id}/{stage}/{name}"
+
+
+@dataclass
+class LocalContext:
+    """In-memory context for running stages without Redis or Celery."""
+
+    job_id: str
+    stage: str
+    spec: JobSpec
+    settings: Settings
+    artifacts: ArtifactStore
+    cursor: JSON | None = None
+    budget_s: float | None = None
+    secrets: dict[str, str] = field(default_factory=dict)
+    issues: list[Issue] = field(default_factory=list)
+    logs: list[tuple[str, str]] = field(default_factory=list)
+    progress_seen: list[tuple[int, int]] = field(default_factory=list)
+    cursors_saved: int = 0
+    _started: float = field(default_factory=time.monotonic)
+
+    def key(self, name: str, stage: str | None = None) -> str:
+        return job_key(self.job_id, stage or self.stage, name)
+
+    def save_cursor(self, cursor: JSON) -> None:
+        self.cursor = cursor
+        self.cursors_saved += 1
+
+    def progress(self, done: int, total: int) -> None:
+        self.progress_seen.append((done, total))
+
+    def record_issue(self, issue: Issue) -> None:
+        self.issues.append(issue)
+
+    def should_yield(self) -> bool:
+        return self.budget_s is not None and time.monotonic() - self._started >= self.budget_s
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.logs.append((level, message))
+
+    def secret(self, name: str) -> str | None:
+        return self.secrets.get(name)
+
+    def restart_budget(self) -> None:
+        self._started = time.monotonic()
+
+
+def run_to_end(run: Callable[[StageContext], StageResult], ctx: LocalContext, max_calls: int = 10_000) -> StageResult:
+    """Call a stage until it finishes, as successive continuations would; for tests and benchmarks."""
+    for _ in range(max_calls):
+        ctx.restart_budget()
+        result = run(ctx)
+        if result.finished:
+            return result
+    raise RuntimeError(f"stage {ctx.stage} did not finish in {max_calls} calls")

@@ -1,0 +1,185 @@
+"""Fixtures for the three tiers: a private redis-server, real worker processes, a real HTTP API."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from werkzeug.serving import make_server
+
+from api.app import create_app
+from api.embedded import PrivateRedis, WorkerProcess
+from pipeline.checkpoints import JobStore, JobView
+from pipeline.models import StageStatus
+from pipeline.settings import Settings
+from worker.celery_app import RepobuildCelery, create_celery
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPORA = ROOT.parent / "shared" / "corpora"
+DEMO_REPO = ROOT / "samples" / "demo-repo"
+
+
+@pytest.fixture
+def redis_server() -> Iterator[PrivateRedis]:
+    with PrivateRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def settings(redis_server: PrivateRedis, tmp_path: Path) -> Settings:
+    return Settings(
+        redis_url=redis_server.url,
+        artifacts=str(tmp_path / "artifacts"),
+        output=str(tmp_path / "out"),
+        temp_dir=str(tmp_path),
+        lease_ttl_s=3.0,
+        reconcile_interval_s=1.0,
+        max_retries=4,
+        retry_backoff_max_s=2,
+        callback_timeout_s=3.0,
+    )
+
+
+@pytest.fixture
+def celery_app(settings: Settings) -> RepobuildCelery:
+    return create_celery(settings)
+
+
+@pytest.fixture
+def store(celery_app: RepobuildCelery) -> JobStore:
+    return celery_app.store
+
+
+class Workers:
+    """Start worker processes with given settings; all stopped (or killed) at teardown."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.started: list[WorkerProcess] = []
+
+    def start(self, settings: Settings, concurrency: int = 2) -> WorkerProcess:
+        n = len(self.started)
+        w = WorkerProcess(settings.to_env(), concurrency=concurrency,
+                          log_path=str(self.tmp_path / f"worker-{n}.log"), name=f"w{n}-{time.time_ns()}@%h")
+        w.start()
+        self.started.append(w)
+        wait_ready(create_celery(settings), w)
+        return w
+
+    def stop_all(self) -> None:
+        for w in self.started:
+            w.stop(timeout=10)
+
+
+def wait_ready(app: RepobuildCelery, w: WorkerProcess, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not w.alive():
+            raise RuntimeError(f"worker exited: {Path(w.log_path or '').read_text()[-3000:]}")
+        replies = app.control.ping(timeout=0.5)
+        if any(w.name.split("@")[0] in name for reply in replies for name in reply):
+            return
+    raise RuntimeError("worker did not become ready")
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    ws = Workers(tmp_path)
+    yield ws
+    ws.stop_all()
+
+
+class ApiServer:
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_app(settings)
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.server.shutdown()
+
+
+@pytest.fixture
+def api_factory() -> Iterator[Callable[[Settings], ApiServer]]:
+    servers: list[ApiServer] = []
+
+    def make(settings: Settings) -> ApiServer:
+        s = ApiServer(settings)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+def wait_job(store: JobStore, job_id: str, timeout: float = 120,
+             until: Callable[[JobView], bool] | None = None) -> JobView:
+    """Poll until the job is terminal and its notify stage is over (or `until` holds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = store.get(job_id)
+        if until is not None:
+            if until(job):
+                return job
+        elif job.status.terminal and all(
+                s.status in (StageStatus.DONE, StageStatus.FAILED) for s in job.stages if s.name == "notify"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} not finished in {timeout}s: {store.get(job_id)}")
+
+
+class CallbackServer:
+    """A real HTTP receiver for callbacks, answering scripted statuses (then 200)."""
+
+    def __init__(self, statuses: list[int] | None = None) -> None:
+        import http.server  # noqa: PLC0415
+
+        self.statuses = list(statuses or [])
+        self.requests: list[dict[str, Any]] = []
+        self.accepted: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                status = outer.statuses.pop(0) if outer.statuses else 200
+                entry = {"body": body, "headers": dict(self.headers), "status": status}
+                outer.requests.append(entry)
+                if status < 300:
+                    outer.accepted.append(entry)
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/callback"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def callback_server() -> Iterator[Callable[..., CallbackServer]]:
+    made: list[CallbackServer] = []
+
+    def make(statuses: list[int] | None = None) -> CallbackServer:
+        c = CallbackServer(statuses)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop()

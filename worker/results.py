@@ -1,0 +1,23 @@
+"""What a finished job reports: the stage summaries folded into one result object."""
+
+from __future__ import annotations
+
+from pipeline.checkpoints import JobView
+from pipeline.models import JSON
+from pipeline.plans import NOTIFY
+
+
+def job_result(job: JobView) -> JSON:
+    stages = {s.name: s.summary for s in job.stages if s.name != NOTIFY}
+    result: JSON = {"jobId": job.spec.job_id, "task": job.spec.task, "stages": stages}
+    fetch = stages.get("fetch", {})
+    if fetch.get("commit"):
+        result["commit"] = fetch["commit"]
+    publish = stages.get("publish", {})
+    if publish.get("path"):
+        result["distFolder"] = publish["path"]
+    parse = stages.get("parse", {})
+    if parse:
+        result["counts"] = {k: parse[k] for k in ("posts", "medias", "issues") if k in parse}
+    result["timings"] = {s.name: round(s.elapsed_s, 3) for s in job.stages if s.name != NOTIFY}
+    return result

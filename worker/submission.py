@@ -1,0 +1,78 @@
+"""Submit, retry and cancel jobs: the operations the API and the CLI share."""
+
+from __future__ import annotations
+
+import time
+
+from pipeline.checkpoints import JobStore, JobView
+from pipeline.errors import PermanentError
+from pipeline.models import JobSpec, JobStatus, StageStatus
+from pipeline.plans import NEEDS_SOURCE, NOTIFY, stages_for
+from pipeline.stages.context import job_key
+from worker.celery_app import RepobuildCelery
+from worker.chains import enqueue_from
+
+
+class Conflict(Exception):
+    """The job is not in a state that allows the operation."""
+
+
+def submit(app: RepobuildCelery, spec: JobSpec, job_secrets: dict[str, str] | None = None) -> tuple[JobView, bool]:
+    """Store the job and enqueue its first stage. Same id and body again → the existing job, not a new one.
+
+    A task the service cannot run is still stored, then failed through the callback, as the original did.
+    """
+    store: JobStore = app.store
+    try:
+        stages = stages_for(spec.task)
+        if spec.task in NEEDS_SOURCE and spec.source is None:
+            raise PermanentError(f"task {spec.task} needs a source (a path or a git URL)")
+        problem = None
+    except PermanentError as exc:
+        stages, problem = (NOTIFY,), str(exc)
+    job, created = store.create(spec, stages, job_secrets)
+    if not created:
+        return job, False
+    if problem is not None:
+        store.set_job(spec.job_id, JobStatus.FAILED, finished_at=time.time(),
+                      error={"stage": None, "message": problem, "attempts": 0, "type": "PermanentError"})
+        store.event(spec.job_id, "failed", problem, level="error")
+    enqueue_from(app, spec.job_id)
+    return store.get(spec.job_id), True
+
+
+def retry(app: RepobuildCelery, job_id: str) -> JobView:
+    """Resume a failed or cancelled job from its first unfinished stage, keeping that stage's cursor."""
+    store: JobStore = app.store
+    job = store.get(job_id)
+    if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise Conflict(f"job {job_id} is {job.status.value}; only failed or cancelled jobs can be retried")
+    if job.error is not None and job.error.get("stage") is None and job.status == JobStatus.FAILED:
+        raise Conflict(f"job {job_id} cannot run: {job.error.get('message')}")
+    for state in job.stages:
+        if state.status != StageStatus.DONE or state.name == NOTIFY:
+            state.status = StageStatus.PENDING
+            state.error = None
+            store.put_stage(job_id, state)
+    # The failure callback was delivered; the retried outcome gets a fresh payload.
+    app.artifacts.delete_prefix(job_key(job_id, NOTIFY, "payload.json"))
+    store.set_job(job_id, JobStatus.QUEUED, error="", finished_at="")
+    store.event(job_id, "retry-requested", "job retried by request")
+    enqueue_from(app, job_id)
+    return store.get(job_id)
+
+
+def cancel(app: RepobuildCelery, job_id: str) -> JobView:
+    """Stop a job: queued stages never start, the running one stops between batches."""
+    store: JobStore = app.store
+    job = store.get(job_id)
+    if job.status.terminal:
+        raise Conflict(f"job {job_id} is already {job.status.value}")
+    store.set_job(job_id, JobStatus.CANCELLED, finished_at=time.time())
+    for state in job.stages:
+        if state.name != NOTIFY and state.status in (StageStatus.PENDING, StageStatus.QUEUED):
+            state.status = StageStatus.CANCELLED
+            store.put_stage(job_id, state)
+    store.event(job_id, "cancel-requested", "job cancelled by request")
+    enqueue_from(app, job_id, NOTIFY)
+    return store.get(job_id)
