@@ -7,12 +7,12 @@ import json
 import os
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 from pipeline.models import JobSpec, JobStatus
 from pipeline.settings import Settings
+from worker.celery_app import RepobuildCelery, create_celery
 
 
 def _source_spec(source: str, branch: str | None, commit: str | None, subfolder: str | None) -> dict[str, object]:
@@ -27,7 +27,6 @@ def _source_spec(source: str, branch: str | None, commit: str | None, subfolder:
 def cmd_run(args: argparse.Namespace) -> int:
     from api.embedded import PrivateRedis, WorkerProcess  # noqa: PLC0415
     from api.progress import watch_job  # noqa: PLC0415
-    from worker.celery_app import create_celery  # noqa: PLC0415
     from worker.submission import submit  # noqa: PLC0415
 
     settings = Settings.from_env()
@@ -86,9 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _app() -> object:
-    from worker.celery_app import create_celery  # noqa: PLC0415
-
+def _app() -> RepobuildCelery:
     settings = Settings.from_env()
     if not settings.redis_url:
         raise SystemExit("repobuild: set REPOBUILD_REDIS_URL to the service's Redis")
@@ -102,7 +99,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     spec = JobSpec(job_id=args.job_id or uuid.uuid4().hex, task=args.task, project_id=args.project_id,
                    source=_source_spec(args.source, args.branch, args.commit, None),  # type: ignore[arg-type]
                    callback_url=args.callback_url)
-    job, created = submit(app, spec, {"git_token": args.token} if args.token else {})  # type: ignore[arg-type]
+    job, created = submit(app, spec, {"git_token": args.token} if args.token else {})
     print(json.dumps({"job_id": job.spec.job_id, "status": job.status.value, "created": created}))
     return 0
 
@@ -110,7 +107,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from api.schemas import job_view  # noqa: PLC0415
 
-    store = _app().store  # type: ignore[attr-defined]
+    store = _app().store
     try:
         job = store.get(args.job_id)
     except KeyError:
@@ -125,7 +122,7 @@ def cmd_transition(args: argparse.Namespace) -> int:
 
     op = submission.retry if args.command == "retry" else submission.cancel
     try:
-        job = op(_app(), args.job_id)  # type: ignore[arg-type]
+        job = op(_app(), args.job_id)
     except KeyError:
         print(f"repobuild: job {args.job_id} not found", file=sys.stderr)
         return 1
@@ -142,7 +139,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from worker.reconciler import reconcile_once  # noqa: PLC0415
 
     app = _app()
-    actions = reconcile_once(app, redis.Redis.from_url(app.repobuild_settings.redis_url))  # type: ignore[attr-defined]
+    actions = reconcile_once(app, redis.Redis.from_url(app.repobuild_settings.redis_url or ""))
     print(json.dumps([{"job_id": j, "stage": s} for j, s in actions]))
     return 0
 

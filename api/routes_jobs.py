@@ -81,7 +81,7 @@ def list_jobs() -> Any:
     except ValueError:
         raise BadRequest(f"status must be one of {', '.join(s.value for s in JobStatus)}", "status") from None
     limit = min(int(request.args.get("limit", "100")), 1000)
-    jobs = celery_of().store.list(status, limit)
+    jobs = celery_of().store.list_jobs(status, limit)
     return jsonify(jobs=[{"job_id": j.spec.job_id, "task": j.spec.task, "status": j.status.value,
                           "created_at": j.created_at, "error": j.error} for j in jobs])
 

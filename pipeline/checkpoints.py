@@ -128,7 +128,7 @@ class JobStore:
         with self.r.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
                     existing = pipe.hget(key, "fingerprint")
                     if existing is not None:
                         pipe.unwatch()
@@ -147,9 +147,9 @@ class JobStore:
                     for name in stages:
                         fields[f"stage:{name}"] = json.dumps(StageState(name=name, enqueued_at=now).to_json())
                     pipe.multi()
-                    pipe.hset(key, mapping=fields)
+                    pipe.hset(key, mapping=cast(Any, fields))
                     if job_secrets:
-                        pipe.hset(self.k_secrets(spec.job_id), mapping=job_secrets)
+                        pipe.hset(self.k_secrets(spec.job_id), mapping=cast(Any, job_secrets))
                     pipe.zadd(self.k_index, {spec.job_id: now})
                     pipe.zadd(self.k_active, {spec.job_id: now})
                     self._event(pipe, spec.job_id, "queued", f"job queued: {spec.task}")
@@ -189,7 +189,7 @@ class JobStore:
             callback=obj("callback"),
         )
 
-    def list(self, status: JobStatus | None = None, limit: int = 100) -> list[JobView]:
+    def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[JobView]:
         out: list[JobView] = []
         ids = cast(list[str], self.r.zrevrange(self.k_index, 0, -1))
         for job_id in ids:
@@ -247,7 +247,7 @@ class JobStore:
             mapping[name] = value if isinstance(value, str) else json.dumps(value) if not isinstance(
                 value, float) else repr(value)
         with self.r.pipeline() as pipe:
-            pipe.hset(self.k_job(job_id), mapping=mapping)
+            pipe.hset(self.k_job(job_id), mapping=cast(Any, mapping))
             if status is not None and not status.terminal:
                 pipe.zadd(self.k_active, {job_id: time.time()})
             self._touch(pipe, job_id)
@@ -267,7 +267,7 @@ class JobStore:
         return [cast(JSON, json.loads(x)) for x in cast(list[str], self.r.lrange(self.k_issues(job_id), 0, -1))]
 
     def issue_count(self, job_id: str) -> int:
-        return cast(int, self.r.llen(self.k_issues(job_id)))
+        return int(self.r.llen(self.k_issues(job_id)))
 
     def _event(self, pipe: Any, job_id: str, kind: str, message: str, **extra: Any) -> None:
         fields = {"type": kind, "message": message, "ts": repr(time.time())}

@@ -32,7 +32,7 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 )
 
 
-class StageTask(Task):  # type: ignore[misc]
+class StageTask(Task):
     abstract = True
     stage_name: str = ""
     acks_late = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from pipeline.artifacts import LocalArtifactStore, open_artifacts
 from pipeline.checkpoints import JobStore
