@@ -10,18 +10,18 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from pipeline.models import JobSpec, JobStatus
+from api.schemas import secrets_of, source_spec
+from pipeline.models import JobSpec, JobStatus, SourceSpec
 from pipeline.settings import Settings
 from worker.celery_app import RepobuildCelery, create_celery
 
 
-def _source_spec(source: str, branch: str | None, commit: str | None, subfolder: str | None) -> dict[str, object]:
-    from api.schemas import _source  # noqa: PLC0415
-
+def _source_spec(source: str, branch: str | None, commit: str | None, subfolder: str | None,
+                 token: str | None) -> tuple[SourceSpec | None, dict[str, str]]:
     if "://" not in source and not source.startswith("git@"):
         source = str(Path(source).resolve())
-    spec = _source(source, branch, commit, None, subfolder)
-    return spec.model_dump() if spec else {}
+    spec, url_token = source_spec(source, branch, commit, None, subfolder)
+    return spec, secrets_of(token, url_token)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -49,10 +49,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         options: dict[str, object] = {}
         if args.subfolder:
             options["repositoryFolder"] = args.subfolder
+        source, secrets = _source_spec(args.source, args.branch, args.commit, args.subfolder, args.token)
         spec = JobSpec(job_id=args.job_id or uuid.uuid4().hex[:12], task=args.task, project_id=args.project_id,
-                       source=_source_spec(args.source, args.branch, args.commit, args.subfolder),  # type: ignore[arg-type]
-                       options=options, output=out)
-        secrets = {"git_token": args.token} if args.token else {}
+                       source=source, options=options, output=out)
         submit(app, spec, secrets)
         job = watch_job(app.store, spec.job_id, worker=worker)
         if job.status == JobStatus.COMPLETED:
@@ -96,10 +95,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from worker.submission import submit  # noqa: PLC0415
 
     app = _app()
+    source, secrets = _source_spec(args.source, args.branch, args.commit, None, args.token)
     spec = JobSpec(job_id=args.job_id or uuid.uuid4().hex, task=args.task, project_id=args.project_id,
-                   source=_source_spec(args.source, args.branch, args.commit, None),  # type: ignore[arg-type]
-                   callback_url=args.callback_url)
-    job, created = submit(app, spec, {"git_token": args.token} if args.token else {})
+                   source=source, callback_url=args.callback_url)
+    job, created = submit(app, spec, secrets)
     print(json.dumps({"job_id": job.spec.job_id, "status": job.status.value, "created": created}))
     return 0
 

@@ -21,9 +21,11 @@ def _finished(job: JobView) -> bool:
 
 def watch_job(store: JobStore, job_id: str, worker: WorkerProcess | None = None, poll_s: float = 0.2) -> JobView:
     console = Console(stderr=True)
+    tty = sys.stderr.isatty()
+    seen: dict[str, str] = {}
     columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False, disable=not sys.stderr.isatty()) as bars:
+    with Progress(*columns, console=console, transient=False, disable=not tty) as bars:
         ids: dict[str, TaskID] = {}
         job = store.get(job_id)
         for s in job.stages:
@@ -35,6 +37,10 @@ def watch_job(store: JobStore, job_id: str, worker: WorkerProcess | None = None,
                 done = s.total if s.status == StageStatus.DONE and s.total else (s.done if s.total else (
                     1 if s.status == StageStatus.DONE else 0))
                 bars.update(ids[s.name], total=total, completed=done, status=s.status.value)
+                if not tty and seen.get(s.name) != s.status.value:
+                    # no terminal (CI, a log file): one line per stage transition instead of bars
+                    seen[s.name] = s.status.value
+                    console.print(f"{s.name}: {s.status.value}" + (f" ({s.error})" if s.error else ""))
             if _finished(job):
                 return job
             if worker is not None and not worker.alive():

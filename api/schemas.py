@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -27,13 +28,35 @@ def first_error(exc: ValidationError) -> BadRequest:
     return BadRequest(f"{where}: {err['msg']}" if where else err["msg"], where)
 
 
-def _source(value: str | None, branch: str | None, commit: str | None, depth: int | None,
-            subfolder: str | None = None) -> SourceSpec | None:
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """`https://user:token@host/x` → (`https://host/x`, token): a token never reaches stored job state."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not (parts.username or parts.password):
+        return url, None
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    token = parts.password or parts.username
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), token
+
+
+def source_spec(value: str | None, branch: str | None, commit: str | None, depth: int | None,
+            subfolder: str | None = None) -> tuple[SourceSpec | None, str | None]:
+    """A source string → (SourceSpec, token found in its URL)."""
     if not value:
-        return None
+        return None, None
     if "://" in value or value.startswith("git@"):
-        return SourceSpec(url=value, branch=branch, commit=commit, depth=depth, subfolder=subfolder)
-    return SourceSpec(path=value, branch=branch, commit=commit, depth=depth, subfolder=subfolder)
+        url, token = split_credentials(value)
+        return SourceSpec(url=url, branch=branch, commit=commit, depth=depth, subfolder=subfolder), token
+    return SourceSpec(path=value, branch=branch, commit=commit, depth=depth, subfolder=subfolder), None
+
+
+def secrets_of(*tokens: str | None) -> dict[str, str]:
+    for token in tokens:
+        if token:
+            return {"git_token": token}
+    return {}
 
 
 class JobRequest(BaseModel):
@@ -54,16 +77,18 @@ class JobRequest(BaseModel):
     org_id: str | None = Field(default=None, max_length=128)
 
     def to_spec(self) -> tuple[JobSpec, dict[str, str]]:
+        source, url_token = source_spec(self.source, self.branch, self.commit, self.depth,
+                                    self.options.get("repositoryFolder"))
         spec = JobSpec(
             job_id=self.job_id or uuid.uuid4().hex,
             task=self.task,
-            source=_source(self.source, self.branch, self.commit, self.depth, self.options.get("repositoryFolder")),
+            source=source,
             options=self.options,
             callback_url=self.callback_url,
             project_id=self.project_id,
             org_id=self.org_id,
         )
-        return spec, ({"git_token": self.token} if self.token else {})
+        return spec, secrets_of(self.token, url_token)
 
 
 MISSING_FIELDS = "Missing required fields: jobId, task, and callbackUrl are required"
@@ -90,17 +115,20 @@ class ProcessRequest(BaseModel):
         repo_info = data.get("repoInfo") or {}
         where = data.get("repoUrl") or (repo_info.get("path") if isinstance(repo_info, dict) else None)
         depth = data.get("depth")
+        source, url_token = source_spec(where, data.get("branch"), data.get("commit"), int(depth) if depth else None,
+                                    data.get("repositoryFolder"))
+        if source is not None and source.url and isinstance(data.get("repoUrl"), str):
+            data["repoUrl"] = source.url  # without the credentials it may have carried
         spec = JobSpec(
             job_id=self.jobId,
             task=self.task,
-            source=_source(where, data.get("branch"), data.get("commit"), int(depth) if depth else None,
-                           data.get("repositoryFolder")),
+            source=source,
             options=data,
             callback_url=self.callbackUrl,
             project_id=data.get("projectId"),
             org_id=data.get("orgId"),
         )
-        return spec, ({"git_token": str(token)} if token else {})
+        return spec, secrets_of(str(token) if token else None, url_token)
 
 
 def _iso(ts: float | None) -> str | None:

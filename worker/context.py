@@ -100,4 +100,6 @@ class RedisStageContext:
         self.store.event(self.job_id, "log", message, stage=self.stage, level=level)
 
     def secret(self, name: str) -> str | None:
+        if name == "git_token" and name not in self.job_secrets:
+            return self.settings.github_token  # the original's GITHUB_TOKEN: a service-wide default
         return self.job_secrets.get(name)
