@@ -1,0 +1,164 @@
+"""Resolving what a post points at — other posts, media files — to public URLs."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from pipeline.markdown.discovery import media_ext
+from pipeline.markdown.slugs import slugify
+from pipeline.markdown.urls import UrlScheme
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_WIKI_EMBED = re.compile(r"^!\[\[([^\]\n]+)\]\]$")
+BROKEN_PREFIX = "#broken-link:"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    url: str
+    post: str | None = None
+    media: str | None = None
+    broken: str | None = None
+
+
+def is_external(ref: str) -> bool:
+    return bool(_SCHEME.match(ref)) or ref.startswith("//")
+
+
+def broken(name: str) -> Resolved:
+    return Resolved(BROKEN_PREFIX + name, broken=name)
+
+
+def _split(ref: str) -> tuple[str, str]:
+    """(unquoted path, "#fragment" or "") of a link target."""
+    path, _, fragment = ref.partition("#")
+    path = path.partition("?")[0]
+    return unquote(path), f"#{fragment}" if fragment else ""
+
+
+def _join(from_path: str, ref: str) -> str | None:
+    """Repository path of `ref` as written in the post at `from_path`; None when it leaves the repository."""
+    if ref.startswith("/"):
+        joined = ref.lstrip("/")
+    else:
+        joined = posixpath.join(posixpath.dirname(from_path), ref)
+    norm = posixpath.normpath(joined) if joined else ""
+    if norm in ("", ".") or norm == ".." or norm.startswith("../"):
+        return None
+    return norm
+
+
+def _closest(candidates: list[str], from_path: str) -> str:
+    """Among files of the same name, the one a reader means: same folder first, then the shallowest."""
+    here = posixpath.dirname(from_path)
+    return min(candidates, key=lambda p: (posixpath.dirname(p) != here, p.count("/"), p))
+
+
+class Resolver:
+    """Lookups over the posts and media found at discovery, shared by every batch."""
+
+    def __init__(self, posts: Iterable[dict[str, Any]], medias: dict[str, dict[str, Any]], urls: UrlScheme) -> None:
+        self.urls = urls
+        self.medias = medias
+        self.slugs: dict[str, str] = {}
+        self._post_lower: dict[str, str] = {}
+        self._by_name: dict[str, list[str]] = defaultdict(list)
+        self._by_slug: dict[str, str] = {}
+        self._by_title: dict[str, list[str]] = defaultdict(list)
+        for p in posts:
+            path = str(p["path"])
+            self.slugs[path] = str(p["slug"])
+            self._post_lower.setdefault(path.lower(), path)
+            self._by_name[str(p["fileName"]).lower()].append(path)
+            self._by_slug.setdefault(str(p["slug"]).lower(), path)
+            self._by_title[str(p["title"]).strip().lower()].append(path)
+        self._media_lower: dict[str, str] = {}
+        self._media_by_name: dict[str, list[str]] = defaultdict(list)
+        for path in sorted(medias):
+            self._media_lower.setdefault(path.lower(), path)
+            self._media_by_name[posixpath.basename(path).lower()].append(path)
+
+    def _post(self, path: str | None) -> str | None:
+        if path is None:
+            return None
+        return path if path in self.slugs else self._post_lower.get(path.lower())
+
+    def media_path(self, path: str | None) -> str | None:
+        if path is None:
+            return None
+        return path if path in self.medias else self._media_lower.get(path.lower())
+
+    def _post_resolved(self, path: str, fragment: str) -> Resolved:
+        return Resolved(self.urls.note(self.slugs[path]) + fragment, post=path)
+
+    def _media_resolved(self, path: str) -> Resolved:
+        info = self.medias[path]
+        return Resolved(self.urls.media(str(info["hash"]), str(info["ext"])), media=path)
+
+    def link(self, href: str, from_path: str) -> Resolved | None:
+        """A markdown link: `.md` targets become note URLs, media files media URLs; None leaves it as written."""
+        if not href or href.startswith(("#", "?")) or is_external(href):
+            return None
+        path, fragment = _split(href)
+        target = _join(from_path, path)
+        if path.lower().endswith(".md"):
+            post = self._post(target)
+            return self._post_resolved(post, fragment) if post else broken(unquote(href))
+        media = self.media_path(target) if media_ext(path) else None
+        return self._media_resolved(media) if media else None
+
+    def image(self, src: str, from_path: str) -> Resolved | None:
+        """A markdown image; None for external and data URLs, which stay as written."""
+        if not src or is_external(src):
+            return None
+        path, _ = _split(src)
+        media = self.media_path(_join(from_path, path))
+        return self._media_resolved(media) if media else broken(unquote(src))
+
+    def wiki(self, target: str, from_path: str) -> Resolved:
+        """`[[Page]]` / `[[Page#Heading]]`: by path, then file name, slug or title, the closest file winning."""
+        page, _, heading = target.partition("#")
+        page = page.strip()
+        if media_ext(page) is not None:
+            return self.wiki_embed(target, from_path)
+        fragment = f"#{slugify(heading)}" if heading.strip() else ""
+        if not page:
+            return Resolved(fragment or "#")
+        stem = page[:-3] if page.lower().endswith(".md") else page
+        post = self._post(_join(from_path, stem + ".md")) or self._post(_join("", stem + ".md"))
+        if post is None:
+            named = (self._by_name.get(posixpath.basename(stem).lower())
+                     or self._by_title.get(stem.lower()) or [])
+            by_slug = self._by_slug.get(stem.lower()) or self._by_slug.get(slugify(stem))
+            post = _closest(named, from_path) if named else by_slug
+        return self._post_resolved(post, fragment) if post else broken(target)
+
+    def wiki_embed(self, target: str, from_path: str) -> Resolved:
+        """`![[x.png]]`: a media file by path or by name; `![[Page]]` (a note embed) links to the note."""
+        name = target.partition("#")[0].strip()
+        if media_ext(name) is None:
+            return self.wiki(target, from_path)
+        media = self.media_path(_join(from_path, name)) or self.media_path(_join("", name))
+        if media is None:
+            candidates = self._media_by_name.get(posixpath.basename(name).lower())
+            media = _closest(candidates, from_path) if candidates else None
+        return self._media_resolved(media) if media else broken(target)
+
+    def frontmatter_value(self, value: str, from_path: str) -> Resolved | None:
+        """A frontmatter string that names an image (`./cover.png`, `/assets/x.png`, `![[x.png]]`), else None."""
+        m = _WIKI_EMBED.match(value.strip())
+        if m:
+            return self.wiki_embed(m.group(1), from_path)
+        ref = value.strip()
+        if not ref or is_external(ref) or media_ext(_split(ref)[0]) is None:
+            return None
+        # "see logo.png" is prose, not a path; a path with spaces must be explicit about where it starts.
+        if any(ch.isspace() for ch in ref) and not ref.startswith(("./", "../", "/")):
+            return None
+        return self.image(ref, from_path)

@@ -1,0 +1,83 @@
+"""Plain text from the parsed token tree: what search indexes, embeddings and snippets read."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from typing import Any
+
+Token = dict[str, Any]
+
+_TAG = re.compile(r"<!--.*?-->|<[^>]+>", re.DOTALL)
+_SPACES = re.compile(r"[ \t]+")
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+# CJK scripts have no spaces between words: each character counts as one, which is how their readers count.
+_WORD = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])\w)+(?:['’.-](?:(?![{_CJK}])\w)+)*")
+_INLINE_SKIP = frozenset({"image", "inline_html", "footnote_ref"})
+_CONTAINERS = frozenset({"block_quote", "list", "list_item", "task_list_item", "footnotes", "footnote_item",
+                         "table", "table_head", "table_body"})
+_LEAVES = frozenset({"paragraph", "heading", "block_text"})
+
+
+@dataclass(frozen=True)
+class PlainText:
+    text: str
+    first_paragraph: str
+    word_count: int
+
+
+def inline_text(tokens: list[Token]) -> str:
+    """Text of inline tokens without markup; images (alt text) and raw HTML are left out."""
+    parts: list[str] = []
+    for tok in tokens:
+        kind = tok["type"]
+        if kind in _INLINE_SKIP:
+            continue
+        if kind == "softbreak":
+            parts.append(" ")
+        elif kind == "linebreak":
+            parts.append("\n")
+        elif "children" in tok:
+            parts.append(inline_text(tok["children"]))
+        elif "raw" in tok:
+            parts.append(str(tok["raw"]))
+    return "".join(parts)
+
+
+def plain_text(tokens: list[Token]) -> PlainText:
+    """Blocks separated by blank lines, list items and table rows by single lines; code kept as text."""
+    blocks: list[str] = []
+    first: list[str] = []
+    _blocks(tokens, blocks, first)
+    text = "\n\n".join(b for b in blocks if b)
+    return PlainText(text, first[0] if first else "", count_words(text))
+
+
+def count_words(text: str) -> int:
+    return len(_WORD.findall(text))
+
+
+def _blocks(tokens: list[Token], out: list[str], first: list[str]) -> None:
+    for tok in tokens:
+        kind = tok["type"]
+        if kind in _LEAVES:
+            text = inline_text(tok.get("children", [])).strip()
+            if kind == "paragraph" and text and not first:
+                first.append(text)
+            out.append(text)
+        elif kind == "block_code":
+            out.append(str(tok.get("raw", "")).rstrip("\n"))
+        elif kind == "block_html":
+            out.append(_SPACES.sub(" ", html.unescape(_TAG.sub("", str(tok.get("raw", ""))))).strip())
+        elif kind == "table_row" or (kind == "table_head" and not _has_rows(tok)):
+            out.append("\t".join(inline_text(c.get("children", [])).strip() for c in tok.get("children", [])))
+        elif kind in _CONTAINERS:
+            inner: list[str] = []
+            _blocks(tok.get("children", []), inner, first)
+            joiner = "\n" if kind in {"list", "table", "table_head", "table_body"} else "\n\n"
+            out.append(joiner.join(b for b in inner if b))
+
+
+def _has_rows(tok: Token) -> bool:
+    return any(c.get("type") == "table_row" for c in tok.get("children", []))

@@ -1,0 +1,181 @@
+"""parse: the fetched repository tree → posts, medias, graph, source files and issues (CONTRACT §3 entries).
+
+Resumable in three phases, the cursor saved after each:
+1. discovery (cursor None): find posts and media, hash media, read frontmatter, assign slugs → `index.json`;
+2. render: posts in fixed batches → `batch-NNNNN.json`, each written before the cursor moves past it, and
+   deterministic, so a batch redone after a crash has the same bytes;
+3. assemble: post hashes → links, graph and the `result/*.json` files, rebuilt from the index and batches.
+Every call does at least one unit of work before asking `should_yield`, so a tiny budget still progresses.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ItemError, PermanentError
+from pipeline.markdown.discovery import discover, repository_root, source_files
+from pipeline.markdown.graph import link_graph
+from pipeline.markdown.links import Resolver
+from pipeline.markdown.media import MediaInfo, probe
+from pipeline.markdown.posts import build_post, file_name, post_title, read_post
+from pipeline.markdown.slugs import assign_slugs
+from pipeline.markdown.urls import UrlScheme
+from pipeline.models import JSON, Issue, Severity, StageResult
+from pipeline.stages.context import StageContext
+
+STAGE = "parse"
+
+
+def run(ctx: StageContext) -> StageResult:
+    subfolder = ctx.spec.options.get("repositoryFolder")
+    if subfolder is not None and not isinstance(subfolder, str):
+        raise PermanentError("repositoryFolder must be a string")
+    tree = ctx.artifacts.tree(ctx.key("tree", stage="fetch"))
+    root = repository_root(tree, subfolder)
+    worked = False
+    cursor = ctx.cursor
+    if cursor is None:
+        rel_root = root.relative_to(tree).as_posix()
+        cursor = _discover(ctx, root, "" if rel_root == "." else rel_root)
+        worked = True
+    resolver: Resolver | None = None
+    index: JSON = {}
+    while cursor["next"] < cursor["total"]:
+        if worked and ctx.should_yield():
+            return StageResult.more()
+        if resolver is None:
+            index = ctx.artifacts.get_json(ctx.key("index.json"))
+            resolver = Resolver(index["posts"], index["medias"], url_scheme(ctx))
+        cursor = _render_batch(ctx, root, index, resolver, cursor)
+        worked = True
+    if worked and ctx.should_yield():
+        return StageResult.more()
+    return _assemble(ctx, root, cursor)
+
+
+def url_scheme(ctx: StageContext) -> UrlScheme:
+    opts = ctx.spec.options
+    return UrlScheme(note_prefix=str(opts.get("notePrefix") or ctx.settings.note_prefix),
+                     media_prefix=str(opts.get("mediaPrefix") or ctx.settings.media_prefix),
+                     domain=str(opts["domain"]) if opts.get("domain") else None)
+
+
+def _issue(path: str, message: str, severity: Severity, kind: str) -> Issue:
+    return Issue(stage=STAGE, path=path, message=message, severity=severity, kind=kind)
+
+
+def _discover(ctx: StageContext, root: Path, rel_root: str) -> JSON:
+    found = discover(root)
+    issues: list[Issue] = []
+    medias: list[MediaInfo] = []
+    for rel in found.medias:
+        try:
+            info = probe(root, rel)
+        except OSError as exc:
+            issues.append(_issue(rel, f"cannot read media file: {exc.strerror or exc}", "error", "media"))
+            continue
+        if info.problem:
+            issues.append(_issue(rel, info.problem, "warning", "media"))
+        medias.append(info)
+    posts: list[JSON] = []
+    for rel in found.posts:
+        try:
+            frontmatter, _ = read_post(root, rel)
+        except ItemError as exc:
+            issues.append(_issue(rel, exc.reason, "error", "parse-error"))
+            continue
+        posts.append({"path": rel, "fmSlug": frontmatter.get("slug"), "fileName": file_name(rel),
+                      "title": post_title(frontmatter, rel)})
+    slugs = assign_slugs((p["path"], p["fmSlug"]) for p in posts)
+    for p in posts:
+        del p["fmSlug"]
+        slug = slugs[p["path"]]
+        p["slug"], p["slugInfo"] = slug.final, slug.to_json()
+        if slug.final != slug.desired:
+            issues.append(_issue(p["path"], f"slug {slug.desired!r} is taken; using {slug.final!r}", "info", "slug"))
+    batch = max(1, int(ctx.settings.parse_batch))
+    ctx.artifacts.put_json(ctx.key("index.json"), {
+        "root": rel_root,
+        "posts": posts,
+        "medias": {m.path: m.to_index() for m in medias},
+        "mediaEntries": [m.entry() for m in medias],
+        "issues": [i.to_json() for i in issues],
+    })
+    for issue in issues:
+        ctx.record_issue(issue)
+    # The batch size is fixed in the cursor: a continuation with other settings must cut the same batches.
+    cursor: JSON = {"phase": "render", "next": 0, "total": len(posts), "batch": batch}
+    ctx.save_cursor(cursor)
+    ctx.progress(0, len(posts))
+    return cursor
+
+
+def _batch_key(ctx: StageContext, number: int) -> str:
+    return ctx.key(f"batch-{number:05d}.json")
+
+
+def _render_batch(ctx: StageContext, root: Path, index: JSON, resolver: Resolver, cursor: JSON) -> JSON:
+    start, size, total = int(cursor["next"]), int(cursor["batch"]), int(cursor["total"])
+    rendered: list[JSON] = []
+    issues: list[Issue] = []
+    for post in index["posts"][start:start + size]:
+        rel = post["path"]
+        try:
+            out = build_post(root, rel, post["slugInfo"], resolver)
+        except ItemError as exc:
+            issues.append(_issue(rel, exc.reason, "error", "parse-error"))
+            continue
+        rendered.append({"entry": out.entry, "linkPaths": out.link_paths, "mediaPaths": out.media_paths})
+        issues.extend(_issue(rel, p.message, p.severity, p.kind) for p in out.problems)
+    ctx.artifacts.put_json(_batch_key(ctx, start // size), {"posts": rendered, "issues": [i.to_json() for i in issues]})
+    for issue in issues:
+        ctx.record_issue(issue)
+    done = min(start + size, total)
+    cursor = {**cursor, "next": done, "phase": "render" if done < total else "assemble"}
+    ctx.save_cursor(cursor)
+    ctx.progress(done, total)
+    return cursor
+
+
+def _assemble(ctx: StageContext, root: Path, cursor: JSON) -> StageResult:
+    index: JSON = ctx.artifacts.get_json(ctx.key("index.json"))
+    total, size = int(cursor["total"]), int(cursor["batch"])
+    rendered: list[JSON] = []
+    issues: list[JSON] = list(index["issues"])
+    for number in range((total + size - 1) // size):
+        batch = ctx.artifacts.get_json(_batch_key(ctx, number))
+        rendered.extend(batch["posts"])
+        issues.extend(batch["issues"])
+    rendered.sort(key=lambda r: str(r["entry"]["originalFilePath"]))
+    post_hashes = {str(r["entry"]["originalFilePath"]): str(r["entry"]["hash"]) for r in rendered}
+    media_hashes = {path: str(info["hash"]) for path, info in index["medias"].items()}
+    posts: list[JSON] = []
+    post_media: dict[str, list[str]] = {}
+    for r in rendered:
+        entry = r["entry"]
+        # A link to a post that failed to render is dropped here; its broken state was reported with the failure.
+        entry["links"] = sorted({post_hashes[p] for p in r["linkPaths"] if p in post_hashes})
+        post_media[entry["hash"]] = [media_hashes[m] for m in r["mediaPaths"] if m in media_hashes]
+        posts.append(entry)
+    medias: list[JSON] = sorted(index["mediaEntries"], key=lambda m: str(m["originalPath"]))
+    put = ctx.artifacts.put_json
+    put(ctx.key("result/posts.json"), posts)
+    put(ctx.key("result/medias.json"), medias)
+    put(ctx.key("result/graph.json"), link_graph(posts, medias, post_media))
+    put(ctx.key("result/files-source.json"), source_files(root))
+    put(ctx.key("result/processor-issues.json"), issue_report(issues))
+    put(ctx.key("result/meta.json"), {"root": index["root"], "posts": len(posts), "medias": len(medias)})
+    ctx.log(f"parse: {len(posts)} posts, {len(medias)} medias, {len(issues)} issues")
+    return StageResult.done(posts=len(posts), medias=len(medias), issues=len(issues))
+
+
+def issue_report(issues: list[dict[str, Any]]) -> JSON:
+    severities = Counter(str(i.get("severity")) for i in issues)
+    kinds = Counter(str(i.get("kind")) for i in issues)
+    return {"issues": issues, "summary": {
+        "totalIssues": len(issues), "errorCount": severities["error"], "warningCount": severities["warning"],
+        "infoCount": severities["info"], "brokenLinks": kinds["broken-link"], "parseErrors": kinds["parse-error"],
+        "categoryCounts": dict(sorted(kinds.items())),
+    }}
