@@ -122,10 +122,13 @@ class StageResult:
 
     finished: bool
     summary: JSON = field(default_factory=dict)
+    # When not finished: how long to wait before continuing (a stage waiting on fanned-out batches
+    # must not hold a worker process while it waits).
+    wait_s: float = 0.0
 
     @classmethod
-    def more(cls) -> StageResult:
-        return cls(finished=False)
+    def more(cls, wait_s: float = 0.0) -> StageResult:
+        return cls(finished=False, wait_s=wait_s)
 
     @classmethod
     def done(cls, **summary: Any) -> StageResult:

@@ -56,11 +56,19 @@ class Settings:
     events_max: int = 1000
     media_prefix: str = "/_repo/medias"
     note_prefix: str = "/_repo/notes"
+    # embeddings
+    embed_provider: str = "onnx"  # onnx (local MiniLM or REPOBUILD_TEXT_MODEL_DIR) | openai
+    text_model_dir: str | None = None
+    embed_batch: int = 32
+    embed_threads: int = 0  # 0: cores / 2, so two pool processes share the machine without oversubscribing
+    openai_base_url: str | None = None
+    openai_embed_model: str = "text-embedding-3-small"
+    openai_dimensions: int | None = None
 
     @property
     def soft_time_limit_s(self) -> float:
         # A stage yields at its budget; the soft limit is the safety net for a batch that overruns.
-        return self.task_budget_s * 3
+        return max(self.task_budget_s * 3, 60.0)
 
     @property
     def hard_time_limit_s(self) -> float:
@@ -99,6 +107,13 @@ class Settings:
             retry_backoff_max_s=_int(e, "REPOBUILD_RETRY_BACKOFF_MAX_S", base.retry_backoff_max_s),
             callback_timeout_s=_float(e, "REPOBUILD_CALLBACK_TIMEOUT_S", base.callback_timeout_s),
             reconcile_interval_s=_float(e, "REPOBUILD_RECONCILE_INTERVAL_S", base.reconcile_interval_s),
+            embed_provider=(e.get("REPOBUILD_EMBED_PROVIDER") or base.embed_provider).lower(),
+            text_model_dir=e.get("REPOBUILD_TEXT_MODEL_DIR") or None,
+            embed_batch=_int(e, "REPOBUILD_EMBED_BATCH", base.embed_batch),
+            embed_threads=_int(e, "REPOBUILD_EMBED_THREADS", base.embed_threads),
+            openai_base_url=e.get("REPOBUILD_OPENAI_BASE_URL") or e.get("OPENAI_BASE_URL") or None,
+            openai_embed_model=e.get("REPOBUILD_OPENAI_EMBED_MODEL") or base.openai_embed_model,
+            openai_dimensions=_int(e, "REPOBUILD_OPENAI_DIMENSIONS", 0) or None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -117,7 +132,17 @@ class Settings:
             "REPOBUILD_CALLBACK_TIMEOUT_S": repr(self.callback_timeout_s),
             "REPOBUILD_RECONCILE_INTERVAL_S": repr(self.reconcile_interval_s),
             "REPOBUILD_SKIP_EMBEDDINGS": "1" if self.skip_embeddings else "0",
+            "REPOBUILD_EMBED_PROVIDER": self.embed_provider,
+            "REPOBUILD_EMBED_BATCH": str(self.embed_batch),
+            "REPOBUILD_EMBED_THREADS": str(self.embed_threads),
+            "REPOBUILD_OPENAI_EMBED_MODEL": self.openai_embed_model,
         }
+        for name, value in (("REPOBUILD_TEXT_MODEL_DIR", self.text_model_dir),
+                            ("REPOBUILD_OPENAI_BASE_URL", self.openai_base_url),
+                            ("REPOBUILD_OPENAI_DIMENSIONS", self.openai_dimensions),
+                            ("OPENAI_API_KEY", self.openai_api_key)):
+            if value:
+                env[name] = str(value)
         if self.redis_url:
             env["REPOBUILD_REDIS_URL"] = self.redis_url
         if self.callback_secret:

@@ -195,7 +195,7 @@ def test_api_keys_and_readiness(settings: Settings, api_factory: Callable[[Setti
 def test_budget_continuations(settings: Settings, workers: Workers, store: JobStore, tmp_path: Path,
                               api_factory: Callable[[Settings], ApiServer]) -> None:
     """A stage whose budget runs out continues in fresh tasks (Task.replace) and the chain goes on."""
-    settings = settings.with_(task_budget_s=0.05, parse_batch=2)
+    settings = settings.with_(task_budget_s=0.0, parse_batch=2)
     workers.start(settings)
     api = api_factory(settings)
     api.client.post("/jobs", json={"task": "process-all", "source": str(DEMO_REPO), "job_id": "b1"})

@@ -16,12 +16,14 @@ from pipeline.checkpoints import JobStore, JobView, build_finished
 from pipeline.errors import JobCancelled, LeaseLost, PermanentError, TransientError
 from pipeline.models import JobStatus, StageResult, StageState, StageStatus
 from pipeline.plans import NOTIFY
+from worker.broker import batches_in_broker
 from worker.context import LeaseKeeper, RedisStageContext
 from worker.results import job_result
 
 log = logging.getLogger("repobuild.worker")
 
 StageFn = Callable[[RedisStageContext], StageResult]
+BATCH_TASK = "repobuild.batch"
 
 # Worth another try later; anything else is a bug or bad input and fails the stage at once.
 RETRYABLE: tuple[type[BaseException], ...] = (
@@ -71,8 +73,9 @@ class StageTask(Task):
                 return "already-done"
             self._mark_started(job, state, token, continuation)
             ctx = RedisStageContext(job_id=job_id, stage=name, spec=job.spec, settings=settings,
-                                    artifacts=self.app.artifacts, store=store, state=state, lease=lease,
-                                    job_secrets=store.secrets(job_id))
+                                    artifacts=self.app.artifacts, store=store, job_secrets=store.secrets(job_id),
+                                    state=state, lease=lease, send_batch=self._batch_sender(job_id),
+                                    batches_in_broker=lambda: batches_in_broker(self.app, job_id, name))
             t0 = time.monotonic()
             try:
                 result = stage_fn(ctx)
@@ -103,9 +106,14 @@ class StageTask(Task):
             # Budget spent: continue in a fresh task; replace() keeps the rest of the chain. The lease
             # is already released so the continuation can take it at once.
             store.event(job_id, "continue", f"{name}: budget spent, continuing at {state.cursor}", stage=name)
-            raise self.replace(self.si(job_id, continuation=True))
+            follow = self.si(job_id, continuation=True)
+            raise self.replace(follow.set(countdown=result.wait_s) if result.wait_s else follow)
         self._after_done(job_id, name)
         return "done"
+
+    def _batch_sender(self, job_id: str) -> Callable[[int], None]:
+        task = self.app.tasks[BATCH_TASK]
+        return lambda n: task.apply_async((job_id, self.stage_name, n))
 
     def _check_runnable(self, job: JobView) -> None:
         name = self.stage_name

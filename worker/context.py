@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.artifacts import ArtifactStore
 from pipeline.checkpoints import JobStore
-from pipeline.errors import JobCancelled, LeaseLost
+from pipeline.batch_state import BatchState
+from pipeline.errors import JobCancelled, LeaseLost, PermanentError
 from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.settings import Settings
 from pipeline.stages.context import job_key
@@ -47,52 +49,22 @@ class LeaseKeeper:
 
 
 @dataclass
-class RedisStageContext:
+class RedisJobContext:
+    """What every task of a job sees: its spec, settings, artifacts, issues, logs and secrets."""
+
     job_id: str
     stage: str
     spec: JobSpec
     settings: Settings
     artifacts: ArtifactStore
     store: JobStore
-    state: StageState
-    lease: LeaseKeeper
-    job_secrets: dict[str, str] = field(default_factory=dict)
-    _started: float = field(default_factory=time.monotonic)
-    _last_cancel_check: float = 0.0
-
-    @property
-    def cursor(self) -> JSON | None:
-        return self.state.cursor
+    job_secrets: dict[str, str]
 
     def key(self, name: str, stage: str | None = None) -> str:
         return job_key(self.job_id, stage or self.stage, name)
 
-    def _write(self) -> None:
-        if self.lease.lost.is_set() or not self.store.put_stage(self.job_id, self.state, self.lease.token):
-            raise LeaseLost(f"{self.job_id}/{self.stage}: lease lost; another worker owns this stage now")
-
-    def save_cursor(self, cursor: JSON) -> None:
-        self.state.cursor = cursor
-        self._write()
-
-    def progress(self, done: int, total: int) -> None:
-        self.state.done, self.state.total = done, total
-        self._write()
-        self.store.event(self.job_id, "progress", f"{self.stage} {done}/{total}", stage=self.stage,
-                         done=done, total=total)
-
     def record_issue(self, issue: Issue) -> None:
         self.store.add_issue(self.job_id, issue)
-
-    def should_yield(self) -> bool:
-        if self.lease.lost.is_set():
-            raise LeaseLost(f"{self.job_id}/{self.stage}: lease lost")
-        now = time.monotonic()
-        if now - self._last_cancel_check >= 0.5:
-            self._last_cancel_check = now
-            if self.store.status(self.job_id) == JobStatus.CANCELLED:
-                raise JobCancelled(f"job {self.job_id} was cancelled")
-        return now - self._started >= self.settings.task_budget_s
 
     def log(self, message: str, level: str = "info") -> None:
         log.log(logging.ERROR if level == "error" else logging.INFO, "%s", message,
@@ -103,3 +75,75 @@ class RedisStageContext:
         if name == "git_token" and name not in self.job_secrets:
             return self.settings.github_token  # the original's GITHUB_TOKEN: a service-wide default
         return self.job_secrets.get(name)
+
+
+LOST_BATCH_GRACE_S = 10.0  # a batch sent this recently may still be on its way to a worker
+
+
+@dataclass
+class RedisStageContext(RedisJobContext):
+    """A stage task's context: a fenced cursor, a time budget, cancellation and fan-out."""
+
+    state: StageState = field(default_factory=lambda: StageState(name=""))
+    lease: LeaseKeeper | None = None
+    send_batch: Callable[[int], None] | None = None
+    batches_in_broker: Callable[[], set[int]] | None = None
+    _started: float = field(default_factory=time.monotonic)
+    _last_cancel_check: float = 0.0
+    _last_lost_check: float = 0.0
+
+    @property
+    def cursor(self) -> JSON | None:
+        return self.state.cursor
+
+    def _write(self) -> None:
+        assert self.lease is not None
+        if self.lease.lost.is_set() or not self.store.put_stage(self.job_id, self.state, self.lease.token):
+            raise LeaseLost(f"{self.job_id}/{self.stage}: lease lost; another worker owns this stage now")
+
+    def save_cursor(self, cursor: JSON) -> None:
+        self.state.cursor = cursor
+        self._write()
+
+    def progress(self, done: int, total: int) -> None:
+        if (self.state.done, self.state.total) == (done, total):
+            return
+        self.state.done, self.state.total = done, total
+        self._write()
+        self.store.event(self.job_id, "progress", f"{self.stage} {done}/{total}", stage=self.stage,
+                         done=done, total=total)
+
+    def should_yield(self) -> bool:
+        if self.lease is not None and self.lease.lost.is_set():
+            raise LeaseLost(f"{self.job_id}/{self.stage}: lease lost")
+        now = time.monotonic()
+        if now - self._last_cancel_check >= 0.5:
+            self._last_cancel_check = now
+            if self.store.status(self.job_id) == JobStatus.CANCELLED:
+                raise JobCancelled(f"job {self.job_id} was cancelled")
+        return now - self._started >= self.settings.task_budget_s
+
+    def fan_out(self, batches: Sequence[int]) -> None:
+        assert self.send_batch is not None
+        todo = list(batches)
+        BatchState(self.store, self.job_id, self.stage).mark_sent(todo)
+        for n in todo:
+            self.send_batch(n)
+
+    def batches_pending(self, total: int) -> set[int]:
+        state = BatchState(self.store, self.job_id, self.stage)
+        failed = state.failed()
+        if failed:
+            n, error = min(failed.items())
+            raise PermanentError(f"{self.stage} batch {n} failed: {error}")
+        pending = set(range(total)) - state.done()
+        now = time.time()
+        if pending and self.batches_in_broker is not None and now - self._last_lost_check >= LOST_BATCH_GRACE_S / 2:
+            self._last_lost_check = now
+            sent = state.sent_at()
+            quiet = {n for n in pending if now - sent.get(n, 0.0) >= LOST_BATCH_GRACE_S}
+            lost = quiet - state.leased(quiet) - self.batches_in_broker()
+            if lost:
+                self.log(f"{self.stage}: sending {len(lost)} lost batch(es) again: {sorted(lost)[:10]}")
+                self.fan_out(sorted(lost))
+        return pending

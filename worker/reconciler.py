@@ -7,8 +7,6 @@ the message). Every worker runs this loop; a Redis lock lets one of them act at 
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import threading
 import time
@@ -19,42 +17,13 @@ import redis
 from pipeline.checkpoints import JobStore, JobView, build_finished
 from pipeline.models import JobStatus, StageState, StageStatus
 from pipeline.plans import NOTIFY
-from worker.celery_app import QUEUES, RepobuildCelery
+from worker.broker import jobs_in_broker
+from worker.celery_app import RepobuildCelery
 from worker.chains import enqueue_from
 
 log = logging.getLogger("repobuild.reconciler")
 
-PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: a queue with priority p lives at f"{queue}{sep}{p}"
-PRIORITY_STEPS = (0, 3, 6, 9)
-UNACKED = "unacked"  # kombu's hash of delivered, not yet acked messages (incl. countdown retries)
 GRACE_S = 10.0  # time a freshly enqueued message has to show up before we call it lost
-
-
-def _message_job(raw: str) -> str | None:
-    try:
-        msg = json.loads(raw)
-        if isinstance(msg, list):  # unacked entries are [message, exchange, routing_key]
-            msg = msg[0]
-        body = json.loads(base64.b64decode(msg["body"]))
-        args = body[0]
-        return str(args[0]) if args else None
-    except (ValueError, KeyError, IndexError, TypeError):
-        return None
-
-
-def jobs_in_broker(client: redis.Redis) -> set[str]:
-    """Job ids that have a message waiting or in flight anywhere in the broker."""
-    found: set[str] = set()
-    for q in QUEUES:
-        for p in PRIORITY_STEPS:
-            key = q if p == 0 else f"{q}{PRIORITY_SEP}{p}"
-            for raw in cast(list[bytes], client.lrange(key, 0, -1)):
-                if (job := _message_job(raw.decode())) is not None:
-                    found.add(job)
-    for raw in cast(list[bytes], client.hvals(UNACKED)):
-        if (job := _message_job(raw.decode())) is not None:
-            found.add(job)
-    return found
 
 
 def stuck_stage(store: JobStore, job: JobView, in_broker: set[str], now: float) -> StageState | None:

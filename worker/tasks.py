@@ -5,16 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.plans import NOTIFY
-from pipeline.stages import build_db, fetch, parse, publish
-from worker.base import StageFn, StageTask
+from pipeline.stages import build_db, embed_text, fetch, parse, publish
+from pipeline.stages.context import BatchFn
+from worker.base import BATCH_TASK, RETRYABLE, StageFn, StageTask
+from worker.batches import BatchTask
 from worker.notifications import run_notify
 
 STAGE_FUNCTIONS: dict[str, StageFn] = {
     "fetch": fetch.run,
     "parse": parse.run,
+    "embed_text": embed_text.run,
     "build_db": build_db.run,
     "publish": publish.run,
     NOTIFY: run_notify,
+}
+
+
+BATCH_FUNCTIONS: dict[str, BatchFn] = {
+    "embed_text": embed_text.run_batch,
 }
 
 
@@ -23,11 +31,18 @@ def register(app: Any) -> None:
     for stage, fn in STAGE_FUNCTIONS.items():
         _register_stage(app, stage, fn, settings.max_retries, settings.retry_backoff_max_s)
 
+    def batch_task(self: BatchTask, job_id: str, stage: str, n: int) -> str:
+        return self.execute(job_id, stage, n)
+
+    app.task(base=BatchTask, bind=True, shared=False, name=BATCH_TASK, batch_functions=BATCH_FUNCTIONS,
+             autoretry_for=RETRYABLE, max_retries=settings.max_retries,
+             retry_backoff_max=settings.retry_backoff_max_s)(batch_task)
+
 
 def _register_stage(app: Any, stage: str, fn: StageFn, max_retries: int, backoff_max: int) -> None:
     def stage_task(self: StageTask, job_id: str, continuation: bool = False) -> str:
         return self.execute(job_id, fn, continuation)
 
     stage_task.__name__ = f"{stage}_task"
-    app.task(base=StageTask, bind=True, name=f"repobuild.{stage}", stage_name=stage,
+    app.task(base=StageTask, bind=True, shared=False, name=f"repobuild.{stage}", stage_name=stage,
              max_retries=max_retries, retry_backoff_max=backoff_max)(stage_task)

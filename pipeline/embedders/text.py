@@ -117,14 +117,14 @@ class OnnxTextEmbedder:
 _cache: dict[str, OnnxTextEmbedder] = {}
 
 
-def load_text_embedder(model_dir: str | None = None) -> OnnxTextEmbedder:
+def load_text_embedder(model_dir: str | None = None, threads: int | None = None) -> OnnxTextEmbedder:
     """One embedder per process and model (loading costs ~0.3 s and 90 MB)."""
     key = model_dir or ""
     if key not in _cache:
         if model_dir:
             model, tok = model_dir_files(model_dir)
-            _cache[key] = OnnxTextEmbedder(model, tok, model_name=Path(model_dir).name)
+            _cache[key] = OnnxTextEmbedder(model, tok, model_name=Path(model_dir).name, threads=threads)
         else:
             model, tok = default_model_files()
-            _cache[key] = OnnxTextEmbedder(model, tok)
+            _cache[key] = OnnxTextEmbedder(model, tok, threads=threads)
     return _cache[key]

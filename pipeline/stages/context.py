@@ -8,13 +8,34 @@ with the cursor in memory, for pure stage tests.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from pipeline.artifacts import ArtifactStore
 from pipeline.models import JSON, Issue, JobSpec, StageResult
 from pipeline.settings import Settings
+
+
+class BatchContext(Protocol):
+    """What one fanned-out batch of a stage sees: no cursor and no budget, it is one small unit."""
+
+    job_id: str
+    stage: str
+    spec: JobSpec
+    settings: Settings
+    artifacts: ArtifactStore
+
+    def key(self, name: str, stage: str | None = None) -> str: ...
+
+    def record_issue(self, issue: Issue) -> None: ...
+
+    def log(self, message: str, level: str = "info") -> None: ...
+
+    def secret(self, name: str) -> str | None: ...
+
+
+BatchFn = Callable[[BatchContext, int], None]
 
 
 class StageContext(Protocol):
@@ -51,6 +72,16 @@ class StageContext(Protocol):
         """A secret of this job (e.g. `git_token`), never stored in job state."""
         ...
 
+    def fan_out(self, batches: Sequence[int]) -> None:
+        """Have this stage's `run_batch(ctx, n)` run for each n, on whichever workers are free."""
+        ...
+
+    def batches_pending(self, total: int) -> set[int]:
+        """Batch numbers in range(total) not finished yet (lost ones are sent again).
+
+        Raises PermanentError when a batch failed for good."""
+        ...
+
 
 def job_key(job_id: str, stage: str, name: str) -> str:
     return f"jobs/{job_id}/{stage}/{name}"
@@ -72,6 +103,8 @@ class LocalContext:
     logs: list[tuple[str, str]] = field(default_factory=list)
     progress_seen: list[tuple[int, int]] = field(default_factory=list)
     cursors_saved: int = 0
+    batch_fn: BatchFn | None = None
+    done_batches: set[int] = field(default_factory=set)
     _started: float = field(default_factory=time.monotonic)
 
     def key(self, name: str, stage: str | None = None) -> str:
@@ -95,6 +128,18 @@ class LocalContext:
 
     def secret(self, name: str) -> str | None:
         return self.secrets.get(name)
+
+    def fan_out(self, batches: Sequence[int]) -> None:
+        # In-process: run them right here, in order (pure tests and benchmarks).
+        if self.batch_fn is None:
+            raise RuntimeError(f"LocalContext for {self.stage} has no batch_fn to fan out to")
+        for n in batches:
+            if n not in self.done_batches:
+                self.batch_fn(self, n)
+                self.done_batches.add(n)
+
+    def batches_pending(self, total: int) -> set[int]:
+        return set(range(total)) - self.done_batches
 
     def restart_budget(self) -> None:
         self._started = time.monotonic()

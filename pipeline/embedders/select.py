@@ -1,0 +1,34 @@
+"""Which text embedder a job uses, from the settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from pipeline.embedders.text import TextEmbedder, load_text_embedder
+from pipeline.errors import PermanentError
+from pipeline.settings import Settings
+
+
+def _threads(settings: Settings) -> int:
+    return settings.embed_threads or max(1, (os.cpu_count() or 2) // 2)
+
+
+def text_embedder(settings: Settings) -> TextEmbedder:
+    if settings.embed_provider == "openai":
+        from pipeline.embedders.openai_compat import OpenAIEmbedder  # noqa: PLC0415
+
+        if not settings.openai_base_url and not settings.openai_api_key:
+            raise PermanentError("REPOBUILD_EMBED_PROVIDER=openai needs OPENAI_API_KEY or REPOBUILD_OPENAI_BASE_URL")
+        return OpenAIEmbedder(base_url=settings.openai_base_url, model=settings.openai_embed_model,
+                              api_key=settings.openai_api_key or "unused", dimensions=settings.openai_dimensions)
+    if settings.embed_provider != "onnx":
+        raise PermanentError(f"unknown REPOBUILD_EMBED_PROVIDER {settings.embed_provider!r} (onnx or openai)")
+    return load_text_embedder(settings.text_model_dir, threads=_threads(settings))
+
+
+def token_counter(settings: Settings) -> Callable[[str], int]:
+    """Token counts for chunking: the local model's tokenizer, whatever provider embeds the chunks."""
+    local = load_text_embedder(settings.text_model_dir if settings.embed_provider == "onnx" else None,
+                               threads=_threads(settings))
+    return lambda text: len(local.tokens(text))

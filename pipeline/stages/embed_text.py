@@ -1,0 +1,132 @@
+"""embed_text: a vector per post (the original's recipe) and per ~256-token passage.
+
+1. plan (cursor None): build every input text, look each up in the shared cache by
+   (model id, SHA-256 of the text), and cut the misses into length-sorted batches
+   (`batches/NNNNN.json`), so padding to the longest in a batch costs little;
+2. embed: the batches fan out to every worker listening (`ctx.fan_out`), each writing its vectors
+   to the cache; the stage waits without holding a worker process (`StageResult.more(wait_s)`), and
+   a killed worker loses at most its batch in flight;
+3. assemble: post and passage matrices in a fixed order from the cache → `result/posts`, `result/chunks`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipeline.embedders.select import text_embedder, token_counter
+from pipeline.models import JSON, StageResult
+from pipeline.stages.context import BatchContext, StageContext
+from pipeline.vectors import Matrix, VectorCache, text_key, write_matrix
+
+STAGE = "embed_text"
+DOC_INSTRUCTION = "Represent the document for semantic search:"
+CHUNK_TOKENS = 256
+
+
+def skipped(ctx: StageContext) -> bool:
+    return bool(ctx.settings.skip_embeddings or ctx.spec.options.get("skipEmbeddings"))
+
+
+def run(ctx: StageContext) -> StageResult:
+    if skipped(ctx):
+        return StageResult.done(skipped=True)
+    cursor = ctx.cursor
+    if cursor is None:
+        cursor = _plan(ctx)
+        ctx.save_cursor(cursor)
+        if ctx.should_yield():
+            return StageResult.more()
+    if cursor["phase"] == "embed":
+        total = int(cursor["batches"])
+        if not cursor.get("dispatched"):
+            ctx.fan_out(range(total))
+            cursor = {**cursor, "dispatched": True}
+            ctx.save_cursor(cursor)
+        pending = ctx.batches_pending(total)
+        ctx.progress(total - len(pending), total)
+        if pending:
+            return StageResult.more(wait_s=0.5)
+        cursor = {**cursor, "phase": "assemble"}
+        ctx.save_cursor(cursor)
+    return _assemble(ctx, cursor)
+
+
+def _inputs(ctx: StageContext) -> tuple[list[JSON], list[str]]:
+    """Every text to embed with what it belongs to, in a fixed order: posts, then their chunks."""
+    from pipeline.embedders.chunks import chunk_text, post_embedding_input  # noqa: PLC0415
+
+    posts: list[JSON] = ctx.artifacts.get_json(ctx.key("result/posts.json", stage="parse"))
+    count = token_counter(ctx.settings)
+    items: list[JSON] = []
+    texts: list[str] = []
+    for post in sorted(posts, key=lambda p: str(p["hash"])):
+        text = post_embedding_input(post, DOC_INSTRUCTION)
+        items.append({"kind": "post", "post": post["hash"], "slug": post["slug"]})
+        texts.append(text)
+        headings = [str(t.get("title", "")) for t in post.get("toc") or []]
+        for chunk in chunk_text(str(post.get("plain") or ""), count, CHUNK_TOKENS, headings=headings):
+            items.append({"kind": "chunk", "post": post["hash"], "index": chunk.index, "start": chunk.start,
+                          "end": chunk.end})
+            texts.append(chunk.text)
+    return items, texts
+
+
+def _plan(ctx: StageContext) -> JSON:
+    embedder = text_embedder(ctx.settings)
+    cache = VectorCache(ctx.artifacts, embedder.model_id, embedder.dim)
+    items, texts = _inputs(ctx)
+    misses: dict[str, str] = {}
+    for item, text in zip(items, texts, strict=True):
+        item["key"] = text_key(text)
+        if item["key"] not in misses and not cache.has(item["key"]):
+            misses[item["key"]] = text
+    # Longest first, so each batch pads to a similar length.
+    ordered = sorted(misses.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    size = max(1, ctx.settings.embed_batch)
+    batches = [ordered[i:i + size] for i in range(0, len(ordered), size)]
+    for n, batch in enumerate(batches):
+        ctx.artifacts.put_json(ctx.key(f"batches/{n:05d}.json"),
+                               {"keys": [k for k, _ in batch], "texts": [t for _, t in batch]})
+    cached = sum(1 for i in items if i["key"] not in misses)
+    ctx.artifacts.put_json(ctx.key("plan.json"), {"model": embedder.model_id, "dim": embedder.dim, "items": items,
+                                                  "embedded": len(misses), "cached": cached,
+                                                  "batches": len(batches)})
+    ctx.log(f"embed_text: {len(items)} inputs, {len(misses)} to embed in {len(batches)} batches, {cached} from cache")
+    return {"phase": "embed", "batches": len(batches), "dispatched": False}
+
+
+def run_batch(ctx: BatchContext, n: int) -> None:
+    """Embed one batch into the shared cache. Idempotent: a redelivered batch rewrites the same vectors."""
+    batch: dict[str, Any] = ctx.artifacts.get_json(ctx.key(f"batches/{n:05d}.json", stage=STAGE))
+    embedder = text_embedder(ctx.settings)
+    cache = VectorCache(ctx.artifacts, embedder.model_id, embedder.dim)
+    todo = [(k, t) for k, t in zip(batch["keys"], batch["texts"], strict=True) if not cache.has(k)]
+    if not todo:
+        return
+    vectors = embedder.embed([t for _, t in todo])
+    for (key, _), vec in zip(todo, vectors, strict=True):
+        cache.put(key, vec)
+
+
+def _assemble(ctx: StageContext, cursor: JSON) -> StageResult:
+    plan: JSON = ctx.artifacts.get_json(ctx.key("plan.json"))
+    cache = VectorCache(ctx.artifacts, str(plan["model"]), int(plan["dim"]))
+    posts = [i for i in plan["items"] if i["kind"] == "post"]
+    chunks = [i for i in plan["items"] if i["kind"] == "chunk"]
+
+    def matrix(rows: list[JSON]) -> Matrix:
+        if not rows:
+            return np.zeros((0, int(plan["dim"])), dtype=np.float32)
+        return np.stack([cache.get(str(r["key"])) for r in rows])
+
+    header = {"model": plan["model"]}
+    write_matrix(ctx.artifacts, ctx.key("result/posts"), matrix(posts),
+                 {**header, "ids": [p["post"] for p in posts], "slugs": [p["slug"] for p in posts]})
+    write_matrix(ctx.artifacts, ctx.key("result/chunks"), matrix(chunks),
+                 {**header, "ids": [c["post"] for c in chunks],
+                  "chunks": [{"post": c["post"], "index": c["index"], "start": c["start"], "end": c["end"]}
+                             for c in chunks]})
+    return StageResult.done(model=plan["model"], posts=len(posts), chunks=len(chunks), embedded=int(plan["embedded"]),
+                            cached=int(plan["cached"]), batches=int(cursor["batches"]))
