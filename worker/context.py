@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pipeline.artifacts import ArtifactStore
-from pipeline.checkpoints import JobStore
 from pipeline.batch_state import BatchState
+from pipeline.checkpoints import JobStore
 from pipeline.errors import JobCancelled, LeaseLost, PermanentError
 from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.settings import Settings

@@ -107,11 +107,12 @@ class OnnxTextEmbedder:
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
         with self._lock:  # one session, many threads: onnxruntime parallelises inside a run already
-            hidden = self.session.run(None, feeds)[0]
+            hidden: Vectors = np.asarray(self.session.run(None, feeds)[0], dtype=np.float32)
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        out: Vectors = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        return out
 
 
 _cache: dict[str, OnnxTextEmbedder] = {}

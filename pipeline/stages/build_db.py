@@ -18,6 +18,8 @@ from pipeline.content_db import DbCounts, write_content_db
 from pipeline.errors import PermanentError
 from pipeline.models import Issue, StageResult
 from pipeline.stages.context import StageContext
+from pipeline.vector_db import add_vectors
+from pipeline.vectors import has_matrix, read_matrix
 
 DB_NAME = "content.sqlite"
 
@@ -95,6 +97,7 @@ def run(ctx: StageContext) -> StageResult:
 
     tmp, counts = build(scratch, posts, medias, graph)
     try:
+        vector_counts = _add_vectors(ctx, tmp, posts)
         size = tmp.stat().st_size
         if folder is not None:
             os.replace(tmp, folder / DB_NAME)
@@ -112,6 +115,30 @@ def run(ctx: StageContext) -> StageResult:
             f"{counts.links} links, {counts.frontmatter_columns} frontmatter columns, {size} bytes")
     summary: dict[str, Any] = {"posts": counts.posts, "medias": counts.medias, "tags": counts.tags,
                                "links": counts.links, "bytes": size}
+    summary.update(vector_counts)
     if folder is not None:
         summary["path"] = str(folder / DB_NAME)
     return StageResult.done(**summary)
+
+
+def _add_vectors(ctx: StageContext, db: Path, posts: list[dict[str, Any]]) -> dict[str, int]:
+    """The embed stages' matrices as sqlite-vec tables, when this job computed them."""
+    store = ctx.artifacts
+    post_key, chunk_key = ctx.key("result/posts", stage="embed_text"), ctx.key("result/chunks", stage="embed_text")
+    media_key = ctx.key("result/medias", stage="embed_images")
+    model = None
+    post_vecs = chunk_vecs = media_vecs = None
+    if has_matrix(store, post_key):
+        vecs, header = read_matrix(store, post_key)
+        model = str(header.get("model"))
+        post_vecs = ([str(i) for i in header["ids"]], vecs)
+    if has_matrix(store, chunk_key):
+        vecs, header = read_matrix(store, chunk_key)
+        plain = {str(p["hash"]): str(p.get("plain") or "") for p in posts}
+        chunk_vecs = (list(header["chunks"]), vecs, plain)
+    if has_matrix(store, media_key):
+        vecs, header = read_matrix(store, media_key)
+        media_vecs = ([str(i) for i in header["ids"]], vecs, str(header.get("model")))
+    if post_vecs is None and chunk_vecs is None and media_vecs is None:
+        return {}
+    return add_vectors(db, model=model, posts=post_vecs, chunks=chunk_vecs, medias=media_vecs)

@@ -17,7 +17,7 @@ def run(ctx: StageContext) -> StageResult:
     src = Path(source.path)
     if not src.is_dir():
         raise PermanentError(f"source path {source.path} does not exist")
-    with ctx.artifacts.write_tree(ctx.key("tree")) as d:  # type: ignore[attr-defined]
+    with ctx.artifacts.write_tree(ctx.key("tree")) as d:
         shutil.copytree(src, d, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".git"))
     ctx.artifacts.put_json(ctx.key("source.json"), {"kind": "folder", "path": str(src), "commit": None})
     return StageResult.done()

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pipeline.models import JSON, Issue, StageResult
 from pipeline.stages.context import StageContext
 from pipeline.targets.local import LocalFolderTarget
+from pipeline.vectors import has_matrix, read_matrix
 
 # Files the bundle describes itself with; files-dist.json lists every other file.
 SELF_DESCRIBING = ("files-dist.json", "manifest.json")
@@ -225,6 +226,45 @@ def _source_info(ctx: StageContext) -> JSON:
             "url": _public_url(src.get("url") or (spec.url if spec else None))}
 
 
+def _enriched(ctx: StageContext, posts: list[JSON]) -> list[JSON]:
+    """Posts with enrich's backlinks and reading time, when the job ran enrich."""
+    key = ctx.key("result/enrichment.json", stage="enrich")
+    if not ctx.artifacts.exists(key):
+        return posts
+    extra: dict[str, JSON] = ctx.artifacts.get_json(key)
+    return [{**p, **extra.get(str(p.get("hash")), {})} for p in posts]
+
+
+def _vector_files(ctx: StageContext, w: BundleWriter, posts: list[JSON]) -> JSON:
+    """The embedding and similarity files of CONTRACT §3; returns which model made which vectors."""
+    store, models = ctx.artifacts, {}
+    post_key = ctx.key("result/posts", stage="embed_text")
+    if has_matrix(store, post_key):
+        vecs, header = read_matrix(store, post_key)
+        ids = [str(i) for i in header["ids"]]
+        slugs = {str(p["hash"]): str(p["slug"]) for p in posts}
+        w.json("posts-embedding-hash-map.json", {h: _floats(v) for h, v in zip(ids, vecs, strict=True)})
+        w.json("posts-embedding-slug-map.json", {slugs[h]: _floats(v) for h, v in zip(ids, vecs, strict=True)
+                                                 if h in slugs})
+        models["text"] = {"model": header.get("model"), "dim": header.get("dim")}
+    media_key = ctx.key("result/medias", stage="embed_images")
+    if has_matrix(store, media_key):
+        vecs, header = read_matrix(store, media_key)
+        w.json("media-embedding-hash-map.json", {str(h): _floats(v) for h, v in zip(header["ids"], vecs,
+                                                                                      strict=True)})
+        models["image"] = {"model": header.get("model"), "dim": header.get("dim"), "kind": header.get("kind")}
+    for name in ("posts-similarity.json", "posts-similar-hash.json"):
+        key = ctx.key(f"result/{name}", stage="enrich")
+        if store.exists(key):
+            w.write(name, store.get_bytes(key))
+    return models
+
+
+def _floats(vec: Any) -> list[float]:
+    # float32 → shortest decimal that reads back to the same float32, so files stay small and exact
+    return [float(f"{x:.8g}") for x in vec.tolist()]
+
+
 def run(ctx: StageContext) -> StageResult:
     store = ctx.artifacts
 
@@ -232,7 +272,7 @@ def run(ctx: StageContext) -> StageResult:
         key = ctx.key(f"result/{name}", stage="parse")
         return store.get_json(key) if default is None or store.exists(key) else default
 
-    posts: list[JSON] = parsed("posts.json")
+    posts: list[JSON] = _enriched(ctx, parsed("posts.json"))
     medias: list[JSON] = parsed("medias.json", [])
     meta: JSON = parsed("meta.json", {})
     tree = None
@@ -255,6 +295,7 @@ def run(ctx: StageContext) -> StageResult:
         w.json("graph.json", parsed("graph.json", {"nodes": [], "edges": []}))
         w.json("files-source.json", parsed("files-source.json", []))
         w.json("processor-issues.json", processor_issues)
+        models = _vector_files(ctx, w, posts)
         if store.exists(db_key):
             w.write("content.sqlite", store.get_bytes(db_key))
         worker_issues = extra_issues + [i.to_json() for i in pub.issues]
@@ -266,7 +307,7 @@ def run(ctx: StageContext) -> StageResult:
             "createdAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "counts": {"posts": len(posts), "medias": len(medias),
                        "issues": len(processor_issues.get("issues") or []) + len(worker_issues)},
-            "models": {},
+            "models": models,
             "files": {rel: sha for rel, (sha, _size) in sorted(w.files.items())},
         })
         ctx.should_yield()  # last chance to notice a cancel or a lost lease before going live
