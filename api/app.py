@@ -33,12 +33,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["repobuild.celery"] = create_celery(settings)
 
     from api.routes_health import bp as health_bp  # noqa: PLC0415
+    from api.routes_inference import bp as inference_bp  # noqa: PLC0415
     from api.routes_jobs import bp as jobs_bp  # noqa: PLC0415
     from api.routes_process import bp as process_bp  # noqa: PLC0415
 
     app.register_blueprint(health_bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(process_bp)
+    app.register_blueprint(inference_bp)
 
     @app.before_request
     def _auth() -> Any:

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 from api.schemas import secrets_of, source_spec
 from pipeline.models import JobSpec, JobStatus, SourceSpec
@@ -143,6 +144,42 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from pipeline.embedders.select import text_embedder  # noqa: PLC0415
+    from pipeline.search import models, search_medias, search_posts  # noqa: PLC0415
+
+    bundle = Path(args.bundle)
+    db = bundle / "content.sqlite" if bundle.is_dir() else bundle
+    settings = Settings.from_env()
+    stored = models(db)
+    embedder = text_embedder(settings) if stored else None
+    text_model = stored.get("posts", ("", 0))[0]
+    if embedder is not None and text_model and text_model != embedder.model_id:
+        print(f"repobuild: {db} was embedded with {text_model}, this machine has {embedder.model_id}; "
+              "searching by keywords only", file=sys.stderr)
+        embedder = None
+
+    def embed(text: str) -> Any:
+        assert embedder is not None
+        return embedder.embed([text])[0]
+
+    if args.images:
+        media_model = stored.get("medias", ("", 0))[0]
+        if embedder is None or media_model != embedder.model_id:
+            print("repobuild: image search needs the CLIP model the images were embedded with "
+                  f"({media_model or 'none'})", file=sys.stderr)
+            return 1
+        hits = search_medias(db, embed(args.query), args.k)
+    else:
+        hits = search_posts(db, args.query, args.k, embed if embedder is not None else None)
+    for n, hit in enumerate(hits, start=1):
+        print(f"{n:2d}. {hit.title}  [{hit.slug}]  score {hit.score:.4f}")
+        print(f"    {hit.snippet}")
+    if not hits:
+        print("no results", file=sys.stderr)
+    return 0
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     from werkzeug.serving import run_simple  # noqa: PLC0415
 
@@ -196,6 +233,13 @@ def parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=helptext)
         sp.add_argument("job_id")
         sp.set_defaults(func=cmd_status if name == "status" else cmd_transition)
+
+    search = sub.add_parser("search", help="hybrid search (bm25 + vectors) over a bundle's content.sqlite")
+    search.add_argument("bundle", help="a bundle folder or a content.sqlite file")
+    search.add_argument("query")
+    search.add_argument("--k", type=int, default=10)
+    search.add_argument("--images", action="store_true", help="search images instead of posts")
+    search.set_defaults(func=cmd_search)
 
     rec = sub.add_parser("reconcile", help="re-drive stuck jobs once")
     rec.set_defaults(func=cmd_reconcile)

@@ -64,6 +64,10 @@ class Settings:
     openai_base_url: str | None = None
     openai_embed_model: str = "text-embedding-3-small"
     openai_dimensions: int | None = None
+    clip_model_dir: str | None = None
+    # imageUrl fetches of the inference API refuse private and loopback addresses (SSRF) unless allowed
+    allow_private_image_urls: bool = False
+    image_fetch_max_bytes: int = 20 * 1024 * 1024
 
     @property
     def soft_time_limit_s(self) -> float:
@@ -114,6 +118,8 @@ class Settings:
             openai_base_url=e.get("REPOBUILD_OPENAI_BASE_URL") or e.get("OPENAI_BASE_URL") or None,
             openai_embed_model=e.get("REPOBUILD_OPENAI_EMBED_MODEL") or base.openai_embed_model,
             openai_dimensions=_int(e, "REPOBUILD_OPENAI_DIMENSIONS", 0) or None,
+            clip_model_dir=e.get("REPOBUILD_CLIP_MODEL_DIR") or None,
+            allow_private_image_urls=_bool(e.get("REPOBUILD_ALLOW_PRIVATE_IMAGE_URLS")),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -140,6 +146,7 @@ class Settings:
         for name, value in (("REPOBUILD_TEXT_MODEL_DIR", self.text_model_dir),
                             ("REPOBUILD_OPENAI_BASE_URL", self.openai_base_url),
                             ("REPOBUILD_OPENAI_DIMENSIONS", self.openai_dimensions),
+                            ("REPOBUILD_CLIP_MODEL_DIR", self.clip_model_dir),
                             ("OPENAI_API_KEY", self.openai_api_key)):
             if value:
                 env[name] = str(value)
