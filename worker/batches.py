@@ -43,6 +43,7 @@ class BatchTask(Task):
         if fn is None:
             raise PermanentError(f"stage {stage} has no batches")
         with LeaseKeeper(store, job_id, f"{stage}#{n}", token, settings.lease_ttl_s):
+            state.mark_started(n)
             job = store.get(job_id)
             ctx = RedisJobContext(job_id=job_id, stage=stage, spec=job.spec, settings=settings,
                                   artifacts=self.app.artifacts, store=store, job_secrets=store.secrets(job_id))

@@ -1,0 +1,118 @@
+"""The resized copies of a repository image published under `_medias/` (CONTRACT §3).
+
+`<sha256>-{xs,sm,md,lg,xl}.webp`, widths 100/300/700/1400/2160, fitted inside the width with the aspect
+kept and never enlarged: a 500-px image still gets all five names, md/lg/xl at 500 px, because clients
+build URLs from the size name without knowing the source width. svg/mp4/webm are not re-encoded; they
+are published as `<sha256>.<ext>`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+from PIL import Image
+
+from pipeline.errors import ItemError
+from pipeline.images.decode import DECODE_ERRORS, DEFAULT_MAX_PIXELS, open_image
+
+SIZES: tuple[tuple[str, int], ...] = (("xs", 100), ("sm", 300), ("md", 700), ("lg", 1400), ("xl", 2160))
+WEBP_QUALITY = 80
+JPEG_QUALITY = 85
+# libwebp's hard limit per side; a very tall image at its capped width could exceed it otherwise.
+WEBP_MAX_SIDE = 16383
+PASSTHROUGH_EXTS = frozenset({"svg", "mp4", "webm"})
+_EXTENSIONS = {"webp": "webp", "jpeg": "jpg"}
+
+OutputFormat = Literal["webp", "jpeg"]
+
+
+class Variant(NamedTuple):
+    size_name: str
+    width: int
+    height: int
+    format: str  # "webp" or "jpeg"
+    data: bytes
+
+
+def is_passthrough(ext: str) -> bool:
+    """True for the media published byte-for-byte (vector images and video)."""
+    return ext.lower().lstrip(".") in PASSTHROUGH_EXTS
+
+
+def passthrough_filename(sha256: str, ext: str) -> str:
+    return f"{sha256}.{ext.lower().lstrip('.')}"
+
+
+def variant_filename(sha256: str, variant: Variant) -> str:
+    return f"{sha256}-{variant.size_name}.{_EXTENSIONS[variant.format]}"
+
+
+def target_sizes(width: int, height: int, fmt: OutputFormat = "webp") -> list[tuple[str, int, int]]:
+    """(size name, width, height) of every variant of a width x height source."""
+    out = []
+    for size_name, max_width in SIZES:
+        w = min(max_width, width)
+        h = max(1, round(height * w / width))
+        if fmt == "webp" and h > WEBP_MAX_SIDE:
+            w, h = max(1, round(width * WEBP_MAX_SIDE / height)), WEBP_MAX_SIDE
+        out.append((size_name, w, h))
+    return out
+
+
+def make_variants(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  fmt: OutputFormat = "webp") -> list[Variant]:
+    """Every size of one image, smallest first. Bad input raises ItemError(name, reason); nothing else escapes."""
+    decoded = open_image(data, name, max_pixels)
+    src = decoded.image
+    encoded: dict[tuple[int, int], bytes] = {}
+    variants: list[Variant] = []
+    prev = src
+    try:
+        # Largest first, each from the previous one: half the resize time on a 12 MP photo, and measured
+        # within 2 levels (of 255) of resizing each from the source.
+        for size_name, w, h in reversed(target_sizes(src.width, src.height, fmt)):
+            if (w, h) not in encoded:  # md/lg/xl of a small image are the same picture: encode it once
+                if (w, h) != prev.size:
+                    prev = prev.resize((w, h), Image.Resampling.LANCZOS)
+                encoded[(w, h)] = _encode(prev, fmt, decoded.icc_profile)
+            variants.append(Variant(size_name, w, h, fmt, encoded[(w, h)]))
+    except DECODE_ERRORS as exc:
+        raise ItemError(name, f"could not resize or encode: {exc.__class__.__name__}: {exc}") from exc
+    variants.reverse()
+    return variants
+
+
+def _encode(img: Image.Image, fmt: OutputFormat, icc: bytes | None) -> bytes:
+    buf = io.BytesIO()
+    # No EXIF is written: it would carry GPS positions and camera serials into a public bundle, and the
+    # orientation it held is already applied to the pixels.
+    extra: dict[str, bytes] = {"icc_profile": icc} if icc else {}
+    if fmt == "webp":
+        img.save(buf, "WEBP", quality=WEBP_QUALITY, method=4, **extra)
+    else:
+        if img.mode == "RGBA":  # JPEG has no alpha; transparent areas become the usual page white
+            flat = Image.new("RGB", img.size, (255, 255, 255))
+            flat.paste(img, mask=img.getchannel("A"))
+            img = flat
+        img.save(buf, "JPEG", quality=JPEG_QUALITY, optimize=True, progressive=True, **extra)
+    return buf.getvalue()
+
+
+def media_sizes_entry(sha256: str, variants: Sequence[Variant], url_prefix: str) -> dict[str, list[dict[str, object]]]:
+    """The `sizes` field of a medias.json entry: {xs..xl: [{width, height, format, publicPath, size}]}.
+
+    `url_prefix` is where `_medias/` is served, e.g. "/_repo/medias" or "https://example.org/_repo/medias".
+    """
+    prefix = url_prefix.rstrip("/")
+    sizes: dict[str, list[dict[str, object]]] = {}
+    for v in variants:
+        sizes.setdefault(v.size_name, []).append({
+            "width": v.width,
+            "height": v.height,
+            "format": v.format,
+            "publicPath": f"{prefix}/{variant_filename(sha256, v)}",
+            "size": len(v.data),
+        })
+    return sizes
