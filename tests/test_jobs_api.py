@@ -218,3 +218,25 @@ def test_events_stream(settings: Settings, workers: Workers, store: JobStore,
                 kinds.append(line[7:])
     assert kinds[0] == "queued" and kinds[-1] == "end"
     assert "completed" in kinds and "progress" in kinds
+
+
+def test_git_url_job_with_token(settings: Settings, workers: Workers, store: JobStore, tmp_path: Path,
+                                api_factory: Callable[[Settings], ApiServer]) -> None:
+    from tests.gitserver import GitHttpServer, make_git_repo
+
+    files = {p.relative_to(DEMO_REPO).as_posix(): p.read_bytes() for p in DEMO_REPO.rglob("*") if p.is_file()}
+    sha = make_git_repo(tmp_path / "origin", files, "import")
+    server = GitHttpServer({"site": tmp_path / "origin"}, token="tok-secret-77")
+    try:
+        workers.start(settings)
+        api = api_factory(settings)
+        url = server.url_for("site").replace("http://", "http://x:tok-secret-77@")
+        assert api.client.post("/jobs", json={"task": "process-all", "source": url, "job_id": "g1"}).status_code == 202
+        job = wait_job(store, "g1")
+        assert job.status == JobStatus.COMPLETED, job.error
+        assert job.result is not None and job.result["commit"] == sha
+        view = api.client.get("/jobs/g1").text
+        assert "tok-secret-77" not in view
+        assert "tok-secret-77" not in json.dumps([ev for _i, ev in store.events("g1")])
+    finally:
+        server.stop()

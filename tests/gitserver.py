@@ -1,0 +1,72 @@
+"""A real git smart-HTTP server for tests: dulwich's WSGI app on a loopback port, optional basic auth."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from dulwich import porcelain
+from dulwich.repo import Repo
+from dulwich.server import DictBackend
+from dulwich.web import make_wsgi_chain
+
+AUTHOR = b"Test <test@example.org>"
+
+
+def make_git_repo(path: Path, files: dict[str, bytes], message: str = "initial", branch: str = "main") -> str:
+    """Init (if needed), write files, commit them with a fixed author and time. Returns the commit sha."""
+    if not (path / ".git").exists():
+        path.mkdir(parents=True, exist_ok=True)
+        with Repo.init(str(path)) as repo:
+            repo.refs.set_symbolic_ref(b"HEAD", b"refs/heads/" + branch.encode())
+    for rel, data in files.items():
+        target = path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    with Repo(str(path)) as repo:
+        porcelain.add(repo, [str(path / rel) for rel in files])
+        sha = porcelain.commit(repo, message=message.encode(), author=AUTHOR, committer=AUTHOR,
+                               commit_timestamp=1_700_000_000, author_timestamp=1_700_000_000)
+    return sha.decode()
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+class GitHttpServer:
+    def __init__(self, repos: dict[str, Path], token: str | None = None) -> None:
+        backend = DictBackend({f"/{name}".encode(): Repo(str(path)) for name, path in repos.items()})
+        app = make_wsgi_chain(backend)
+        self.token = token
+        self.httpd = make_server("127.0.0.1", 0, self._auth(app), handler_class=_Quiet)
+        self.port = self.httpd.server_port
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def _auth(self, app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+        def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if self.token is not None:
+                header = environ.get("HTTP_AUTHORIZATION", "")
+                ok = False
+                if header.startswith("Basic "):
+                    _user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                    ok = password == self.token
+                if not ok:
+                    start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="git"'),
+                                                        ("Content-Length", "0")])
+                    return [b""]
+            return app(environ, start_response)
+
+        return wrapped
+
+    def url_for(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
