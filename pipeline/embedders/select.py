@@ -20,8 +20,10 @@ def text_embedder(settings: Settings) -> TextEmbedder:
 
         if not settings.openai_base_url and not settings.openai_api_key:
             raise PermanentError("REPOBUILD_EMBED_PROVIDER=openai needs OPENAI_API_KEY or REPOBUILD_OPENAI_BASE_URL")
-        return OpenAIEmbedder(base_url=settings.openai_base_url, model=settings.openai_embed_model,
-                              api_key=settings.openai_api_key or "unused", dimensions=settings.openai_dimensions)
+        embedder: TextEmbedder = OpenAIEmbedder(base_url=settings.openai_base_url, model=settings.openai_embed_model,
+                                                api_key=settings.openai_api_key or "unused",
+                                                dimensions=settings.openai_dimensions)
+        return embedder
     if settings.embed_provider != "onnx":
         raise PermanentError(f"unknown REPOBUILD_EMBED_PROVIDER {settings.embed_provider!r} (onnx or openai)")
     return load_text_embedder(settings.text_model_dir, threads=_threads(settings))

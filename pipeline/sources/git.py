@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 from dulwich import porcelain
 from dulwich.client import HTTPUnauthorized
@@ -39,7 +40,7 @@ def _reason(exc: BaseException, token: str | None) -> str:
 def clone(url: str, dest: Path, *, branch: str | None = None, commit: str | None = None, depth: int | None = None,
           token: str | None = None) -> str:
     """Clone `url` into `dest` (which must not exist) and check out branch/commit. Returns the commit sha."""
-    kwargs: dict[str, str] = {}
+    kwargs: dict[str, Any] = {}
     if token and url.startswith(("http://", "https://")):
         kwargs = {"username": "x-access-token", "password": token}
     shown = mask_url(url)
