@@ -1,0 +1,111 @@
+"""Tier 1: the real MiniLM, the embed_text and enrich stages in-process, search on a real corpus."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.artifacts import LocalArtifactStore
+from pipeline.embedders.text import load_text_embedder
+from pipeline.models import JobSpec, SourceSpec
+from pipeline.search import search_posts
+from pipeline.settings import Settings
+from pipeline.stages import build_db, embed_text, enrich, parse
+from pipeline.stages.context import LocalContext, job_key, run_to_end
+from pipeline.vectors import read_matrix
+from tests.conftest import CORPORA, DEMO_REPO
+
+
+def test_paraphrases_score_above_unrelated() -> None:
+    e = load_text_embedder()
+    pairs = [
+        ("How do I contribute to an open source project?", "What is the way to start contributing to open source?"),
+        ("The cat is sleeping on the sofa.", "A cat naps on the couch."),
+        ("Deploy the web app with Docker.", "Ship the website in a container using Docker."),
+    ]
+    unrelated = [
+        ("How do I contribute to an open source project?", "The recipe needs two eggs and flour."),
+        ("The cat is sleeping on the sofa.", "Interest rates rose by half a point."),
+        ("Deploy the web app with Docker.", "Penguins live in the southern hemisphere."),
+    ]
+
+    def cos(a: str, b: str) -> float:
+        va, vb = e.embed([a, b])
+        return float(va @ vb)
+
+    para = [cos(a, b) for a, b in pairs]
+    other = [cos(a, b) for a, b in unrelated]
+    assert min(para) > 0.5 > 0.25 > max(other)
+    v = e.embed(["x" * 5000])  # truncated at 256 tokens, still one normalised vector
+    assert v.shape == (1, 384) and abs(float(np.linalg.norm(v[0])) - 1) < 1e-5
+
+
+def _run(stage_run: object, ctx_args: dict[str, object], stage: str, **extra: object) -> LocalContext:
+    ctx = LocalContext(stage=stage, **ctx_args, **extra)  # type: ignore[arg-type]
+    run_to_end(stage_run, ctx)  # type: ignore[arg-type]
+    return ctx
+
+
+def build_job(tmp_path: Path, source: Path, job_id: str, artifacts: LocalArtifactStore,
+              settings: Settings) -> dict[str, object]:
+    spec = JobSpec(job_id=job_id, task="process-all", source=SourceSpec(path=str(source)))
+    shutil.copytree(source, artifacts.path(job_key(job_id, "fetch", "tree")))
+    args: dict[str, object] = {"job_id": job_id, "spec": spec, "settings": settings, "artifacts": artifacts}
+    _run(parse.run, args, "parse")
+    ctx = _run(embed_text.run, args, "embed_text", batch_fn=embed_text.run_batch)
+    return {"args": args, "embed": ctx}
+
+
+def test_embed_text_cache_and_enrich(tmp_path: Path) -> None:
+    settings = Settings(artifacts=str(tmp_path / "a"), output=str(tmp_path / "o"), temp_dir=str(tmp_path))
+    artifacts = LocalArtifactStore(settings.artifacts)
+    first = build_job(tmp_path, DEMO_REPO, "j1", artifacts, settings)
+    vecs, header = read_matrix(artifacts, job_key("j1", "embed_text", "result/posts"))
+    assert vecs.shape == (9, 384) and len(header["ids"]) == 9
+    chunks, cheader = read_matrix(artifacts, job_key("j1", "embed_text", "result/chunks"))
+    assert chunks.shape[0] == len(cheader["chunks"]) >= 9
+    summary1 = artifacts.get_json(job_key("j1", "embed_text", "plan.json"))
+    assert summary1["cached"] == 0 and summary1["embedded"] > 0
+
+    # same repository again, one post edited: only that post's inputs are embedded
+    edited = tmp_path / "edited"
+    shutil.copytree(DEMO_REPO, edited)
+    target = edited / "guides" / "setup.md"
+    target.write_text(target.read_text() + "\n\nOne more paragraph about lighthouses.\n")
+    build_job(tmp_path, edited, "j2", artifacts, settings)
+    plan2 = artifacts.get_json(job_key("j2", "embed_text", "plan.json"))
+    assert 1 <= plan2["embedded"] <= 4  # the post vector and its changed passage(s)
+    assert plan2["cached"] == len(plan2["items"]) - plan2["embedded"]
+
+    args = first["args"]
+    _run(enrich.run, args, "enrich")  # type: ignore[arg-type]
+    top = artifacts.get_json(job_key("j1", "enrich", "result/posts-similar-hash.json"))
+    sims = artifacts.get_json(job_key("j1", "enrich", "result/posts-similarity.json"))
+    assert len(top) == 9 and all(len(v) == 8 for v in top.values())
+    assert len(sims) == 9 * 8 // 2 and all(a < b for a, b in (k.split("-") for k in sims))
+    ranked = top[header["ids"][0]]
+    scores = [sims["-".join(sorted((header["ids"][0], h)))] for h in ranked]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.timeout(600)
+def test_search_finds_expected_post_on_corpus(tmp_path: Path) -> None:
+    corpus = tmp_path / "guide"
+    (corpus / "_articles").mkdir(parents=True)
+    for md in (CORPORA / "opensource-guide" / "_articles").glob("*.md"):  # the English posts
+        shutil.copy2(md, corpus / "_articles" / md.name)
+    settings = Settings(artifacts=str(tmp_path / "a"), output=str(tmp_path / "o"), temp_dir=str(tmp_path),
+                        embed_batch=16)
+    artifacts = LocalArtifactStore(settings.artifacts)
+    job = build_job(tmp_path, corpus, "g1", artifacts, settings)
+    _run(build_db.run, job["args"], "build_db")  # type: ignore[arg-type]
+    db = tmp_path / "content.sqlite"
+    db.write_bytes(artifacts.get_bytes(job_key("g1", "build_db", "content.sqlite")))
+    e = load_text_embedder()
+    hits = search_posts(db, "enforcing a code of conduct", k=5, embed=lambda t: e.embed([t])[0])
+    assert hits and hits[0].slug == "code-of-conduct", [h.slug for h in hits]
+    hits = search_posts(db, "getting paid for open source work", k=5, embed=lambda t: e.embed([t])[0])
+    assert "getting-paid" in [h.slug for h in hits[:3]], [h.slug for h in hits]
