@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,8 @@ from pipeline.settings import Settings
 from worker.celery_app import RepobuildCelery, create_celery
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPORA = ROOT.parent / "shared" / "corpora"
+# CI clones the project with shared/ beside it; REPOBUILD_CORPORA points elsewhere when it is not.
+CORPORA = Path(os.environ.get("REPOBUILD_CORPORA") or ROOT.parent / "shared" / "corpora")
 DEMO_REPO = ROOT / "samples" / "demo-repo"
 
 

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "samples" / "demo-repo"
-CORPORA = ROOT.parent / "shared" / "corpora"
+from tests.conftest import CORPORA  # noqa: E402
+
 RESULTS = ("posts.json", "medias.json", "graph.json", "files-source.json", "processor-issues.json", "meta.json")
 
 
