@@ -6,11 +6,14 @@ from pipeline.errors import PermanentError, UnknownTask
 
 NOTIFY = "notify"
 
-# Stages that produce the bundle, in order. `notify` always runs last and never fails a job.
+# Stages that produce the bundle, in order. embed_images also makes the `_medias/` variants that post
+# HTML links to, so every plan that publishes parsed posts runs it, with or without embeddings.
+# `notify` always runs last and never fails a job.
+BUILD = ("fetch", "parse", "embed_text", "embed_images", "build_db")
 PLANS: dict[str, tuple[str, ...]] = {
-    "process-all": ("fetch", "parse", "build_db", "publish", NOTIFY),
-    "build-assets": ("fetch", "parse", "build_db", "publish", NOTIFY),
-    "process-with-repo": ("fetch", "parse", "build_db", "publish", NOTIFY),
+    "process-all": (*BUILD, "enrich", "publish", NOTIFY),
+    "build-assets": (*BUILD, "publish", NOTIFY),
+    "process-with-repo": (*BUILD, "enrich", "publish", NOTIFY),
     "acquire-user-repo": ("fetch", NOTIFY),
     "build-database": ("build_db", NOTIFY),
 }

@@ -18,6 +18,8 @@ from tests.conftest import CORPORA, ApiServer, Workers, wait_job
 pytestmark = pytest.mark.e2e
 
 VOLATILE_MANIFEST = {"revision", "jobId", "createdAt"}
+# These tests are about parse and the chain; embedding ~930 posts would only make them slow.
+PARSE_ONLY = {"skipEmbeddings": True}
 
 
 def large_corpus(tmp_path: Path) -> Path:
@@ -49,13 +51,15 @@ def test_kill9_during_parse_resumes_from_cursor(settings: Settings, workers: Wor
 
     # reference: an uninterrupted run
     first = workers.start(settings)
-    api.client.post("/jobs", json={"task": "process-all", "source": str(corpus), "job_id": "ref"})
+    api.client.post("/jobs", json={"task": "process-all", "source": str(corpus), "job_id": "ref",
+                                   "options": PARSE_ONLY})
     ref = wait_job(store, "ref", timeout=300)
     assert ref.status == JobStatus.COMPLETED, ref.error
     first.stop()
 
     victim = workers.start(settings)
-    api.client.post("/jobs", json={"task": "process-all", "source": str(corpus), "job_id": "killed"})
+    api.client.post("/jobs", json={"task": "process-all", "source": str(corpus), "job_id": "killed",
+                                   "options": PARSE_ONLY})
 
     def mid_parse(job: JobView) -> bool:
         stage = store.stage("killed", "parse")
@@ -95,7 +99,8 @@ def test_lost_message_is_redriven(settings: Settings, workers: Workers, store: J
     from worker.celery_app import QUEUES
 
     api = api_factory(settings)
-    api.client.post("/jobs", json={"task": "process-all", "source": str(CORPORA / "til"), "job_id": "lost"})
+    api.client.post("/jobs", json={"task": "process-all", "source": str(CORPORA / "til"), "job_id": "lost",
+                                   "options": PARSE_ONLY})
     broker = redis.Redis.from_url(settings.redis_url or "")
     assert sum(int(broker.llen(q)) for q in QUEUES) == 1
     broker.delete(*QUEUES)

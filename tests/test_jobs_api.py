@@ -31,7 +31,8 @@ def test_job_through_api_to_bundle(settings: Settings, workers: Workers, store: 
     job = wait_job(store, "demo-1")
     assert job.status == JobStatus.COMPLETED, job.error
     view = api.client.get("/jobs/demo-1").json()
-    assert [s["name"] for s in view["stages"]] == ["fetch", "parse", "build_db", "publish", "notify"]
+    assert [s["name"] for s in view["stages"]] == ["fetch", "parse", "embed_text", "embed_images", "build_db",
+                                                   "enrich", "publish", "notify"]
     assert all(s["status"] == "done" for s in view["stages"])
     assert all(s["attempts"] == 1 for s in view["stages"])
     bundle = Path(view["result"]["distFolder"])
@@ -40,8 +41,25 @@ def test_job_through_api_to_bundle(settings: Settings, workers: Workers, store: 
     posts = json.loads((bundle / "posts.json").read_text())
     assert len(posts) == view["result"]["counts"]["posts"] > 3
     for name in ("medias.json", "graph.json", "content.sqlite", "manifest.json", "posts-slug-map.json",
-                 "files-source.json", "files-dist.json", "processor-issues.json"):
+                 "files-source.json", "files-dist.json", "processor-issues.json", "posts-embedding-hash-map.json",
+                 "posts-embedding-slug-map.json", "posts-similarity.json", "posts-similar-hash.json",
+                 "media-embedding-hash-map.json"):
         assert (bundle / name).exists(), name
+    # rasters are published as their five webp variants and posts link to the lg one
+    medias = json.loads((bundle / "medias.json").read_text())
+    rasters = [m for m in medias if m["fileExt"] in ("png", "jpg", "jpeg", "gif", "webp")]
+    assert rasters
+    for m in rasters:
+        assert sorted(m["sizes"]) == ["lg", "md", "sm", "xl", "xs"]
+        for size in ("xs", "sm", "md", "lg", "xl"):
+            assert (bundle / "_medias" / f"{m['hash']}-{size}.webp").is_file()
+    html = "".join(p["html"] for p in posts)
+    assert any(f"/_repo/medias/{m['hash']}-lg.webp" in html for m in rasters)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["models"]["text"]["model"].startswith("all-MiniLM-L6-v2@")
+    assert manifest["models"]["image"]["kind"] == "caption"
+    vectors = json.loads((bundle / "posts-embedding-hash-map.json").read_text())
+    assert len(vectors) == len(posts) and all(len(v) == 384 for v in vectors.values())
     # the broken link in the sample is an item issue: recorded with its file, the job still completed
     assert view["issue_count"] >= 1
     assert all(i["path"] for i in view["issues"])

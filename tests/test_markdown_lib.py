@@ -172,6 +172,8 @@ def test_domain_makes_urls_absolute() -> None:
     assert 'href="https://docs.example.org/_repo/notes/intro"' in out.html
     assert f'src="https://docs.example.org/_repo/medias/{H}.png"' in out.html
     assert media_url(H, "PNG", "/m/", "http://h:8080/") == f"http://h:8080/m/{H}.png"
+    # a resized raster is linked as its lg webp variant (CONTRACT §3)
+    assert media_url(H, "PNG", "/m", None, resized=True) == f"/m/{H}-lg.webp"
 
 
 def test_headings_toc_and_raw_html() -> None:

@@ -95,7 +95,7 @@ def test_demo_frontmatter_dates_tags_title(demo: LocalContext) -> None:
     assert start["date"] == "2024-03-02T09:30:00+00:00"
     assert start["tags"] == ["howto", "basics"]  # a comma-separated string
     cover = next(m for m in result(demo, "medias.json") if m["originalPath"] == "images/cover.png")
-    assert start["frontmatter"]["image"] == f"/_repo/medias/{cover['hash']}.png"
+    assert start["frontmatter"]["image"] == f"/_repo/medias/{cover['hash']}-lg.webp"
     assert posts["welcome.md"]["date"] == "2024-03-01" and posts["welcome.md"]["title"] == "Welcome to the demo"
     assert "date" not in posts["notes/setup.md"] and posts["guides/index.md"]["tags"] == []
 
@@ -110,11 +110,11 @@ def test_demo_links_images_and_html(demo: LocalContext) -> None:
     assert '<a href="/_repo/notes/guides">Guides</a>' in html
     assert '<a href="https://example.org/">an external site</a>' in html
     cover = medias["images/cover.png"]["hash"]
-    assert (f'<img src="/_repo/medias/{cover}.png" alt="A cover image" width="320" height="180" loading="lazy" />'
+    assert (f'<img src="/_repo/medias/{cover}-lg.webp" alt="A cover image" width="320" height="180" loading="lazy" />'
             in html)
-    assert posts["welcome.md"]["firstImage"] == f"/_repo/medias/{cover}.png"
+    assert posts["welcome.md"]["firstImage"] == f"/_repo/medias/{cover}-lg.webp"
     photo = medias["images/photo.jpg"]["hash"]
-    assert f'src="/_repo/medias/{photo}.jpg" alt="Photo of the server room" width="240" height="160"' in \
+    assert f'src="/_repo/medias/{photo}-lg.webp" alt="Photo of the server room" width="240" height="160"' in \
         posts["guides/deploy.md"]["html"]
     svg = medias["images/diagram.svg"]
     assert (svg["metadata"]["width"], svg["metadata"]["height"]) == (200, 100)

@@ -15,8 +15,10 @@ from pipeline.settings import Settings
 QUEUE_CPU = "repobuild.cpu"
 QUEUE_IO = "repobuild.io"
 QUEUES = (QUEUE_CPU, QUEUE_IO)
-STAGE_QUEUES = {"fetch": QUEUE_IO, "parse": QUEUE_CPU, "embed_text": QUEUE_IO, "build_db": QUEUE_CPU,
-                "publish": QUEUE_IO, "notify": QUEUE_IO, "batch": QUEUE_CPU}
+# The embed stages only plan, wait and assemble (io); their batches do the CPU work.
+STAGE_QUEUES = {"fetch": QUEUE_IO, "parse": QUEUE_CPU, "embed_text": QUEUE_IO, "embed_images": QUEUE_IO,
+                "build_db": QUEUE_CPU, "enrich": QUEUE_CPU, "publish": QUEUE_IO, "notify": QUEUE_IO,
+                "batch": QUEUE_CPU}
 
 
 class RepobuildCelery(Celery):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.plans import NOTIFY
-from pipeline.stages import build_db, embed_text, fetch, parse, publish
+from pipeline.stages import build_db, embed_images, embed_text, enrich, fetch, parse, publish
 from pipeline.stages.context import BatchFn
 from worker.base import BATCH_TASK, RETRYABLE, StageFn, StageTask
 from worker.batches import BatchTask
@@ -15,7 +15,9 @@ STAGE_FUNCTIONS: dict[str, StageFn] = {
     "fetch": fetch.run,
     "parse": parse.run,
     "embed_text": embed_text.run,
+    "embed_images": embed_images.run,
     "build_db": build_db.run,
+    "enrich": enrich.run,
     "publish": publish.run,
     NOTIFY: run_notify,
 }
@@ -23,6 +25,7 @@ STAGE_FUNCTIONS: dict[str, StageFn] = {
 
 BATCH_FUNCTIONS: dict[str, BatchFn] = {
     "embed_text": embed_text.run_batch,
+    "embed_images": embed_images.run_batch,
 }
 
 

@@ -28,12 +28,29 @@ _EXTENSIONS = {"webp": "webp", "jpeg": "jpg"}
 OutputFormat = Literal["webp", "jpeg"]
 
 
+class VariantInfo(NamedTuple):
+    """What the bundle says about a variant; kept in the variant cache beside the file."""
+
+    size_name: str
+    width: int
+    height: int
+    format: str  # "webp" or "jpeg"
+    nbytes: int
+
+
 class Variant(NamedTuple):
     size_name: str
     width: int
     height: int
     format: str  # "webp" or "jpeg"
     data: bytes
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data)
+
+    def info(self) -> VariantInfo:
+        return VariantInfo(self.size_name, self.width, self.height, self.format, len(self.data))
 
 
 def is_passthrough(ext: str) -> bool:
@@ -45,7 +62,7 @@ def passthrough_filename(sha256: str, ext: str) -> str:
     return f"{sha256}.{ext.lower().lstrip('.')}"
 
 
-def variant_filename(sha256: str, variant: Variant) -> str:
+def variant_filename(sha256: str, variant: Variant | VariantInfo) -> str:
     return f"{sha256}-{variant.size_name}.{_EXTENSIONS[variant.format]}"
 
 
@@ -100,7 +117,8 @@ def _encode(img: Image.Image, fmt: OutputFormat, icc: bytes | None) -> bytes:
     return buf.getvalue()
 
 
-def media_sizes_entry(sha256: str, variants: Sequence[Variant], url_prefix: str) -> dict[str, list[dict[str, object]]]:
+def media_sizes_entry(sha256: str, variants: Sequence[Variant | VariantInfo],
+                      url_prefix: str) -> dict[str, list[dict[str, object]]]:
     """The `sizes` field of a medias.json entry: {xs..xl: [{width, height, format, publicPath, size}]}.
 
     `url_prefix` is where `_medias/` is served, e.g. "/_repo/medias" or "https://example.org/_repo/medias".
@@ -113,6 +131,6 @@ def media_sizes_entry(sha256: str, variants: Sequence[Variant], url_prefix: str)
             "height": v.height,
             "format": v.format,
             "publicPath": f"{prefix}/{variant_filename(sha256, v)}",
-            "size": len(v.data),
+            "size": v.nbytes,
         })
     return sizes

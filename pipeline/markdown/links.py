@@ -99,7 +99,7 @@ class Resolver:
 
     def _media_resolved(self, path: str) -> Resolved:
         info = self.medias[path]
-        return Resolved(self.urls.media(str(info["hash"]), str(info["ext"])), media=path)
+        return Resolved(self.urls.media(str(info["hash"]), str(info["ext"]), bool(info.get("resized"))), media=path)
 
     def link(self, href: str, from_path: str) -> Resolved | None:
         """A markdown link: `.md` targets become note URLs, media files media URLs; None leaves it as written."""

@@ -30,8 +30,14 @@ class MediaInfo:
     height: int | None
     problem: str | None = None
 
+    @property
+    def resized(self) -> bool:
+        """Whether embed_images makes `_medias/` variants of it (a raster Pillow could read the header of)."""
+        return self.ext in _RASTERS and self.problem is None
+
     def to_index(self) -> JSON:
-        return {"hash": self.hash, "ext": self.ext, "width": self.width, "height": self.height}
+        return {"hash": self.hash, "ext": self.ext, "width": self.width, "height": self.height,
+                "resized": self.resized}
 
     def entry(self) -> JSON:
         """The `medias.json` entry; `sizes` stays empty until resized variants exist."""
@@ -47,6 +53,11 @@ class MediaInfo:
                          "size": self.size},
             "hash": self.hash,
         }
+
+
+def entry_resized(entry: JSON) -> bool:
+    """`MediaInfo.resized` of a `medias.json` entry: a raster whose header could be read."""
+    return str(entry.get("fileExt")) in _RASTERS and (entry.get("metadata") or {}).get("width") is not None
 
 
 def probe(root: Path, rel: str) -> MediaInfo:

@@ -12,9 +12,18 @@ def _base(domain: str | None) -> str:
     return domain if "://" in domain else f"https://{domain}"
 
 
-def media_url(hash: str, ext: str, media_prefix: str, domain: str | None) -> str:
-    """The one place that knows the name of a published media file (resized variants will change it)."""
-    return f"{_base(domain)}{media_prefix.rstrip('/')}/{hash}.{ext.lower()}"
+# The variant posts link to: wide enough for a page, small enough to load fast (CONTRACT §3).
+LINKED_SIZE = "lg"
+
+
+def media_filename(hash: str, ext: str, resized: bool) -> str:
+    """The published name of a media file: its `lg` webp variant when resized, else the file as is."""
+    return f"{hash}-{LINKED_SIZE}.webp" if resized else f"{hash}.{ext.lower()}"
+
+
+def media_url(hash: str, ext: str, media_prefix: str, domain: str | None, resized: bool = False) -> str:
+    """The one place that knows the public URL of a published media file."""
+    return f"{_base(domain)}{media_prefix.rstrip('/')}/{media_filename(hash, ext, resized)}"
 
 
 def note_url(slug: str, note_prefix: str, domain: str | None) -> str:
@@ -30,5 +39,5 @@ class UrlScheme:
     def note(self, slug: str) -> str:
         return note_url(slug, self.note_prefix, self.domain)
 
-    def media(self, hash: str, ext: str) -> str:
-        return media_url(hash, ext, self.media_prefix, self.domain)
+    def media(self, hash: str, ext: str, resized: bool = False) -> str:
+        return media_url(hash, ext, self.media_prefix, self.domain, resized)

@@ -1,11 +1,10 @@
 """embed_text: a vector per post (the original's recipe) and per ~256-token passage.
 
-1. plan (cursor None): build every input text, look each up in the shared cache by
-   (model id, SHA-256 of the text), and cut the misses into length-sorted batches
-   (`batches/NNNNN.json`), so padding to the longest in a batch costs little;
-2. embed: the batches fan out to every worker listening (`ctx.fan_out`), each writing its vectors
-   to the cache; the stage waits without holding a worker process (`StageResult.more(wait_s)`), and
-   a killed worker loses at most its batch in flight;
+In the plan → batches → assemble shape of `fanout.py`:
+1. plan: build every input text, look each up in the shared cache by (model id, SHA-256 of the
+   text), and cut the misses into length-sorted batches (`batches/NNNNN.json`), so padding to the
+   longest in a batch costs little;
+2. batches: each embeds its texts on whichever worker takes it, writing the vectors to the cache;
 3. assemble: post and passage matrices in a fixed order from the cache → `result/posts`, `result/chunks`.
 """
 
@@ -18,6 +17,7 @@ import numpy as np
 from pipeline.embedders.select import text_embedder, token_counter
 from pipeline.models import JSON, StageResult
 from pipeline.stages.context import BatchContext, StageContext
+from pipeline.stages.fanout import run_fanned
 from pipeline.vectors import Matrix, VectorCache, text_key, write_matrix
 
 STAGE = "embed_text"
@@ -32,25 +32,7 @@ def skipped(ctx: StageContext) -> bool:
 def run(ctx: StageContext) -> StageResult:
     if skipped(ctx):
         return StageResult.done(skipped=True)
-    cursor = ctx.cursor
-    if cursor is None:
-        cursor = _plan(ctx)
-        ctx.save_cursor(cursor)
-        if ctx.should_yield():
-            return StageResult.more()
-    if cursor["phase"] == "embed":
-        total = int(cursor["batches"])
-        if not cursor.get("dispatched"):
-            ctx.fan_out(range(total))
-            cursor = {**cursor, "dispatched": True}
-            ctx.save_cursor(cursor)
-        pending = ctx.batches_pending(total)
-        ctx.progress(total - len(pending), total)
-        if pending:
-            return StageResult.more(wait_s=0.5)
-        cursor = {**cursor, "phase": "assemble"}
-        ctx.save_cursor(cursor)
-    return _assemble(ctx, cursor)
+    return run_fanned(ctx, _plan, _assemble)
 
 
 def _inputs(ctx: StageContext) -> tuple[list[JSON], list[str]]:
@@ -73,7 +55,7 @@ def _inputs(ctx: StageContext) -> tuple[list[JSON], list[str]]:
     return items, texts
 
 
-def _plan(ctx: StageContext) -> JSON:
+def _plan(ctx: StageContext) -> int:
     embedder = text_embedder(ctx.settings)
     cache = VectorCache(ctx.artifacts, embedder.model_id, embedder.dim)
     items, texts = _inputs(ctx)
@@ -94,7 +76,7 @@ def _plan(ctx: StageContext) -> JSON:
                                                   "embedded": len(misses), "cached": cached,
                                                   "batches": len(batches)})
     ctx.log(f"embed_text: {len(items)} inputs, {len(misses)} to embed in {len(batches)} batches, {cached} from cache")
-    return {"phase": "embed", "batches": len(batches), "dispatched": False}
+    return len(batches)
 
 
 def run_batch(ctx: BatchContext, n: int) -> None:
@@ -110,7 +92,7 @@ def run_batch(ctx: BatchContext, n: int) -> None:
         cache.put(key, vec)
 
 
-def _assemble(ctx: StageContext, cursor: JSON) -> StageResult:
+def _assemble(ctx: StageContext, total: int) -> StageResult:
     plan: JSON = ctx.artifacts.get_json(ctx.key("plan.json"))
     cache = VectorCache(ctx.artifacts, str(plan["model"]), int(plan["dim"]))
     posts = [i for i in plan["items"] if i["kind"] == "post"]
@@ -129,4 +111,4 @@ def _assemble(ctx: StageContext, cursor: JSON) -> StageResult:
                   "chunks": [{"post": c["post"], "index": c["index"], "start": c["start"], "end": c["end"]}
                              for c in chunks]})
     return StageResult.done(model=plan["model"], posts=len(posts), chunks=len(chunks), embedded=int(plan["embedded"]),
-                            cached=int(plan["cached"]), batches=int(cursor["batches"]))
+                            cached=int(plan["cached"]), batches=total)

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from pipeline.images.variant_cache import VariantCache
+from pipeline.images.variants import VariantInfo, media_sizes_entry, variant_filename
+from pipeline.markdown.urls import media_filename
 from pipeline.models import JSON, Issue, StageResult
 from pipeline.stages.context import StageContext
 from pipeline.targets.local import LocalFolderTarget
@@ -157,23 +160,37 @@ class Publisher:
         self.w.json("posts-slug-map.json", slug_map)
         self.w.json("posts-path-map.json", path_map)
 
-    def medias(self, medias: list[JSON], tree: Path | None, prefix: str) -> None:
+    def medias(self, medias: list[JSON], tree: Path | None, prefix: str, resized: dict[str, list[VariantInfo]]) -> None:
+        """`_medias/` and the media maps: the variants where embed_images made them, else the file as is."""
         path_map: dict[str, str] = {}
         url_map: dict[str, str] = {}
         hash_map: dict[str, str] = {}
         hash_url: dict[str, str] = {}
         copied: set[str] = set()
+        cache = VariantCache(self.ctx.artifacts)
         for n, media in enumerate(medias, start=1):
             original = str(media.get("originalPath") or "")
             h = str(media.get("hash") or (media.get("metadata") or {}).get("hash") or "")
-            name = str(media.get("hashPath") or f"{h}.{media.get('fileExt') or ''}".rstrip("."))
+            ext = str(media.get("fileExt") or "")
+            infos = resized.get(h)
+            name = media_filename(h, ext, infos is not None)
             if not _SAFE_NAME.match(h) or not _SAFE_NAME.match(name):
                 self._issue(original, f"media has no usable hash ({h!r}); left out of the bundle", "error")
                 continue
+            if infos is not None:
+                media = {**media, "sizes": media_sizes_entry(h, infos, prefix)}
+                medias[n - 1] = media
             url = f"{prefix}/{name}"
             path_map[original], url_map[original], hash_map[original], hash_url[h] = name, url, h, url
-            if name not in copied and self._copy(original, h, name, tree):
-                copied.add(name)
+            if name not in copied:
+                if infos is not None:
+                    for info in infos:
+                        rel = f"_medias/{variant_filename(h, info)}"
+                        if rel not in self.w.files:
+                            self.w.write(rel, cache.get_file(h, info))
+                    copied.add(name)
+                elif self._copy(original, h, name, tree):
+                    copied.add(name)
             if n % 50 == 0:
                 # Cancellation and a lost lease surface here; the budget is not honoured, the bundle
                 # being all-or-nothing.
@@ -224,6 +241,15 @@ def _source_info(ctx: StageContext) -> JSON:
     return {"commit": src.get("commit") or (spec.commit if spec else None),
             "branch": src.get("branch") or (spec.branch if spec else None),
             "url": _public_url(src.get("url") or (spec.url if spec else None))}
+
+
+def _resized(ctx: StageContext) -> dict[str, list[VariantInfo]]:
+    """The variants embed_images made, by media hash; none when the job did not resize."""
+    key = ctx.key("result/variants.json", stage="embed_images")
+    if not ctx.artifacts.exists(key):
+        return {}
+    found: dict[str, list[JSON]] = ctx.artifacts.get_json(key)
+    return {h: [VariantInfo(**v) for v in infos] for h, infos in found.items()}
 
 
 def _enriched(ctx: StageContext, posts: list[JSON]) -> list[JSON]:
@@ -291,7 +317,7 @@ def run(ctx: StageContext) -> StageResult:
         w = BundleWriter(staging)
         pub = Publisher(ctx, w)
         pub.posts(posts)
-        pub.medias(medias, tree, prefix)
+        pub.medias(medias, tree, prefix, _resized(ctx))
         w.json("graph.json", parsed("graph.json", {"nodes": [], "edges": []}))
         w.json("files-source.json", parsed("files-source.json", []))
         w.json("processor-issues.json", processor_issues)

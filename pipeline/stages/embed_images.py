@@ -1,0 +1,175 @@
+"""embed_images: the `_medias/` variants of every raster image, and a vector per image.
+
+In the plan → batches → assemble shape of `fanout.py`:
+1. plan: every raster whose variants or vector are not cached yet goes into a batch
+   (`batches/NNNNN.json`); variants are cached by the source's SHA-256, vectors by (model, input);
+2. batches: resize (and embed) a few images each, on whichever worker takes them; a bad image is an
+   item error, cached too, so it is decoded once and reported by every job that meets it;
+3. assemble: `result/variants.json` ({hash: [variant info]}) for publish, and `result/medias`, the
+   image vectors with a header naming the model and the kind of vector:
+   - `clip`: a CLIP image tower, when a CLIP model is configured (clip-by-text searches them);
+   - `caption`: the text model over what the repository says about the image (captions.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipeline.embedders.image import ClipEmbedder, load_clip
+from pipeline.embedders.select import text_embedder
+from pipeline.embedders.text import TextEmbedder
+from pipeline.errors import ItemError
+from pipeline.images.captions import image_captions
+from pipeline.images.decode import DEFAULT_MAX_PIXELS
+from pipeline.images.variant_cache import VariantCache
+from pipeline.images.variants import make_variants
+from pipeline.markdown.media import entry_resized
+from pipeline.models import JSON, Issue, StageResult
+from pipeline.stages.context import BatchContext, StageContext
+from pipeline.stages.embed_text import skipped as embeddings_skipped
+from pipeline.stages.fanout import run_fanned
+from pipeline.vectors import VectorCache, text_key, write_matrix
+
+STAGE = "embed_images"
+IMAGES_PER_BATCH = 8  # a 12 MP photo takes ~0.7 s to resize: a batch stays well inside a task's budget
+
+
+class _Vectors:
+    """Where this job's image vectors come from and are cached."""
+
+    def __init__(self, ctx: StageContext | BatchContext) -> None:
+        self.clip: ClipEmbedder | None = load_clip(ctx.settings.clip_model_dir)
+        self.text: TextEmbedder | None = None
+        if self.clip is not None:
+            self.kind, self.model_id, self.dim = "clip", self.clip.model_id, self.clip.dim
+        else:
+            self.text = text_embedder(ctx.settings)
+            self.kind, self.model_id, self.dim = "caption", self.text.model_id, self.text.dim
+        self.cache = VectorCache(ctx.artifacts, self.model_id, self.dim)
+
+    def key(self, sha: str, caption: str) -> str:
+        # A CLIP vector depends on the pixels only; a caption vector on the caption only.
+        return sha if self.kind == "clip" else text_key(caption)
+
+
+def run(ctx: StageContext) -> StageResult:
+    return run_fanned(ctx, _plan, _assemble)
+
+
+def _items(ctx: StageContext) -> list[JSON]:
+    medias: list[JSON] = ctx.artifacts.get_json(ctx.key("result/medias.json", stage="parse"))
+    posts: list[JSON] = ctx.artifacts.get_json(ctx.key("result/posts.json", stage="parse"))
+    captions = image_captions(posts, medias)
+    items: dict[str, JSON] = {}
+    for media in sorted(medias, key=lambda m: str(m["originalPath"])):
+        h = str(media["hash"])
+        if entry_resized(media) and h not in items:  # the same bytes at two paths are one image
+            items[h] = {"hash": h, "path": media["originalPath"], "caption": captions.get(h, "")}
+    return list(items.values())
+
+
+def _plan(ctx: StageContext) -> int:
+    items = _items(ctx)
+    variants = VariantCache(ctx.artifacts)
+    vectors = None if embeddings_skipped(ctx) else _Vectors(ctx)
+    todo = [i for i in items
+            if not variants.known(i["hash"])
+            or (vectors is not None and variants.error(i["hash"]) is None
+                and not vectors.cache.has(vectors.key(i["hash"], i["caption"])))]
+    batches = [todo[k:k + IMAGES_PER_BATCH] for k in range(0, len(todo), IMAGES_PER_BATCH)]
+    for n, batch in enumerate(batches):
+        ctx.artifacts.put_json(ctx.key(f"batches/{n:05d}.json"), {"items": batch})
+    ctx.artifacts.put_json(ctx.key("plan.json"), {
+        "items": items, "processed": len(todo), "cached": len(items) - len(todo),
+        "vectors": None if vectors is None else {"kind": vectors.kind, "model": vectors.model_id, "dim": vectors.dim},
+    })
+    ctx.log(f"embed_images: {len(items)} images, {len(todo)} to process in {len(batches)} batches, "
+            f"{len(items) - len(todo)} from cache")
+    return len(batches)
+
+
+def run_batch(ctx: BatchContext, n: int) -> None:
+    """Resize and embed one batch into the shared caches. Idempotent: a redelivered batch redoes nothing."""
+    batch: dict[str, Any] = ctx.artifacts.get_json(ctx.key(f"batches/{n:05d}.json", stage=STAGE))
+    meta: JSON = ctx.artifacts.get_json(ctx.key("result/meta.json", stage="parse"))
+    root = ctx.artifacts.tree(ctx.key("tree", stage="fetch")) / str(meta.get("root") or "")
+    variants = VariantCache(ctx.artifacts)
+    plan: JSON = ctx.artifacts.get_json(ctx.key("plan.json", stage=STAGE))
+    vectors = _Vectors(ctx) if plan.get("vectors") else None
+    readable: list[tuple[JSON, bytes]] = []
+    for item in batch["items"]:
+        sha, path = str(item["hash"]), str(item["path"])
+        if variants.error(sha) is not None:
+            continue
+        try:
+            data = (root / path).read_bytes()
+        except OSError as exc:
+            # The fetched tree is this job's own copy: a missing file is a bug or a disk fault, not bad input.
+            raise ItemError(path, f"cannot read image: {exc.strerror or exc}") from exc
+        if not variants.known(sha):
+            try:
+                variants.put(sha, make_variants(data, path, max_pixels=DEFAULT_MAX_PIXELS))
+            except ItemError as exc:
+                variants.put_error(sha, exc.reason)
+                continue
+        readable.append((item, data))
+    if vectors is not None and readable:
+        _embed(vectors, readable)
+
+
+def _embed(vectors: _Vectors, readable: list[tuple[JSON, bytes]]) -> None:
+    todo = [(item, data) for item, data in readable
+            if not vectors.cache.has(vectors.key(str(item["hash"]), str(item["caption"])))]
+    if not todo:
+        return
+    if vectors.clip is not None:
+        result = vectors.clip.embed_images_safe([d for _, d in todo], [str(i["path"]) for i, _ in todo])
+        for row, index in enumerate(result.indices):
+            vectors.cache.put(str(todo[index][0]["hash"]), result.vectors[row])
+        # An image that resized but that CLIP cannot take keeps its variants and has no vector;
+        # assemble reports it.
+        return
+    assert vectors.text is not None
+    captions = [str(i["caption"]) for i, _ in todo]
+    for caption, vec in zip(captions, vectors.text.embed(captions), strict=True):
+        vectors.cache.put(text_key(caption), vec)
+
+
+def _assemble(ctx: StageContext, total: int) -> StageResult:
+    plan: JSON = ctx.artifacts.get_json(ctx.key("plan.json"))
+    variants = VariantCache(ctx.artifacts)
+    sizes: dict[str, list[JSON]] = {}
+    failed = 0
+    for item in plan["items"]:
+        sha = str(item["hash"])
+        infos = variants.infos(sha)
+        if infos is None:
+            failed += 1
+            reason = variants.error(sha) or "image was not resized"
+            ctx.record_issue(Issue(stage=STAGE, path=str(item["path"]), message=reason, severity="error",
+                                   kind="item"))
+            continue
+        sizes[sha] = [i._asdict() for i in infos]
+    ctx.artifacts.put_json(ctx.key("result/variants.json"), sizes)
+    vectors = plan.get("vectors")
+    embedded = 0
+    if vectors:
+        cache = VectorCache(ctx.artifacts, str(vectors["model"]), int(vectors["dim"]))
+        ids: list[str] = []
+        rows = []
+        for item in plan["items"]:
+            key = str(item["hash"]) if vectors["kind"] == "clip" else text_key(str(item["caption"]))
+            if str(item["hash"]) in sizes and cache.has(key):
+                ids.append(str(item["hash"]))
+                rows.append(cache.get(key))
+            elif str(item["hash"]) in sizes:
+                ctx.record_issue(Issue(stage=STAGE, path=str(item["path"]), severity="warning", kind="item",
+                                       message=f"no {vectors['kind']} vector: the model could not read the image"))
+        matrix = np.stack(rows) if rows else np.zeros((0, int(vectors["dim"])), dtype=np.float32)
+        write_matrix(ctx.artifacts, ctx.key("result/medias"), matrix,
+                     {"model": vectors["model"], "kind": vectors["kind"], "ids": ids})
+        embedded = len(ids)
+    return StageResult.done(images=len(plan["items"]), processed=int(plan["processed"]), cached=int(plan["cached"]),
+                            resized=len(sizes), failed=failed, vectors=embedded, batches=total)
