@@ -1,0 +1,209 @@
+"""A real OpenAI-compatible HTTP server for tests: `/v1/embeddings` and `/v1/chat/completions` on a loopback port.
+
+Vectors are a pure function of the input text (see `raw_vector`), so tests can compute what they expect.
+Failures are scripted per request (`fail_next`), chat replies are scripted (`queue_replies`), and every
+request is recorded, failed ones included, so tests can count attempts and read what was sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+DEFAULT_DIM = 32
+MODEL_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
+DEFAULT_REPLY = "Hello from the test server."
+
+
+def raw_vector(text: str, dim: int) -> npt.NDArray[np.float32]:
+    """The server's deterministic, deliberately unnormalised vector for `text`."""
+    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+    vec: npt.NDArray[np.float32] = (np.random.default_rng(seed).standard_normal(dim) * 3.0).astype(np.float32)
+    return vec
+
+
+def expected_vector(text: str, dim: int) -> npt.NDArray[np.float32]:
+    vec = raw_vector(text, dim)
+    out: npt.NDArray[np.float32] = (vec / np.linalg.norm(vec)).astype(np.float32)
+    return out
+
+
+@dataclass(frozen=True)
+class Failure:
+    status: int
+    headers: dict[str, str]
+    message: str
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    path: str
+    body: Any
+    headers: dict[str, str]
+    at: float = field(default_factory=time.monotonic)
+
+
+class OpenAIServer:
+    def __init__(self, api_key: str | None = None, default_reply: str = DEFAULT_REPLY) -> None:
+        self.api_key = api_key
+        self.default_reply = default_reply
+        self.requests: list[RecordedRequest] = []
+        # Knobs for a misbehaving server: answer data in reverse index order, drop the last n vectors,
+        # answer vectors of this size whatever the model and `dimensions`.
+        self.reverse_order = False
+        self.drop_embeddings = 0
+        self.force_dim: int | None = None
+        self._failures: deque[Failure | None] = deque()
+        self._replies: deque[str] = deque()
+        self._lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> OpenAIServer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def fail_next(self, status: int, *, retry_after: str | None = None, retry_after_ms: str | None = None,
+                  message: str | None = None, times: int = 1, after: int = 0) -> None:
+        """After `after` requests pass, the next `times` (any endpoint) answer `status` with an OpenAI error body."""
+        headers: dict[str, str] = {}
+        if retry_after is not None:
+            headers["Retry-After"] = retry_after
+        if retry_after_ms is not None:
+            headers["retry-after-ms"] = retry_after_ms
+        with self._lock:
+            self._failures.extend([None] * after)
+            for _ in range(times):
+                self._failures.append(Failure(status, headers, message or f"scripted failure {status}"))
+
+    def queue_replies(self, *replies: str) -> None:
+        """Chat completions answer these, in order; then `default_reply`."""
+        with self._lock:
+            self._replies.extend(replies)
+
+    def requests_to(self, path: str) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.path == path]
+
+    # --- request handling (server threads) ---
+
+    def _handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str], Any]:
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        with self._lock:
+            self.requests.append(RecordedRequest(path, body, headers))
+            failure = self._failures.popleft() if self._failures else None
+        if failure is not None:
+            return failure.status, failure.headers, _error(failure.message, "server_error", None)
+        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+            return 401, {}, _error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+        if not isinstance(body, dict):
+            return 400, {}, _error("The request body must be a JSON object.", "invalid_request_error", None)
+        if path == "/v1/embeddings":
+            return self._embeddings(body)
+        if path == "/v1/chat/completions":
+            return self._chat(body)
+        return 404, {}, _error(f"Unknown path {path}", "invalid_request_error", None)
+
+    def _embeddings(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        inputs = body.get("input")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) and t for t in inputs):
+            return 400, {}, _error("'input' must be a non-empty string or array of non-empty strings.",
+                                   "invalid_request_error", None)
+        if len(inputs) > 2048:
+            return 400, {}, _error("'input' must have at most 2048 items.", "invalid_request_error", None)
+        model = str(body.get("model") or "")
+        dim = self.force_dim or body.get("dimensions") or MODEL_DIMS.get(model, DEFAULT_DIM)
+        if not isinstance(dim, int) or dim <= 0:
+            return 400, {}, _error("'dimensions' must be a positive integer.", "invalid_request_error", None)
+        as_base64 = body.get("encoding_format") == "base64"
+        data: list[dict[str, Any]] = []
+        for i, text in enumerate(inputs):
+            vec = raw_vector(text, dim)
+            encoded: Any = base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii") if as_base64 \
+                else [float(x) for x in vec]
+            data.append({"object": "embedding", "index": i, "embedding": encoded})
+        if self.drop_embeddings:
+            data = data[:-self.drop_embeddings]
+        if self.reverse_order:
+            data.reverse()
+        tokens = sum(len(t.split()) for t in inputs)
+        return 200, {}, {"object": "list", "data": data, "model": model,
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    def _chat(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return 400, {}, _error("'messages' must be a non-empty array.", "invalid_request_error", None)
+        with self._lock:
+            reply = self._replies.popleft() if self._replies else self.default_reply
+        return 200, {}, {
+            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
+            "model": str(body.get("model") or ""),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": len(reply.split()),
+                      "total_tokens": 1 + len(reply.split())},
+        }
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            # Keep-alive like a real API server: the SDK reuses its connections.
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status, extra, payload = server._handle(self.path, headers, raw)
+                self._send(status, extra, payload)
+
+            def do_GET(self) -> None:
+                self._send(404, {}, _error(f"Unknown path {self.path}", "invalid_request_error", None))
+
+            def _send(self, status: int, extra: dict[str, str], payload: Any) -> None:
+                data = json.dumps(payload).encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        return Handler
+
+
+def _error(message: str, kind: str, code: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
