@@ -10,6 +10,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from dulwich import porcelain
+from dulwich.refs import Ref
 from dulwich.repo import Repo
 from dulwich.server import DictBackend
 from dulwich.web import make_wsgi_chain
@@ -22,7 +23,7 @@ def make_git_repo(path: Path, files: dict[str, bytes], message: str = "initial",
     if not (path / ".git").exists():
         path.mkdir(parents=True, exist_ok=True)
         with Repo.init(str(path)) as repo:
-            repo.refs.set_symbolic_ref(b"HEAD", b"refs/heads/" + branch.encode())
+            repo.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(b"refs/heads/" + branch.encode()))
     for rel, data in files.items():
         target = path / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -40,16 +41,32 @@ class _Quiet(WSGIRequestHandler):
 
 
 class GitHttpServer:
+    """Serves fetch and push (dulwich's receive-pack) of the given repositories; push to bare ones.
+
+    `fail_status`, when set, is the answer to every request, to test how clients treat a 403 or a 5xx.
+    """
+
     def __init__(self, repos: dict[str, Path], token: str | None = None) -> None:
-        backend = DictBackend({f"/{name}".encode(): Repo(str(path)) for name, path in repos.items()})
-        app = make_wsgi_chain(backend)
+        self._repos: dict[bytes, Repo] = {f"/{name}".encode(): Repo(str(path)) for name, path in repos.items()}
+        # dict is invariant: a dict of Repo is not one of BackendRepo to mypy, though Repo is a BackendRepo
+        app = make_wsgi_chain(DictBackend(self._repos))  # type: ignore[arg-type]
         self.token = token
+        self.fail_status: int | None = None
         self.httpd = make_server("127.0.0.1", 0, self._auth(app), handler_class=_Quiet)
         self.port = self.httpd.server_port
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        # a short poll makes stop() quick: shutdown() waits for the loop to look at its flag
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def add_repo(self, name: str, path: Path) -> str:
+        """Serve one more repository (the backend reads the same dict on every request). Returns its URL."""
+        self._repos[f"/{name}".encode()] = Repo(str(path))
+        return self.url_for(name)
 
     def _auth(self, app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
         def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if self.fail_status is not None:
+                start_response(f"{self.fail_status} Failing on purpose", [("Content-Length", "0")])
+                return [b""]
             if self.token is not None:
                 header = environ.get("HTTP_AUTHORIZATION", "")
                 ok = False
@@ -70,3 +87,5 @@ class GitHttpServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        for repo in list(self._repos.values()):
+            repo.close()

@@ -1,0 +1,664 @@
+"""A WordPress export (WXR) to a repository of markdown posts, in place of the npm `wordpress-export-to-markdown`.
+
+Layout written under `dest` (every path checked to stay inside it):
+
+    posts/<slug>/index.md            published posts
+    pages/<slug>/index.md            published pages (flat: page parents are not turned into folders)
+    posts/_drafts/id-<id>/index.md   draft, pending, private and future posts (`draft: true`)
+    pages/_drafts/id-<id>/index.md   the same for pages
+    <folder>/images/<name>           media referenced by that post or page, and its cover image
+
+Choices worth knowing:
+- The XML is parsed with defusedxml and any DTD is refused: WordPress never writes one, and a DTD is what entity
+  expansion (billion laughs) and external entities (XXE) need.
+- HTML becomes markdown with markdownify (BeautifulSoup underneath): it converts the whole tree including tables
+  and code blocks, and lets us rewrite `img`/`a` in the parsed tree before converting instead of patching markdown
+  text afterwards. html2text was the alternative; its output is tuned for reading, not for round-tripping.
+- Content without block-editor comments is classic-editor content, stored before `wpautop`: blank lines separate
+  paragraphs and single newlines are line breaks, so a small wpautop is applied before converting.
+- `[caption]` becomes the image followed by its caption in italics (the caption also becomes the alt text when
+  the image has none); `[embed]URL[/embed]` becomes a link. Every other shortcode (`[gallery]`, plugin ones) is
+  kept verbatim as text, so nothing the author wrote disappears silently and it can be found and fixed by hand.
+- Media are fetched when the URL is an attachment's `wp:attachment_url`, or an `<img src>` on the site's own host
+  (resized variants such as `photo-300x200.jpg` are not attachments themselves). A link (`<a href>`) to the same
+  site is fetched only when it points at an attachment or an image file. A failed fetch is an issue on that item
+  and the link keeps the original (absolute) URL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html as htmllib
+import posixpath
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit
+from xml.etree.ElementTree import Element, ParseError
+
+import yaml
+from bs4 import BeautifulSoup, Tag
+from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
+from defusedxml.ElementTree import fromstring
+from markdownify import MarkdownConverter
+
+from pipeline.errors import ItemError, PermanentError, PipelineError
+from pipeline.image_fetch import fetch_image
+from pipeline.models import JSON, Issue, Severity
+
+STAGE = "wordpress"
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+
+# Fetches one URL and returns its bytes; raises a PipelineError (or OSError) when it cannot.
+Downloader = Callable[[str], bytes]
+
+_DRAFT_STATUSES = {"draft", "pending", "private", "future"}
+_SKIPPED_STATUSES = {"trash", "auto-draft"}
+_WRITTEN_TYPES = ("post", "page")
+_SECTIONS = {"post": "posts", "page": "pages"}
+_IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".avif", ".svg", ".bmp", ".tif", ".tiff", ".ico"}
+
+# Names Windows refuses whatever the extension; the repository may be checked out there.
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+_SLUG_MAX_BYTES = 100
+_NAME_MAX_BYTES = 120
+
+
+@dataclass
+class ImportReport:
+    posts: int = 0
+    pages: int = 0
+    drafts: int = 0
+    attachments: int = 0
+    attachments_downloaded: int = 0
+    attachments_failed: int = 0
+    skipped: int = 0
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+    issues: list[Issue] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def to_json(self) -> JSON:
+        return {
+            "posts": self.posts,
+            "pages": self.pages,
+            "drafts": self.drafts,
+            "attachments": self.attachments,
+            "attachmentsDownloaded": self.attachments_downloaded,
+            "attachmentsFailed": self.attachments_failed,
+            "skipped": self.skipped,
+            "skippedReasons": dict(sorted(self.skipped_reasons.items())),
+            "issues": [i.to_json() for i in self.issues],
+            "files": list(self.files),
+        }
+
+
+# --------------------------------------------------------------------------------------------------- names
+
+
+def safe_name(raw: str, fallback: str, *, max_bytes: int = _NAME_MAX_BYTES, keep_extension: bool = False) -> str:
+    """One path component that is safe on disk and in a markdown link, or `fallback` when nothing usable is left.
+
+    Letters, marks and digits of any script are kept (a Chinese slug stays readable); everything else, including
+    `/`, `\\`, control characters, spaces and the characters markdown links or URLs give a meaning to (`#`, `%`,
+    `(`, `)`), becomes `-`. No leading dot or dash, no `..`, at most `max_bytes` of UTF-8. No leading underscore
+    either: static site generators skip `_name` folders, and a published slug must never be our `_drafts`.
+    """
+    text = unicodedata.normalize("NFC", raw)
+    chars = [ch if ch in "._-" or unicodedata.category(ch)[0] in "LMN" else "-" for ch in text]
+    # a run of dots and dashes is one dash when it has a dash, one dot otherwise: no `..` survives
+    text = re.sub(r"\.{2,}", ".", re.sub(r"[-.]*-[-.]*", "-", "".join(chars)))
+    text = text.strip("-._ ")
+    stem, ext = _split_ext(text) if keep_extension else (text, "")
+    stem = _truncate_utf8(stem, max_bytes - len(ext.encode())).rstrip("-._")
+    if not stem:
+        return fallback
+    if stem.lower() in _WINDOWS_RESERVED:
+        stem += "-"
+    return stem + ext
+
+
+def _split_ext(name: str) -> tuple[str, str]:
+    stem, dot, ext = name.rpartition(".")
+    if dot and stem and 0 < len(ext) <= 10 and ext.isascii() and ext.isalnum():
+        return stem, "." + ext.lower()
+    return name, ""
+
+
+def _truncate_utf8(text: str, max_bytes: int) -> str:
+    return text.encode()[: max(max_bytes, 0)].decode("utf-8", errors="ignore")
+
+
+class _Names:
+    """First-come unique names within one folder; compared case-insensitively for macOS and Windows checkouts."""
+
+    def __init__(self) -> None:
+        self._taken: set[str] = set()
+
+    def claim(self, name: str, max_bytes: int = _SLUG_MAX_BYTES, *, keep_extension: bool = False) -> str:
+        stem, ext = _split_ext(name) if keep_extension else (name, "")
+        candidate, n = name, 1
+        while candidate.casefold() in self._taken:
+            n += 1
+            suffix = f"-{n}"
+            candidate = _truncate_utf8(stem, max_bytes - len(suffix) - len(ext.encode())) + suffix + ext
+        self._taken.add(candidate.casefold())
+        return candidate
+
+
+# --------------------------------------------------------------------------------------------------- parsing
+
+
+_NS_FIXED = {
+    "http://purl.org/rss/1.0/modules/content/": "content",
+    "http://purl.org/dc/elements/1.1/": "dc",
+}
+_NS_WP = re.compile(r"^https?://wordpress\.org/export/\d+\.\d+/$")
+_NS_EXCERPT = re.compile(r"^https?://wordpress\.org/export/\d+\.\d+/excerpt/$")
+
+
+def _qname(tag: str) -> tuple[str, str]:
+    """(prefix we use, local name): WXR 1.0, 1.1 and 1.2 only differ by the version in their namespace URIs."""
+    if not tag.startswith("{"):
+        return "", tag
+    uri, _, local = tag[1:].partition("}")
+    if uri in _NS_FIXED:
+        return _NS_FIXED[uri], local
+    if _NS_WP.match(uri):
+        return "wp", local
+    if _NS_EXCERPT.match(uri):
+        return "excerpt", local
+    return uri, local
+
+
+def _children(el: Element, prefix: str, local: str) -> list[Element]:
+    return [c for c in el if _qname(c.tag) == (prefix, local)]
+
+
+def _text(el: Element, prefix: str, local: str) -> str:
+    found = _children(el, prefix, local)
+    return (found[0].text or "").strip() if found else ""
+
+
+def _raw(el: Element, prefix: str, local: str) -> str:
+    """Like _text without stripping: leading blank lines in content matter to wpautop."""
+    found = _children(el, prefix, local)
+    return (found[0].text or "") if found else ""
+
+
+@dataclass
+class WxrItem:
+    post_id: str
+    post_type: str
+    status: str
+    title: str
+    slug: str
+    creator: str
+    content: str
+    excerpt: str
+    date_gmt: str
+    date_local: str
+    categories: list[str]
+    tags: list[str]
+    meta: dict[str, str]
+    attachment_url: str
+
+    @property
+    def id_sort(self) -> tuple[int, str]:
+        return (int(self.post_id), self.post_id) if self.post_id.isdigit() else (2**63, self.post_id)
+
+
+@dataclass
+class WxrExport:
+    site_url: str
+    authors: dict[str, str]
+    items: list[WxrItem]
+
+
+def _parse_xml(xml: bytes) -> Element:
+    try:
+        root: Element = fromstring(xml, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DTDForbidden as exc:
+        raise PermanentError("refused WXR file: it contains a DTD (<!DOCTYPE>); WordPress exports have none, and "
+                             "DTDs carry entity-expansion and external-entity attacks") from exc
+    except EntitiesForbidden as exc:
+        raise PermanentError("refused WXR file: it declares XML entities (entity expansion is not allowed)") from exc
+    except ExternalReferenceForbidden as exc:
+        raise PermanentError("refused WXR file: it references an external entity or DTD") from exc
+    except ParseError as exc:
+        raise PermanentError(f"WXR file is not well-formed XML: {exc}") from exc
+    return root
+
+
+def parse_wxr(xml: bytes) -> WxrExport:
+    root = _parse_xml(xml)
+    channel = root.find("channel") if _qname(root.tag) == ("", "rss") else None
+    if channel is None:
+        raise PermanentError("not a WordPress export: expected <rss><channel>")
+    site_url = _text(channel, "wp", "base_blog_url") or _text(channel, "", "link") or _text(channel, "wp",
+                                                                                            "base_site_url")
+    authors: dict[str, str] = {}
+    for author in _children(channel, "wp", "author"):
+        login = _text(author, "wp", "author_login")
+        name = _text(author, "wp", "author_display_name")
+        if not name:
+            name = " ".join(p for p in (_text(author, "wp", "author_first_name"),
+                                        _text(author, "wp", "author_last_name")) if p)
+        if login:
+            authors[login] = htmllib.unescape(name) if name else login
+    items = [_parse_item(el) for el in _children(channel, "", "item")]
+    return WxrExport(site_url=site_url, authors=authors, items=items)
+
+
+def _parse_item(el: Element) -> WxrItem:
+    categories: list[str] = []
+    tags: list[str] = []
+    for cat in _children(el, "", "category"):
+        name = htmllib.unescape((cat.text or "").strip()) or cat.get("nicename", "")
+        target = {"category": categories, "post_tag": tags}.get(cat.get("domain", ""))
+        if target is not None and name and name not in target:
+            target.append(name)
+    meta: dict[str, str] = {}
+    for pm in _children(el, "wp", "postmeta"):
+        key = _text(pm, "wp", "meta_key")
+        if key and key not in meta:
+            meta[key] = _text(pm, "wp", "meta_value")
+    return WxrItem(
+        post_id=_text(el, "wp", "post_id"),
+        post_type=_text(el, "wp", "post_type"),
+        status=_text(el, "wp", "status"),
+        title=htmllib.unescape(_text(el, "", "title")),
+        slug=_text(el, "wp", "post_name"),
+        creator=_text(el, "dc", "creator"),
+        content=_raw(el, "content", "encoded"),
+        excerpt=_raw(el, "excerpt", "encoded"),
+        date_gmt=_text(el, "wp", "post_date_gmt"),
+        date_local=_text(el, "wp", "post_date"),
+        categories=categories,
+        tags=tags,
+        meta=meta,
+        attachment_url=_text(el, "wp", "attachment_url"),
+    )
+
+
+def _iso_date(gmt: str, local: str) -> str | None:
+    """GMT as `...Z` when WordPress recorded it (drafts have 0000-00-00), else the site-local time without zone."""
+    for value, suffix in ((gmt, "Z"), (local, "")):
+        try:
+            return dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S").isoformat() + suffix
+        except ValueError:
+            continue
+    return None
+
+
+# --------------------------------------------------------------------------------------------------- HTML
+
+
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_CAPTION = re.compile(r"\[caption(?P<attrs>[^\]]*)\](?P<body>.*?)\[/caption\]", re.S | re.I)
+_CAPTION_MEDIA = re.compile(r"^\s*(?P<media>(?:<a\b[^>]*>\s*)?<img\b[^>]*>(?:\s*</a>)?)(?P<text>.*)$", re.S | re.I)
+_CAPTION_ATTR = re.compile(r'\bcaption="([^"]*)"', re.I)
+_EMBED = re.compile(r"\[embed[^\]]*\]\s*(?P<url>https?://[^\s\[\]<>\"]+)\s*\[/embed\]", re.I)
+_BLOCK_TAGS = ("address|article|aside|audio|blockquote|dd|details|div|dl|dt|embed|fieldset|figcaption|figure|footer"
+               "|form|h[1-6]|header|hr|iframe|li|main|math|nav|noscript|object|ol|p|pre|script|section|style|summary"
+               "|svg|table|tbody|td|textarea|tfoot|th|thead|tr|ul|video")
+_HAS_BLOCK = re.compile(rf"</?(?:{_BLOCK_TAGS})\b", re.I)
+_VERBATIM = re.compile(r"<(pre|script|style|textarea)\b.*?</\1\s*>", re.I | re.S)
+_BLOCK_END = re.compile(rf"<(?:br\b[^>]*|/(?:{_BLOCK_TAGS})\s*)>", re.I)
+_STASHED = re.compile("\x00(\\d+)\x00")
+
+# (url as written, is an <img src>) -> new attribute value, or None to leave it alone
+MediaRewriter = Callable[[str, bool], str | None]
+
+
+def _caption(m: re.Match[str]) -> str:
+    body = m.group("body")
+    media = _CAPTION_MEDIA.match(body)
+    if media is None:
+        return body
+    text = media.group("text").strip()
+    if not text:
+        attr = _CAPTION_ATTR.search(m.group("attrs"))
+        text = htmllib.escape(htmllib.unescape(attr.group(1))) if attr else ""
+    caption = f"<figcaption>{text}</figcaption>" if text else ""
+    return f"<figure>{media.group('media')}{caption}</figure>"
+
+
+def _embed(m: re.Match[str]) -> str:
+    url = htmllib.escape(m.group("url"))
+    return f'<p><a href="{url}">{url}</a></p>'
+
+
+def autop(text: str) -> str:
+    """A small wpautop: blank-line separated runs of inline content become paragraphs, single newlines `<br>`.
+
+    Runs that contain a block-level tag are left as they are (the tag already structures them), and
+    pre/script/style/textarea are never touched, so code keeps its blank lines.
+    """
+    kept: list[str] = []
+
+    def stash(m: re.Match[str]) -> str:
+        kept.append(m.group(0))
+        return f"\n\n\x00{len(kept) - 1}\x00\n\n"
+
+    out: list[str] = []
+    for chunk in re.split(r"\n[ \t]*\n", _VERBATIM.sub(stash, text)):
+        chunk = chunk.strip()
+        if not chunk:
+            continue
+        if "\x00" in chunk or _HAS_BLOCK.search(chunk):
+            out.append(chunk)
+        else:
+            out.append("<p>" + re.sub(r"[ \t]*\n[ \t]*", "<br />\n", chunk) + "</p>")
+    return _STASHED.sub(lambda m: kept[int(m.group(1))], "\n\n".join(out))
+
+
+def _code_language(el: Any) -> str | None:
+    for node in (el, el.find("code")):
+        if isinstance(node, Tag):
+            for cls in node.get_attribute_list("class"):
+                if cls and cls.startswith(("language-", "lang-")):
+                    return str(cls.partition("-")[2]) or None
+    return None
+
+
+_CONVERTER = MarkdownConverter(heading_style="ATX", bullets="-", newline_style="backslash",
+                               code_language_callback=_code_language)
+
+
+def html_to_markdown(content: str, rewrite: MediaRewriter | None = None) -> tuple[str, list[str]]:
+    """(markdown, notes) for one post body; the notes say what could not be converted faithfully."""
+    text = content.replace("\r\n", "\n").replace("\r", "\n")
+    blocks = "<!-- wp:" in text
+    text = _COMMENT.sub("", text)
+    text = _EMBED.sub(_embed, _CAPTION.sub(_caption, text))
+    if not blocks:
+        # The block editor stores finished HTML; only classic content still needs its paragraphs made.
+        text = autop(text)
+    # The trailing newline keeps BeautifulSoup from warning that a short bare URL "looks like a URL, not markup".
+    soup = BeautifulSoup(text + "\n", "html.parser")
+    _prepare(soup, rewrite)
+    try:
+        markdown = _CONVERTER.convert_soup(soup)
+    except RecursionError:
+        # markdownify recurses once per nesting level; hostile or page-builder HTML can go deeper than Python.
+        plain = soup.get_text("\n")
+        return re.sub(r"\n{3,}", "\n\n", plain).strip(), ["HTML nested too deeply to convert; kept as plain text"]
+    return markdown.strip(), []
+
+
+def _prepare(soup: BeautifulSoup, rewrite: MediaRewriter | None) -> None:
+    for frame in soup.find_all("iframe"):
+        src = str(frame.get("src") or "")
+        if src.startswith(("http://", "https://", "//")):
+            # markdownify drops iframes (they have no text), which would lose every embedded video.
+            link = soup.new_tag("a", href=src)
+            link.string = src
+            para = soup.new_tag("p")
+            para.append(link)
+            frame.replace_with(para)
+        else:
+            frame.decompose()
+    for figure in soup.find_all("figure"):
+        # markdownify treats <figure> as inline, so two image blocks in a row would share one paragraph
+        figure.name = "div"
+        img, cap = figure.find("img"), figure.find("figcaption")
+        if isinstance(cap, Tag):
+            if isinstance(img, Tag) and not img.get("alt"):
+                img["alt"] = cap.get_text(" ", strip=True)
+            em = soup.new_tag("em")
+            for child in list(cap.contents):
+                em.append(child.extract())
+            cap.append(em)
+    for img in soup.find_all("img"):
+        alt = " ".join(str(img.get("alt") or "").split())
+        # markdownify writes alt text verbatim between [ and ]
+        img["alt"] = alt.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
+        for attr in ("srcset", "sizes"):
+            if attr in img.attrs:
+                del img[attr]
+        src = str(img.get("src") or "")
+        if rewrite is not None and src:
+            new = rewrite(src, True)
+            if new is not None:
+                img["src"] = new
+    if rewrite is not None:
+        for a in soup.find_all("a"):
+            href = str(a.get("href") or "")
+            if href:
+                new = rewrite(href, False)
+                if new is not None:
+                    a["href"] = new
+
+
+def _plain_excerpt(excerpt: str) -> str:
+    if not excerpt.strip():
+        return ""
+    # a space where a block or line ends, none between inline tags: `<b>summary</b>.` stays `summary.`
+    spaced = _BLOCK_END.sub(" ", excerpt)
+    return " ".join(BeautifulSoup(spaced + "\n", "html.parser").get_text("").split())
+
+
+# --------------------------------------------------------------------------------------------------- run
+
+
+def default_downloader(*, allow_private: bool = False, max_bytes: int = DEFAULT_MAX_BYTES,
+                       timeout_s: float = 15.0) -> Downloader:
+    """The SSRF-safe fetch of image_fetch: public addresses only (unless allowed), no redirects, size-capped."""
+
+    def download(url: str) -> bytes:
+        return fetch_image(url, allow_private=allow_private, max_bytes=max_bytes, timeout_s=timeout_s)
+
+    return download
+
+
+def convert_wxr(xml: bytes, dest: Path, *, download: Downloader | None = None, fetch_media: bool = True,
+                allow_private: bool = False, max_bytes: int = DEFAULT_MAX_BYTES,
+                timeout_s: float = 15.0) -> ImportReport:
+    """Write the posts and pages of a WXR export under `dest` as markdown; see the module docstring for the layout.
+
+    `download` fetches one media URL (default: the SSRF-safe `default_downloader` with `allow_private`,
+    `max_bytes` and `timeout_s`); `fetch_media=False` keeps every media URL as it is. Raises PermanentError when
+    the file is refused or is no WXR; any problem with one item or one media file becomes an issue in the report.
+    """
+    export = parse_wxr(xml)
+    fetch = download or default_downloader(allow_private=allow_private, max_bytes=max_bytes, timeout_s=timeout_s)
+    run = _Run(export, dest, fetch if fetch_media else None, max_bytes)
+    run.convert()
+    return run.report
+
+
+class _Run:
+    def __init__(self, export: WxrExport, dest: Path, download: Downloader | None, max_bytes: int) -> None:
+        self.export = export
+        dest.mkdir(parents=True, exist_ok=True)
+        self.dest = dest.resolve()
+        self.download = download
+        self.max_bytes = max_bytes
+        self.report = ImportReport()
+        self.site = export.site_url.rstrip("/") + "/" if export.site_url else ""
+        self.attachments: dict[str, WxrItem] = {}
+        self.attachment_keys: set[str] = set()
+        self.site_hosts: set[str] = set()
+        if self.site:
+            self.site_hosts.add(_host_key(self.site))
+        # url -> written file to copy from, or the reason it could not be fetched: each URL is fetched once per run
+        self.fetched: dict[str, Path] = {}
+        self.failed: dict[str, str] = {}
+        self.sections: dict[str, _Names] = {}
+        self.files: set[str] = set()
+
+    def convert(self) -> None:
+        items = sorted(self.export.items, key=lambda i: (i.id_sort, i.post_type, i.slug))
+        for item in items:
+            if item.post_type == "attachment":
+                self.report.attachments += 1
+                if item.post_id and item.attachment_url:
+                    self.attachments.setdefault(item.post_id, item)
+                    url = self._absolute(item.attachment_url)
+                    if url:
+                        self.attachment_keys.add(_url_key(url))
+                        # uploads may live on a media host of their own (a CDN): it is the site's all the same
+                        self.site_hosts.add(_host_key(url))
+        for item in items:
+            if item.post_type == "attachment":
+                continue
+            if item.post_type not in _WRITTEN_TYPES:
+                self._skip(f"type:{item.post_type or '(none)'}")
+            elif item.status in _SKIPPED_STATUSES:
+                self._skip(f"status:{item.status}")
+            else:
+                folder = self._folder(item)
+                try:
+                    self._write_item(item, folder)
+                except ItemError as exc:
+                    self._issue(exc.path, exc.reason, kind="item", severity="error")
+        self.report.issues.sort(key=lambda i: (i.path, i.message))
+        self.report.files = sorted(self.files)
+
+    def _skip(self, reason: str) -> None:
+        self.report.skipped += 1
+        self.report.skipped_reasons[reason] = self.report.skipped_reasons.get(reason, 0) + 1
+
+    def _issue(self, path: str, message: str, *, kind: str, severity: Severity = "warning") -> None:
+        self.report.issues.append(Issue(stage=STAGE, path=path, message=message, severity=severity, kind=kind))
+
+    def _names(self, section: str) -> _Names:
+        return self.sections.setdefault(section, _Names())
+
+    def _folder(self, item: WxrItem) -> str:
+        section = _SECTIONS[item.post_type]
+        fallback_id = safe_name(item.post_id, "unknown")
+        if item.status == "publish":
+            slug = safe_name(unquote(item.slug), f"{item.post_type}-{fallback_id}", max_bytes=_SLUG_MAX_BYTES)
+            return f"{section}/{self._names(section).claim(slug)}"
+        # an unknown status is treated as unpublished: publishing what the author did not is the worse mistake
+        drafts = f"{section}/_drafts"
+        return f"{drafts}/{self._names(drafts).claim(f'id-{fallback_id}')}"
+
+    def _write_item(self, item: WxrItem, folder: str) -> None:
+        index = f"{folder}/index.md"
+        draft = item.status != "publish"
+        images = _Names()
+        names: dict[str, str] = {}
+
+        def rewrite(url: str, is_img: bool) -> str | None:
+            absolute = self._absolute(url)
+            if absolute is None or not self._wanted(absolute, is_img):
+                return None
+            return self._media(absolute, folder, index, images, names) or absolute
+
+        body, notes = html_to_markdown(item.content, rewrite)
+        for note in notes:
+            self._issue(index, note, kind="content")
+        fm: JSON = {"title": item.title}
+        date = _iso_date(item.date_gmt, item.date_local)
+        if date is not None:
+            fm["date"] = date
+        if item.creator:
+            fm["author"] = self.export.authors.get(item.creator, item.creator)
+        if item.categories:
+            fm["categories"] = list(item.categories)
+        if item.tags:
+            fm["tags"] = list(item.tags)
+        cover = self._cover(item, folder, index, images, names)
+        if cover is not None:
+            fm["coverImage"] = cover
+        excerpt = _plain_excerpt(item.excerpt)
+        if excerpt:
+            fm["excerpt"] = excerpt
+        fm["draft"] = draft
+        fm["wpId"] = int(item.post_id) if item.post_id.isdigit() else item.post_id
+        head = yaml.safe_dump(fm, sort_keys=False, allow_unicode=True, default_flow_style=False, width=4096)
+        self._write(index, f"---\n{head}---\n\n{body}\n".encode())
+        if draft:
+            self.report.drafts += 1
+        elif item.post_type == "page":
+            self.report.pages += 1
+        else:
+            self.report.posts += 1
+
+    def _cover(self, item: WxrItem, folder: str, index: str, images: _Names, names: dict[str, str]) -> str | None:
+        thumb = item.meta.get("_thumbnail_id", "")
+        if not thumb:
+            return None
+        attachment = self.attachments.get(thumb)
+        url = self._absolute(attachment.attachment_url) if attachment is not None else None
+        if url is None:
+            self._issue(index, f"featured image: attachment {thumb} is not in the export", kind="attachment")
+            return None
+        return self._media(url, folder, index, images, names) or url
+
+    def _absolute(self, url: str) -> str | None:
+        url = htmllib.unescape(url.strip())
+        absolute = urljoin(self.site, url) if self.site else url
+        parts = urlsplit(absolute)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return None
+        return absolute
+
+    def _wanted(self, url: str, is_img: bool) -> bool:
+        if _url_key(url) in self.attachment_keys:
+            return True
+        if _host_key(url) not in self.site_hosts:
+            return False
+        return is_img or posixpath.splitext(urlsplit(url).path)[1].lower() in _IMAGE_EXTENSIONS
+
+    def _media(self, url: str, folder: str, index: str, images: _Names, names: dict[str, str]) -> str | None:
+        """`images/<name>` once `url` is saved in the item's folder, or None (and an issue) when it cannot be."""
+        if url in names:
+            return f"images/{names[url]}"
+        if self.download is None:
+            return None
+        reason = self.failed.get(url)
+        data: bytes | None = None
+        if reason is None and url not in self.fetched:
+            try:
+                data = self.download(url)
+            except (PipelineError, OSError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                if len(data) > self.max_bytes:
+                    reason = f"larger than {self.max_bytes} bytes"
+            if reason is not None:
+                self.failed[url] = reason
+                self.report.attachments_failed += 1
+            else:
+                self.report.attachments_downloaded += 1
+        if reason is not None:
+            self._issue(index, f"media not downloaded, original URL kept: {url} ({reason})", kind="attachment")
+            return None
+        basename = unquote(posixpath.basename(urlsplit(url).path))
+        name = images.claim(safe_name(basename, "image", keep_extension=True), _NAME_MAX_BYTES, keep_extension=True)
+        rel = f"{folder}/images/{name}"
+        if data is None:
+            data = self.fetched[url].read_bytes()
+        self.fetched.setdefault(url, self._write(rel, data))
+        names[url] = name
+        return f"images/{name}"
+
+    def _write(self, rel: str, data: bytes) -> Path:
+        target = self.dest.joinpath(*rel.split("/"))
+        # resolve() follows symlinks already in dest, so a planted link cannot carry a write outside it
+        if not target.resolve().is_relative_to(self.dest):
+            raise ItemError(rel, "refused to write outside the destination folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.resolve().is_relative_to(self.dest):
+            raise ItemError(rel, "refused to write outside the destination folder")
+        target.write_bytes(data)
+        self.files.add(rel)
+        return target
+
+
+def _host_key(url: str) -> str:
+    """Host and port, scheme-blind and without `www.`: sites move to https and drop www and keep their media."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower().removeprefix("www.")
+    port = parts.port
+    return host if port in (None, 80, 443) else f"{host}:{port}"
+
+
+def _url_key(url: str) -> str:
+    return _host_key(url) + unquote(urlsplit(url).path)

@@ -1,0 +1,546 @@
+"""WordPress WXR → markdown repository: a realistic export, media from a real local HTTP server, hostile input."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import PermanentError, TransientError
+from pipeline.markdown.frontmatter import split_frontmatter
+from pipeline.models import JSON
+from pipeline.sources.wordpress import ImportReport, convert_wxr, html_to_markdown, safe_name
+
+PHOTO = b"\xff\xd8\xff\xe0JFIF-photo-bytes"
+PHOTO_SMALL = b"\xff\xd8\xff\xe0JFIF-small-bytes"
+COVER = b"\x89PNG\r\n\x1a\ncover-bytes"
+SNEAKY = b"\x89PNG\r\n\x1a\nsneaky-bytes"
+UPLOADS = "/wp-content/uploads/2023/01"
+
+
+class MediaServer:
+    """Serves fixed bytes by raw request path on 127.0.0.1 and records every path asked for; 404 otherwise."""
+
+    def __init__(self, routes: dict[str, bytes]) -> None:
+        self.routes = routes
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                server.requests.append(self.path)
+                body = server.routes.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, format: str, *args: object) -> None:
+                return  # keep test output readable; requests are recorded above
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def server() -> Iterator[MediaServer]:
+    s = MediaServer({
+        f"{UPLOADS}/photo.jpg": PHOTO,
+        f"{UPLOADS}/photo-300x200.jpg": PHOTO_SMALL,
+        f"{UPLOADS}/cover.png": COVER,
+        "/wp-content/uploads/..%2F..%2Fx.png": SNEAKY,
+    })
+    yield s
+    s.stop()
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+def wxr(base: str, items: str, *, version: str = "1.2", doctype: str = "") -> bytes:
+    return f"""<?xml version="1.0" encoding="UTF-8" ?>{doctype}
+<rss version="2.0"
+  xmlns:excerpt="http://wordpress.org/export/{version}/excerpt/"
+  xmlns:content="http://purl.org/rss/1.0/modules/content/"
+  xmlns:wfw="http://wellformedweb.org/CommentAPI/"
+  xmlns:dc="http://purl.org/dc/elements/1.1/"
+  xmlns:wp="http://wordpress.org/export/{version}/">
+<channel>
+  <title>Harbour Notes</title>
+  <link>{base}</link>
+  <description>Notes from the harbour</description>
+  <language>en-GB</language>
+  <wp:wxr_version>{version}</wp:wxr_version>
+  <wp:base_site_url>{base}</wp:base_site_url>
+  <wp:base_blog_url>{base}</wp:base_blog_url>
+  <wp:author>
+    <wp:author_id>1</wp:author_id>
+    <wp:author_login><![CDATA[admin]]></wp:author_login>
+    <wp:author_email><![CDATA[ada@example.org]]></wp:author_email>
+    <wp:author_display_name><![CDATA[Ada Lovelace]]></wp:author_display_name>
+    <wp:author_first_name><![CDATA[Ada]]></wp:author_first_name>
+    <wp:author_last_name><![CDATA[Lovelace]]></wp:author_last_name>
+  </wp:author>
+  <generator>https://wordpress.org/?v=6.4.2</generator>
+{items}
+</channel>
+</rss>
+""".encode()
+
+
+def item(post_id: int | str, post_type: str, status: str, *, title: str = "", slug: str = "", content: str = "",
+         excerpt: str = "", creator: str = "admin", date: str = "2023-01-05 11:00:00",
+         date_gmt: str = "2023-01-05 10:00:00", categories: tuple[tuple[str, str, str], ...] = (),
+         meta: tuple[tuple[str, str], ...] = (), attachment_url: str = "") -> str:
+    cats = "\n".join(f'    <category domain="{d}" nicename="{n}"><![CDATA[{t}]]></category>'
+                     for d, n, t in categories)
+    metas = "\n".join(f"    <wp:postmeta><wp:meta_key><![CDATA[{k}]]></wp:meta_key>"
+                      f"<wp:meta_value><![CDATA[{v}]]></wp:meta_value></wp:postmeta>" for k, v in meta)
+    attachment = f"    <wp:attachment_url><![CDATA[{attachment_url}]]></wp:attachment_url>" if attachment_url else ""
+    return f"""  <item>
+    <title><![CDATA[{title}]]></title>
+    <link>https://harbour.example/?p={post_id}</link>
+    <pubDate>Thu, 05 Jan 2023 10:00:00 +0000</pubDate>
+    <dc:creator><![CDATA[{creator}]]></dc:creator>
+    <guid isPermaLink="false">https://harbour.example/?p={post_id}</guid>
+    <description></description>
+    <content:encoded><![CDATA[{content}]]></content:encoded>
+    <excerpt:encoded><![CDATA[{excerpt}]]></excerpt:encoded>
+    <wp:post_id>{post_id}</wp:post_id>
+    <wp:post_date><![CDATA[{date}]]></wp:post_date>
+    <wp:post_date_gmt><![CDATA[{date_gmt}]]></wp:post_date_gmt>
+    <wp:comment_status><![CDATA[open]]></wp:comment_status>
+    <wp:post_name><![CDATA[{slug}]]></wp:post_name>
+    <wp:status><![CDATA[{status}]]></wp:status>
+    <wp:post_parent>0</wp:post_parent>
+    <wp:menu_order>0</wp:menu_order>
+    <wp:post_type><![CDATA[{post_type}]]></wp:post_type>
+    <wp:is_sticky>0</wp:is_sticky>
+{attachment}
+{cats}
+{metas}
+  </item>"""
+
+
+def realistic(base: str) -> bytes:
+    photo = f"{base}{UPLOADS}/photo.jpg"
+    hello = (
+        '<!-- wp:heading -->\n<h2 class="wp-block-heading">Getting started</h2>\n<!-- /wp:heading -->\n\n'
+        "<!-- wp:paragraph -->\n<p>Some <em>emphasis</em>, some <strong>strong words</strong> and "
+        '<a href="https://example.org/docs">a link</a>.</p>\n<!-- /wp:paragraph -->\n\n'
+        "<!-- wp:list -->\n<ul><li>first</li><li>second</li></ul>\n<!-- /wp:list -->\n\n"
+        "<!-- wp:list {\"ordered\":true} -->\n<ol><li>one</li><li>two</li></ol>\n<!-- /wp:list -->\n\n"
+        '<!-- wp:image {"id":20,"sizeSlug":"full"} -->\n<figure class="wp-block-image size-full">'
+        f'<img src="{photo}" alt="A photo" class="wp-image-20" srcset="{photo} 1024w"/></figure>\n'
+        "<!-- /wp:image -->\n\n"
+        '<!-- wp:image -->\n<figure class="wp-block-image"><img src="https://cdn.example.invalid/remote.png" '
+        'alt="Remote"/></figure>\n<!-- /wp:image -->'
+    )
+    second = (
+        "An intro in the classic editor.\n\n"
+        f'<img src="{UPLOADS}/photo.jpg" alt="Same photo, relative URL" />\n\n'
+        f'<img src="{base}/wp-content/uploads/missing.png" alt="Gone" />\n\n'
+        f'See <a href="{photo}">the full photo</a>.'
+    )
+    about = "<h2>About me</h2>\n\nI write <strong>things</strong>.\n\n<ol>\n<li>one</li>\n<li>two</li>\n</ol>"
+    classic = ("First paragraph with <em>style</em>.\n\nSecond paragraph\nwith a line break.\n\n"
+               "<ul>\n<li>item one</li>\n<li>item two</li>\n</ul>\n\n<pre>def f():\n\n    return 1</pre>\n\n"
+               "<!--more-->\n\nLast paragraph.")
+    caption = (f'[caption id="attachment_20" align="aligncenter" width="300"]<a href="{photo}">'
+               f'<img class="size-medium wp-image-20" src="{base}{UPLOADS}/photo-300x200.jpg" alt="" width="300" '
+               'height="200" /></a> The harbour at dawn[/caption]\n\nAfter the caption. [gallery ids="20,21"]')
+    items = [
+        item(10, "post", "publish", title="Hello World", slug="hello-world", content=hello,
+             excerpt="<p>A short <b>summary</b>.</p>",
+             categories=(("category", "travel", "Travel"), ("category", "food-drink", "Food &amp; Drink"),
+                         ("post_tag", "python", "python"), ("post_tag", "sea", "sea"))),
+        item(11, "post", "publish", title="Second Post", slug="second-post", content=second, creator="guest",
+             date_gmt="2023-01-06 08:15:00", categories=(("post_tag", "sea", "sea"),)),
+        item(12, "page", "publish", title="About", slug="about", content=about),
+        item(13, "post", "draft", title="Work in progress", content="<p>Not yet.</p>",
+             date="2023-02-01 09:30:00", date_gmt="0000-00-00 00:00:00"),
+        item(14, "post", "trash", title="Binned", slug="binned__trashed", content="<p>gone</p>"),
+        item(15, "post", "publish", title="With a cover", slug="with-cover", content="Just text.",
+             meta=(("_edit_last", "1"), ("_thumbnail_id", "21"))),
+        item(16, "post", "publish", title="Classic", slug="classic-autop", content=classic),
+        item(17, "post", "publish", title="Caption", slug="with-caption", content=caption),
+        item(18, "post", "publish", title="Hello again", slug="hello-world", content="<p>Same slug.</p>"),
+        item(20, "attachment", "inherit", title="photo", slug="photo", attachment_url=photo,
+             meta=(("_wp_attached_file", "2023/01/photo.jpg"),)),
+        item(21, "attachment", "inherit", title="cover", slug="cover", attachment_url=f"{base}{UPLOADS}/cover.png"),
+        item(22, "attachment", "inherit", title="missing", slug="missing",
+             attachment_url=f"{base}/wp-content/uploads/missing.png"),
+        item(30, "nav_menu_item", "publish", title="Home", slug="home"),
+    ]
+    return wxr(base, "\n".join(items))
+
+
+def read(dest: Path, rel: str) -> tuple[JSON, str]:
+    return split_frontmatter((dest / rel).read_text(encoding="utf-8"), rel)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------------------------------------ realistic
+
+
+def test_realistic_export(tmp_path: Path, server: MediaServer) -> None:
+    dest = tmp_path / "repo"
+    report = convert_wxr(realistic(server.base), dest, allow_private=True)
+    base = server.base
+
+    assert (report.posts, report.pages, report.drafts) == (6, 1, 1)
+    assert (report.attachments, report.attachments_downloaded, report.attachments_failed) == (3, 3, 1)
+    assert report.skipped == 2
+    assert report.skipped_reasons == {"status:trash": 1, "type:nav_menu_item": 1}
+    expected_files = {
+        "posts/hello-world/index.md", "posts/hello-world/images/photo.jpg",
+        "posts/second-post/index.md", "posts/second-post/images/photo.jpg",
+        "pages/about/index.md",
+        "posts/_drafts/id-13/index.md",
+        "posts/with-cover/index.md", "posts/with-cover/images/cover.png",
+        "posts/classic-autop/index.md",
+        "posts/with-caption/index.md", "posts/with-caption/images/photo.jpg",
+        "posts/with-caption/images/photo-300x200.jpg",
+        "posts/hello-world-2/index.md",
+    }
+    assert report.files == sorted(expected_files)
+    assert set(tree(dest)) == expected_files
+    # each URL is fetched once however many posts use it; the remote CDN image is never asked for
+    assert sorted(server.requests) == sorted([f"{UPLOADS}/photo.jpg", f"{UPLOADS}/photo-300x200.jpg",
+                                              f"{UPLOADS}/cover.png", "/wp-content/uploads/missing.png"])
+    assert (dest / "posts/hello-world/images/photo.jpg").read_bytes() == PHOTO
+    assert (dest / "posts/second-post/images/photo.jpg").read_bytes() == PHOTO
+    assert (dest / "posts/with-caption/images/photo-300x200.jpg").read_bytes() == PHOTO_SMALL
+
+    [issue] = report.issues
+    assert issue.path == "posts/second-post/index.md" and issue.kind == "attachment"
+    assert f"{base}/wp-content/uploads/missing.png" in issue.message and "404" in issue.message
+
+    fm, body = read(dest, "posts/hello-world/index.md")
+    assert fm == {"title": "Hello World", "date": "2023-01-05T10:00:00Z", "author": "Ada Lovelace",
+                  "categories": ["Travel", "Food & Drink"], "tags": ["python", "sea"],
+                  "excerpt": "A short summary.", "draft": False, "wpId": 10}
+    assert body.startswith("\n## Getting started\n\n")
+    assert "Some *emphasis*, some **strong words** and [a link](https://example.org/docs)." in body
+    assert "- first\n- second" in body and "1. one\n2. two" in body
+    assert "\n\n![A photo](images/photo.jpg)\n\n![Remote](https://cdn.example.invalid/remote.png)\n" in body
+    assert "wp:" not in body and "<!--" not in body and "srcset" not in body
+
+    fm, body = read(dest, "posts/second-post/index.md")
+    assert fm["author"] == "guest" and fm["tags"] == ["sea"] and "categories" not in fm
+    assert "![Same photo, relative URL](images/photo.jpg)" in body
+    assert f"![Gone]({base}/wp-content/uploads/missing.png)" in body
+    assert "See [the full photo](images/photo.jpg)." in body
+
+    fm, body = read(dest, "pages/about/index.md")
+    assert fm["title"] == "About" and fm["draft"] is False and fm["wpId"] == 12
+    assert body.strip() == "## About me\n\nI write **things**.\n\n1. one\n2. two"
+
+    fm, body = read(dest, "posts/_drafts/id-13/index.md")
+    assert fm == {"title": "Work in progress", "date": "2023-02-01T09:30:00", "author": "Ada Lovelace",
+                  "draft": True, "wpId": 13}
+    assert body.strip() == "Not yet."
+
+    fm, body = read(dest, "posts/with-cover/index.md")
+    assert fm["coverImage"] == "images/cover.png"
+    assert (dest / "posts/with-cover/images/cover.png").read_bytes() == COVER
+    assert body.strip() == "Just text."
+
+    _, body = read(dest, "posts/classic-autop/index.md")
+    assert body.strip() == ("First paragraph with *style*.\n\nSecond paragraph\\\nwith a line break.\n\n"
+                            "- item one\n- item two\n\n```\ndef f():\n\n    return 1\n```\n\nLast paragraph.")
+
+    _, body = read(dest, "posts/with-caption/index.md")
+    assert body.strip() == ("[![The harbour at dawn](images/photo-300x200.jpg)](images/photo.jpg)\n\n"
+                            '*The harbour at dawn*\n\nAfter the caption. [gallery ids="20,21"]')
+
+    fm, body = read(dest, "posts/hello-world-2/index.md")
+    assert fm["title"] == "Hello again" and body.strip() == "Same slug."
+
+
+def test_output_is_deterministic(tmp_path: Path, server: MediaServer) -> None:
+    xml = realistic(server.base)
+    first = convert_wxr(xml, tmp_path / "a", allow_private=True)
+    second = convert_wxr(xml, tmp_path / "b", allow_private=True)
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+    assert json.dumps(first.to_json(), sort_keys=True) == json.dumps(second.to_json(), sort_keys=True)
+
+
+def test_private_media_hosts_are_refused_by_default(tmp_path: Path, server: MediaServer) -> None:
+    dest = tmp_path / "repo"
+    report = convert_wxr(realistic(server.base), dest)
+    assert server.requests == []
+    assert (report.posts, report.attachments_downloaded, report.attachments_failed) == (6, 0, 4)
+    assert all("non-public address" in i.message for i in report.issues)
+    assert {i.path for i in report.issues} == {"posts/hello-world/index.md", "posts/second-post/index.md",
+                                                "posts/with-cover/index.md", "posts/with-caption/index.md"}
+    fm, body = read(dest, "posts/with-cover/index.md")
+    assert fm["coverImage"] == f"{server.base}{UPLOADS}/cover.png"
+    _, body = read(dest, "posts/second-post/index.md")
+    # the relative URL is kept in its absolute form, since the post no longer lives on the site
+    assert f"![Same photo, relative URL]({server.base}{UPLOADS}/photo.jpg)" in body
+    assert not [f for f in report.files if "/images/" in f]
+
+
+def test_media_over_the_size_cap_is_an_issue(tmp_path: Path, server: MediaServer) -> None:
+    report = convert_wxr(realistic(server.base), tmp_path / "repo", allow_private=True, max_bytes=8)
+    assert report.attachments_downloaded == 0 and report.attachments_failed == 4
+    # one issue per item that uses a file: the photo is in three posts, the 404 is no size problem
+    assert sum("larger than 8 bytes" in i.message for i in report.issues) == 6
+    assert sum("404" in i.message for i in report.issues) == 1 and len(report.issues) == 7
+    assert report.posts == 6
+
+
+def test_custom_downloader_failures_and_oversize(tmp_path: Path) -> None:
+    base = "https://harbour.example"
+    content = f'<p><img src="{base}/a.png" alt="a"> <img src="{base}/b.png" alt="b"></p>'
+    xml = wxr(base, item(1, "post", "publish", title="T", slug="t", content=content))
+    asked: list[str] = []
+
+    def download(url: str) -> bytes:
+        asked.append(url)
+        if url.endswith("a.png"):
+            raise TransientError("server busy (503)")
+        return b"x" * 10
+
+    report = convert_wxr(xml, tmp_path / "repo", download=download, max_bytes=5)
+    assert asked == [f"{base}/a.png", f"{base}/b.png"]
+    assert [i.message for i in report.issues] == [
+        f"media not downloaded, original URL kept: {base}/a.png (TransientError: server busy (503))",
+        f"media not downloaded, original URL kept: {base}/b.png (larger than 5 bytes)",
+    ]
+    _, body = read(tmp_path / "repo", "posts/t/index.md")
+    assert body.strip() == f"![a]({base}/a.png) ![b]({base}/b.png)"
+
+
+def test_fetch_media_off_keeps_urls(tmp_path: Path, server: MediaServer) -> None:
+    report = convert_wxr(realistic(server.base), tmp_path / "repo", fetch_media=False, allow_private=True)
+    assert server.requests == [] and report.issues == []
+    assert report.attachments_downloaded == report.attachments_failed == 0
+    fm, _ = read(tmp_path / "repo", "posts/with-cover/index.md")
+    assert fm["coverImage"] == f"{server.base}{UPLOADS}/cover.png"
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+def test_older_wxr_namespaces(tmp_path: Path, version: str) -> None:
+    xml = wxr("https://harbour.example", item(5, "post", "publish", title="Old", slug="old",
+                                              content="<p>Old <em>times</em>.</p>", excerpt="Short."),
+              version=version)
+    report = convert_wxr(xml, tmp_path / "repo", fetch_media=False)
+    assert report.posts == 1
+    fm, body = read(tmp_path / "repo", "posts/old/index.md")
+    assert fm["excerpt"] == "Short." and fm["author"] == "Ada Lovelace"
+    assert body.strip() == "Old *times*."
+
+
+def test_missing_featured_attachment_is_an_issue(tmp_path: Path) -> None:
+    xml = wxr("https://harbour.example", item(5, "post", "publish", title="T", slug="t", content="x",
+                                              meta=(("_thumbnail_id", "99"),)))
+    report = convert_wxr(xml, tmp_path / "repo", fetch_media=False)
+    [issue] = report.issues
+    assert issue.path == "posts/t/index.md" and "attachment 99 is not in the export" in issue.message
+    fm, _ = read(tmp_path / "repo", "posts/t/index.md")
+    assert "coverImage" not in fm
+
+
+# ------------------------------------------------------------------------------------------------ conversion
+
+
+def test_classic_content_gets_paragraphs() -> None:
+    md, notes = html_to_markdown("One line\nand its second line.\n\n\n  Another paragraph with a "
+                                 '<a href="https://x.example/">link</a>.\n\n<h3>Title</h3>\nText under it.')
+    assert notes == []
+    assert md == ("One line\\\nand its second line.\n\nAnother paragraph with a [link](https://x.example/).\n\n"
+                  "### Title\n\nText under it.")
+
+
+def test_block_content_is_not_autop_ed() -> None:
+    md, _ = html_to_markdown("<!-- wp:paragraph -->\n<p>One\ntwo</p>\n<!-- /wp:paragraph -->\n\n"
+                             '<!-- wp:code -->\n<pre class="wp-block-code"><code class="language-python">'
+                             "x = 1\n\ny = 2</code></pre>\n<!-- /wp:code -->\n\n"
+                             '<!-- wp:embed --><iframe src="https://video.example/embed/1"></iframe><!-- /wp:embed -->')
+    assert md == "One\ntwo\n\n```python\nx = 1\n\ny = 2\n```\n\n<https://video.example/embed/1>"
+
+
+def test_shortcodes() -> None:
+    md, _ = html_to_markdown('[caption id="a" caption="A &quot;quoted&quot; caption"]'
+                             '<img src="https://s.example/p.jpg" alt="" />[/caption]\n\n'
+                             '[embed]https://video.example/v/1[/embed]\n\n[contact-form-7 id="3"]')
+    assert md == ('![A "quoted" caption](https://s.example/p.jpg)\n\n*A "quoted" caption*\n\n'
+                  '<https://video.example/v/1>\n\n[contact-form-7 id="3"]')
+
+
+def test_deeply_nested_html_falls_back_to_text(tmp_path: Path) -> None:
+    deep = "<div>" * 3000 + "deep <b>text</b>" + "</div>" * 3000
+    xml = wxr("https://harbour.example", item(1, "post", "publish", title="Deep", slug="deep", content=deep))
+    report = convert_wxr(xml, tmp_path / "repo", fetch_media=False)
+    assert report.posts == 1
+    [issue] = report.issues
+    assert issue.kind == "content" and "nested too deeply" in issue.message
+    _, body = read(tmp_path / "repo", "posts/deep/index.md")
+    assert " ".join(body.split()) == "deep text"
+
+
+# ------------------------------------------------------------------------------------------------ hostile
+
+
+BILLION_LAUGHS = """<!DOCTYPE rss [
+  <!ENTITY lol "lol">
+  <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+  <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+  <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+  <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+  <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+  <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+  <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+  <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+  <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>"""
+
+
+@pytest.mark.parametrize("case", ["billion_laughs", "xxe_file", "external_dtd", "parameter_entity"])
+def test_dtds_and_entities_are_refused(tmp_path: Path, server: MediaServer, case: str) -> None:
+    doctype, title = {
+        "billion_laughs": (BILLION_LAUGHS, "&lol9;"),
+        "xxe_file": ('<!DOCTYPE rss [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>', "&xxe;"),
+        "external_dtd": (f'<!DOCTYPE rss SYSTEM "{server.base}/evil.dtd">', "plain"),
+        "parameter_entity": (f'<!DOCTYPE rss [<!ENTITY % remote SYSTEM "{server.base}/evil.dtd"> %remote;]>',
+                             "plain"),
+    }[case]
+    xml = wxr(server.base, item(1, "post", "publish", title="x", slug="x", content="x"), doctype=doctype)
+    xml = xml.replace(b"<title><![CDATA[x]]></title>", f"<title>{title}</title>".encode())
+    dest = tmp_path / "repo"
+    started = time.monotonic()
+    with pytest.raises(PermanentError, match=r"refused WXR file: it contains a DTD"):
+        convert_wxr(xml, dest, allow_private=True)
+    assert time.monotonic() - started < 5
+    assert not dest.exists()
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(("xml", "message"), [
+    (b"<rss><channel><item></channel></rss>", "not well-formed XML"),
+    (b"<html><body>hello</body></html>", "not a WordPress export"),
+    (b"", "not well-formed XML"),
+])
+def test_not_a_wxr_file(tmp_path: Path, xml: bytes, message: str) -> None:
+    with pytest.raises(PermanentError, match=message):
+        convert_wxr(xml, tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_hostile_slugs_and_attachment_names_stay_inside(tmp_path: Path, server: MediaServer) -> None:
+    sneaky = f"{server.base}/wp-content/uploads/..%2F..%2Fx.png"
+    slugs = ["../../evil", "..", ".hidden", "a\\..\\b", "_drafts", "%e4%b8%ad%e6%96%87", "x" * 300, "evil",
+             "bad\u202ename", "Evil", "/etc/passwd", ""]
+    items = [item(100 + n, "post", "publish", title=f"t{n}", slug=slug, content="<p>x</p>")
+             for n, slug in enumerate(slugs)]
+    items.append(item(200, "post", "publish", title="img", slug="img", content=f'<img src="{sneaky}" alt="s">'))
+    items.append(item(201, "attachment", "inherit", title="s", attachment_url=sneaky,
+                      meta=(("_wp_attached_file", "../../x.png"),)))
+    items.append(item("../../9", "post", "draft", title="d", content="<p>draft</p>"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "work" / "repo"
+    report = convert_wxr(wxr(server.base, "\n".join(items)), dest, allow_private=True)
+
+    assert report.issues == [] and report.posts == len(slugs) + 1 and report.drafts == 1
+    folders = sorted(f.removesuffix("/index.md") for f in report.files if f.endswith("/index.md"))
+    assert folders == sorted([
+        "posts/evil", "posts/post-101", "posts/hidden", "posts/a-b", "posts/drafts", "posts/中文",
+        "posts/" + "x" * 100, "posts/evil-2", "posts/bad-name", "posts/Evil-3", "posts/etc-passwd",
+        "posts/post-111", "posts/img", "posts/_drafts/id-9",
+    ])
+    assert (dest / "posts/img/images/x.png").read_bytes() == SNEAKY
+    _, body = read(dest, "posts/img/index.md")
+    assert body.strip() == "![s](images/x.png)"
+    for root, dirs, files in os.walk(tmp_path):
+        for name in dirs + files:
+            path = Path(root, name)
+            assert path == tmp_path / "work" or path.resolve().is_relative_to(dest.resolve()) or path == outside
+            assert not name.startswith(".") and ".." not in name
+    assert list(outside.iterdir()) == []
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "evil").exists()
+
+
+def test_symlink_in_dest_cannot_carry_writes_outside(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "repo"
+    dest.mkdir()
+    (dest / "posts").symlink_to(outside, target_is_directory=True)
+    xml = wxr("https://harbour.example", "\n".join([
+        item(1, "post", "publish", title="P", slug="p", content="<p>post</p>"),
+        item(2, "page", "publish", title="Q", slug="q", content="<p>page</p>"),
+    ]))
+    report = convert_wxr(xml, dest, fetch_media=False)
+    assert list(outside.iterdir()) == []
+    assert (report.posts, report.pages) == (0, 1)
+    [issue] = report.issues
+    assert issue.path == "posts/p/index.md" and issue.severity == "error"
+    assert "outside the destination" in issue.message
+    assert report.files == ["pages/q/index.md"]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("../../x.png", "x.png"),
+    ("..\\..\\x.png", "x.png"),
+    ("..", "fallback"),
+    (".env", "env"),
+    ("_config.yml", "config.yml"),
+    ("a/b\\c", "a-b-c"),
+    ("tab\tand\x7fdel", "tab-and-del"),
+    ("line\nbreak", "line-break"),
+    ("photo (1) #2 %20.JPG", "photo-1-2-20.jpg"),
+    ("CON.png", "CON-.png"),
+    ("", "fallback"),
+    ("...", "fallback"),
+    ("名前.png", "名前.png"),
+])
+def test_safe_name(raw: str, expected: str) -> None:
+    assert safe_name(raw, "fallback", keep_extension=True) == expected
+
+
+def test_safe_name_caps_utf8_length_and_keeps_extension() -> None:
+    name = safe_name("é" * 200 + ".jpeg", "f", keep_extension=True)
+    assert name.endswith(".jpeg") and len(name.encode()) <= 120 and set(name[:-5]) == {"é"}
+
+
+def test_report_json_shape(tmp_path: Path) -> None:
+    report = convert_wxr(wxr("https://h.example", item(1, "post", "trash", title="t")), tmp_path / "r")
+    assert isinstance(report, ImportReport)
+    assert report.to_json() == {"posts": 0, "pages": 0, "drafts": 0, "attachments": 0, "attachmentsDownloaded": 0,
+                                "attachmentsFailed": 0, "skipped": 1, "skippedReasons": {"status:trash": 1},
+                                "issues": [], "files": []}
+
+
+def test_unpublished_statuses_become_drafts(tmp_path: Path) -> None:
+    items = [item(n, post_type, status, title=status, slug=f"s{n}", content=f"<p>{status}</p>")
+             for n, (post_type, status) in enumerate([("post", "pending"), ("post", "private"), ("post", "future"),
+                                                      ("page", "draft"), ("post", "auto-draft"),
+                                                      ("post", "inherit")], start=1)]
+    report = convert_wxr(wxr("https://harbour.example", "\n".join(items)), tmp_path / "repo", fetch_media=False)
+    assert (report.posts, report.pages, report.drafts, report.skipped) == (0, 0, 5, 1)
+    assert report.skipped_reasons == {"status:auto-draft": 1}
+    assert report.files == ["pages/_drafts/id-4/index.md", "posts/_drafts/id-1/index.md",
+                            "posts/_drafts/id-2/index.md", "posts/_drafts/id-3/index.md",
+                            "posts/_drafts/id-6/index.md"]
+    for rel in report.files:
+        fm, _ = read(tmp_path / "repo", rel)
+        assert fm["draft"] is True
