@@ -68,6 +68,19 @@ class Settings:
     # imageUrl fetches of the inference API refuse private and loopback addresses (SSRF) unless allowed
     allow_private_image_urls: bool = False
     image_fetch_max_bytes: int = 20 * 1024 * 1024
+    # S3-compatible publishing (R2 by default) and S3 artifact stores (REPOBUILD_ARTIFACTS=s3://bucket/prefix).
+    # None for the endpoint means AWS itself; None for the keys means boto3's own credential chain.
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_bucket: str | None = None
+    public_base_url: str = "https://static.repo.md"
+    s3_max_concurrency: int = 8
+    # Files above this go up in parts of this size (S3's minimum part is 5 MiB).
+    s3_multipart_threshold_mb: int = 16
+    # Where an S3 artifact store materialises `tree()` prefixes; None: <temp_dir>/repobuild/artifact-cache.
+    artifacts_cache: str | None = None
 
     @property
     def soft_time_limit_s(self) -> float:
@@ -88,6 +101,11 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         e = os.environ if env is None else env
         base = cls()
+        r2_account = e.get("R2_ACCOUNT_ID") or None
+        s3_endpoint = e.get("REPOBUILD_S3_ENDPOINT_URL") or (
+            f"https://{r2_account}.r2.cloudflarestorage.com" if r2_account else None)
+        # R2 accepts only the region "auto"; any other endpoint keeps boto3's own region lookup.
+        r2 = s3_endpoint is not None and ".r2.cloudflarestorage.com" in s3_endpoint
         temp_dir = e.get("REPOBUILD_TEMP_DIR") or e.get("TEMP_DIR") or base.temp_dir
         keys = tuple(k.strip() for k in (e.get("REPOBUILD_API_KEYS") or "").split(",") if k.strip())
         return cls(
@@ -120,6 +138,16 @@ class Settings:
             openai_dimensions=_int(e, "REPOBUILD_OPENAI_DIMENSIONS", 0) or None,
             clip_model_dir=e.get("REPOBUILD_CLIP_MODEL_DIR") or None,
             allow_private_image_urls=_bool(e.get("REPOBUILD_ALLOW_PRIVATE_IMAGE_URLS")),
+            s3_endpoint_url=s3_endpoint,
+            s3_region=e.get("REPOBUILD_S3_REGION") or ("auto" if r2 else None),
+            s3_access_key_id=e.get("REPOBUILD_S3_ACCESS_KEY_ID") or e.get("R2_ACCESS_KEY_ID") or None,
+            s3_secret_access_key=e.get("REPOBUILD_S3_SECRET_ACCESS_KEY") or e.get("R2_SECRET_ACCESS_KEY") or None,
+            s3_bucket=e.get("REPOBUILD_S3_BUCKET") or e.get("R2_BUCKET_NAME") or None,
+            public_base_url=(e.get("REPOBUILD_PUBLIC_BASE_URL") or base.public_base_url).rstrip("/"),
+            s3_max_concurrency=max(1, _int(e, "REPOBUILD_S3_MAX_CONCURRENCY", base.s3_max_concurrency)),
+            s3_multipart_threshold_mb=max(
+                5, _int(e, "REPOBUILD_S3_MULTIPART_THRESHOLD_MB", base.s3_multipart_threshold_mb)),
+            artifacts_cache=e.get("REPOBUILD_ARTIFACTS_CACHE") or None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -142,12 +170,21 @@ class Settings:
             "REPOBUILD_EMBED_BATCH": str(self.embed_batch),
             "REPOBUILD_EMBED_THREADS": str(self.embed_threads),
             "REPOBUILD_OPENAI_EMBED_MODEL": self.openai_embed_model,
+            "REPOBUILD_PUBLIC_BASE_URL": self.public_base_url,
+            "REPOBUILD_S3_MAX_CONCURRENCY": str(self.s3_max_concurrency),
+            "REPOBUILD_S3_MULTIPART_THRESHOLD_MB": str(self.s3_multipart_threshold_mb),
         }
         for name, value in (("REPOBUILD_TEXT_MODEL_DIR", self.text_model_dir),
                             ("REPOBUILD_OPENAI_BASE_URL", self.openai_base_url),
                             ("REPOBUILD_OPENAI_DIMENSIONS", self.openai_dimensions),
                             ("REPOBUILD_CLIP_MODEL_DIR", self.clip_model_dir),
-                            ("OPENAI_API_KEY", self.openai_api_key)):
+                            ("OPENAI_API_KEY", self.openai_api_key),
+                            ("REPOBUILD_S3_ENDPOINT_URL", self.s3_endpoint_url),
+                            ("REPOBUILD_S3_REGION", self.s3_region),
+                            ("REPOBUILD_S3_ACCESS_KEY_ID", self.s3_access_key_id),
+                            ("REPOBUILD_S3_SECRET_ACCESS_KEY", self.s3_secret_access_key),
+                            ("REPOBUILD_S3_BUCKET", self.s3_bucket),
+                            ("REPOBUILD_ARTIFACTS_CACHE", self.artifacts_cache)):
             if value:
                 env[name] = str(value)
         if self.redis_url:

@@ -185,3 +185,12 @@ def callback_server() -> Iterator[Callable[..., CallbackServer]]:
     yield make
     for c in made:
         c.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """A private SeaweedFS S3 server (tests.seaweed.S3Server); one per session, it takes a second to start."""
+    from tests.seaweed import seaweed_server  # noqa: PLC0415 - only sessions that use S3 pay for it
+
+    with seaweed_server() as server:
+        yield server
