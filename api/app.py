@@ -36,11 +36,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api.routes_inference import bp as inference_bp  # noqa: PLC0415
     from api.routes_jobs import bp as jobs_bp  # noqa: PLC0415
     from api.routes_process import bp as process_bp  # noqa: PLC0415
+    from api.routes_projects import bp as projects_bp  # noqa: PLC0415
 
     app.register_blueprint(health_bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(process_bp)
     app.register_blueprint(inference_bp)
+    app.register_blueprint(projects_bp)
 
     @app.before_request
     def _auth() -> Any:

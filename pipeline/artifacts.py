@@ -2,7 +2,7 @@
 
 Keys are POSIX-style relative paths (`jobs/<job_id>/<stage>/<name>`). Every write is atomic:
 a reader (or a worker resuming after a crash) sees the old object or the new one, never half.
-The local store is a folder; an S3 store with the same interface comes with the S3 issue.
+The local store is a folder; `artifacts_s3.S3ArtifactStore` is the same interface on a bucket.
 """
 
 from __future__ import annotations
@@ -117,9 +117,3 @@ class LocalArtifactStore:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
-
-
-def open_artifacts(location: str) -> LocalArtifactStore:
-    if location.startswith("s3://"):
-        raise PermanentError("S3 artifact stores are not supported yet (REPOBUILD_ARTIFACTS must be a folder)")
-    return LocalArtifactStore(location)

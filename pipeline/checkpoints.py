@@ -108,6 +108,14 @@ class JobStore:
     def k_lease(self, job_id: str, stage: str) -> str:
         return f"{self.prefix}lease:{job_id}:{stage}"
 
+    def k_project_seq(self, project_id: str) -> str:
+        return f"{self.prefix}project:{project_id}:seq"
+
+    def project_seq(self, job_id: str) -> int | None:
+        """This job's place in its project's submission order (1, 2, ...), None without a project."""
+        raw = self.r.hget(self.k_job(job_id), "project_seq")
+        return int(cast(str, raw)) if raw else None
+
     @property
     def k_index(self) -> str:
         return f"{self.prefix}jobs"
@@ -147,6 +155,10 @@ class JobStore:
                     for name in stages:
                         fields[f"stage:{name}"] = json.dumps(StageState(name=name, enqueued_at=now).to_json())
                     pipe.multi()
+                    if spec.project_id:
+                        # Submission order within a project: a revision only replaces the project's
+                        # latest one if it was submitted later (see stages/upload.py).
+                        pipe.incr(self.k_project_seq(spec.project_id))
                     pipe.hset(key, mapping=cast(Any, fields))
                     if job_secrets:
                         pipe.hset(self.k_secrets(spec.job_id), mapping=cast(Any, job_secrets))
@@ -155,7 +167,9 @@ class JobStore:
                     self._event(pipe, spec.job_id, "queued", f"job queued: {spec.task}")
                     for k in self._job_keys(spec.job_id):
                         pipe.expire(k, self.ttl_s)
-                    pipe.execute()
+                    replies = pipe.execute()
+                    if spec.project_id:
+                        self.r.hset(key, "project_seq", str(int(replies[0])))
                     return self.get(spec.job_id), True
                 except redis.WatchError:
                     continue

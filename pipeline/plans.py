@@ -8,34 +8,41 @@ NOTIFY = "notify"
 
 # Stages that produce the bundle, in order. embed_images also makes the `_medias/` variants that post
 # HTML links to, so every plan that publishes parsed posts runs it, with or without embeddings.
-# `notify` always runs last and never fails a job.
+# `notify` always runs last and never fails a job. `source` makes a repository (WordPress import, a
+# brief, a GitHub template) that `fetch` then takes; `upload` sends a bundle to S3 (CONTRACT §4).
 BUILD = ("fetch", "parse", "embed_text", "embed_images", "build_db")
+PROCESS = (*BUILD, "enrich", "publish")
+DEPLOY = (*PROCESS, "upload")
 PLANS: dict[str, tuple[str, ...]] = {
-    "process-all": (*BUILD, "enrich", "publish", NOTIFY),
+    "process-all": (*PROCESS, NOTIFY),
     "build-assets": (*BUILD, "publish", NOTIFY),
-    "process-with-repo": (*BUILD, "enrich", "publish", NOTIFY),
+    "process-with-repo": (*PROCESS, NOTIFY),
     "acquire-user-repo": ("fetch", NOTIFY),
     "build-database": ("build_db", NOTIFY),
+    "enrich-data": ("enrich", NOTIFY),
+    "deploy-repo": (*DEPLOY, NOTIFY),
+    "publish-r2": ("upload", NOTIFY),
+    "publish-build-files": ("upload", NOTIFY),
+    "wp-import": ("source", *DEPLOY, NOTIFY),
+    "generate-project-from-brief": ("source", NOTIFY),
+    "generate-and-deploy-project": ("source", *DEPLOY, NOTIFY),
+    "new-repo-from-template": ("source", "fetch", NOTIFY),
+    "process-from-template": ("source", *PROCESS, NOTIFY),
 }
 
-# Task names of the original service that later issues wire in. They are known names, so they
-# fail with a clear "not supported yet" instead of the original's "Unknown task type".
-PLANNED: frozenset[str] = frozenset(
-    {
-        "enrich-data",
-        "deploy-repo",
-        "publish-r2",
-        "publish-build-files",
-        "wp-import",
-        "generate-project-from-brief",
-        "generate-and-deploy-project",
-        "new-repo-from-template",
-        "process-from-template",
-    }
-)
+# Task names known but not runnable here: they fail with a clear "not supported" message instead of
+# the original's "Unknown task type".
+PLANNED: frozenset[str] = frozenset()
 
-# Tasks whose stages start from a repository and therefore need a source.
-NEEDS_SOURCE: frozenset[str] = frozenset({"process-all", "build-assets", "process-with-repo", "acquire-user-repo"})
+# Tasks whose first stage clones or copies a repository, and therefore need a source.
+NEEDS_SOURCE: frozenset[str] = frozenset({"process-all", "build-assets", "process-with-repo", "acquire-user-repo",
+                                          "deploy-repo"})
+# Tasks that publish to a project's place in the bucket.
+NEEDS_PROJECT: frozenset[str] = frozenset(t for t, stages in PLANS.items() if "upload" in stages)
+
+
+def publishes_to_bucket(task: str) -> bool:
+    return task in NEEDS_PROJECT
 
 
 def stages_for(task: str) -> tuple[str, ...]:

@@ -65,6 +65,10 @@ class Settings:
     openai_embed_model: str = "text-embedding-3-small"
     openai_dimensions: int | None = None
     clip_model_dir: str | None = None
+    # the chat model that writes a project from a brief (generate-project-from-brief), on openai_base_url
+    openai_chat_model: str = "gpt-4o-mini"
+    # GitHub's REST API, for new-repo-from-template (a GitHub Enterprise server: https://host/api/v3)
+    github_api_url: str = "https://api.github.com"
     # imageUrl fetches of the inference API refuse private and loopback addresses (SSRF) unless allowed
     allow_private_image_urls: bool = False
     image_fetch_max_bytes: int = 20 * 1024 * 1024
@@ -79,6 +83,8 @@ class Settings:
     s3_max_concurrency: int = 8
     # Files above this go up in parts of this size (S3's minimum part is 5 MiB).
     s3_multipart_threshold_mb: int = 16
+    # Files per upload step: the cursor is saved after each, so a killed worker re-sends at most these.
+    upload_batch: int = 200
     # Where an S3 artifact store materialises `tree()` prefixes; None: <temp_dir>/repobuild/artifact-cache.
     artifacts_cache: str | None = None
 
@@ -137,7 +143,10 @@ class Settings:
             openai_embed_model=e.get("REPOBUILD_OPENAI_EMBED_MODEL") or base.openai_embed_model,
             openai_dimensions=_int(e, "REPOBUILD_OPENAI_DIMENSIONS", 0) or None,
             clip_model_dir=e.get("REPOBUILD_CLIP_MODEL_DIR") or None,
+            openai_chat_model=e.get("REPOBUILD_OPENAI_CHAT_MODEL") or base.openai_chat_model,
+            github_api_url=(e.get("REPOBUILD_GITHUB_API_URL") or base.github_api_url).rstrip("/"),
             allow_private_image_urls=_bool(e.get("REPOBUILD_ALLOW_PRIVATE_IMAGE_URLS")),
+            image_fetch_max_bytes=_int(e, "REPOBUILD_IMAGE_FETCH_MAX_BYTES", base.image_fetch_max_bytes),
             s3_endpoint_url=s3_endpoint,
             s3_region=e.get("REPOBUILD_S3_REGION") or ("auto" if r2 else None),
             s3_access_key_id=e.get("REPOBUILD_S3_ACCESS_KEY_ID") or e.get("R2_ACCESS_KEY_ID") or None,
@@ -147,6 +156,7 @@ class Settings:
             s3_max_concurrency=max(1, _int(e, "REPOBUILD_S3_MAX_CONCURRENCY", base.s3_max_concurrency)),
             s3_multipart_threshold_mb=max(
                 5, _int(e, "REPOBUILD_S3_MULTIPART_THRESHOLD_MB", base.s3_multipart_threshold_mb)),
+            upload_batch=max(1, _int(e, "REPOBUILD_UPLOAD_BATCH", base.upload_batch)),
             artifacts_cache=e.get("REPOBUILD_ARTIFACTS_CACHE") or None,
         )
 
@@ -170,9 +180,14 @@ class Settings:
             "REPOBUILD_EMBED_BATCH": str(self.embed_batch),
             "REPOBUILD_EMBED_THREADS": str(self.embed_threads),
             "REPOBUILD_OPENAI_EMBED_MODEL": self.openai_embed_model,
+            "REPOBUILD_OPENAI_CHAT_MODEL": self.openai_chat_model,
+            "REPOBUILD_GITHUB_API_URL": self.github_api_url,
             "REPOBUILD_PUBLIC_BASE_URL": self.public_base_url,
             "REPOBUILD_S3_MAX_CONCURRENCY": str(self.s3_max_concurrency),
             "REPOBUILD_S3_MULTIPART_THRESHOLD_MB": str(self.s3_multipart_threshold_mb),
+            "REPOBUILD_UPLOAD_BATCH": str(self.upload_batch),
+            "REPOBUILD_ALLOW_PRIVATE_IMAGE_URLS": "1" if self.allow_private_image_urls else "0",
+            "REPOBUILD_IMAGE_FETCH_MAX_BYTES": str(self.image_fetch_max_bytes),
         }
         for name, value in (("REPOBUILD_TEXT_MODEL_DIR", self.text_model_dir),
                             ("REPOBUILD_OPENAI_BASE_URL", self.openai_base_url),

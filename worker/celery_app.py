@@ -7,7 +7,8 @@ from functools import cached_property
 from celery import Celery
 from kombu.entity import Queue
 
-from pipeline.artifacts import LocalArtifactStore, open_artifacts
+from pipeline.artifacts import ArtifactStore
+from pipeline.artifacts_s3 import artifact_store
 from pipeline.checkpoints import JobStore
 from pipeline.settings import Settings
 
@@ -17,8 +18,8 @@ QUEUE_IO = "repobuild.io"
 QUEUES = (QUEUE_CPU, QUEUE_IO)
 # The embed stages only plan, wait and assemble (io); their batches do the CPU work.
 STAGE_QUEUES = {"fetch": QUEUE_IO, "parse": QUEUE_CPU, "embed_text": QUEUE_IO, "embed_images": QUEUE_IO,
-                "build_db": QUEUE_CPU, "enrich": QUEUE_CPU, "publish": QUEUE_IO, "notify": QUEUE_IO,
-                "batch": QUEUE_CPU}
+                "build_db": QUEUE_CPU, "enrich": QUEUE_CPU, "publish": QUEUE_IO, "upload": QUEUE_IO,
+                "source": QUEUE_IO, "notify": QUEUE_IO, "batch": QUEUE_CPU}
 
 
 class RepobuildCelery(Celery):
@@ -33,8 +34,9 @@ class RepobuildCelery(Celery):
         return JobStore.from_url(s.redis_url, prefix=s.key_prefix, ttl_s=s.state_ttl_s, events_max=s.events_max)
 
     @cached_property
-    def artifacts(self) -> LocalArtifactStore:
-        return open_artifacts(self.repobuild_settings.artifacts)
+    def artifacts(self) -> ArtifactStore:
+        # A folder, or `s3://bucket/prefix` so workers on different machines share only Redis and the bucket.
+        return artifact_store(self.repobuild_settings)
 
 
 def create_celery(settings: Settings) -> RepobuildCelery:

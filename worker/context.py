@@ -123,6 +123,9 @@ class RedisStageContext(RedisJobContext):
                 raise JobCancelled(f"job {self.job_id} was cancelled")
         return now - self._started >= self.settings.task_budget_s
 
+    def submission_seq(self) -> int | None:
+        return self.store.project_seq(self.job_id)
+
     def fan_out(self, batches: Sequence[int]) -> None:
         assert self.send_batch is not None
         todo = list(batches)

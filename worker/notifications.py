@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from pipeline import callbacks
 from pipeline.checkpoints import JobView
 from pipeline.models import JSON, JobStatus, StageResult
-from pipeline.stages import notify
+from pipeline.stages import notify, upload
+from pipeline.stages.context import job_key
 from worker.context import RedisStageContext
 
 
@@ -36,7 +37,12 @@ def build_payload(ctx: RedisStageContext, job: JobView) -> JSON:
         error = "Job cancelled"
     else:
         error = (job.error or {}).get("message", "job failed")
-    return callbacks.failure_payload(ctx.job_id, error, finished, job_logs(ctx))
+    payload = callbacks.failure_payload(ctx.job_id, error, finished, job_logs(ctx))
+    failed_upload = job_key(ctx.job_id, "upload", upload.FAILED_INFO)
+    if ctx.artifacts.exists(failed_upload):
+        # Which files did not make it, in the original's shape (the revision was not published).
+        payload["publishInfo"] = ctx.artifacts.get_json(failed_upload)
+    return payload
 
 
 def run_notify(ctx: RedisStageContext) -> StageResult:

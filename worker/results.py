@@ -16,6 +16,9 @@ def job_result(job: JobView) -> JSON:
     publish = stages.get("publish", {})
     if publish.get("path"):
         result["distFolder"] = publish["path"]
+    uploaded = stages.get("upload", {})
+    if uploaded.get("publishInfo"):
+        result["publishInfo"] = uploaded["publishInfo"]
     parse = stages.get("parse", {})
     if parse:
         result["counts"] = {k: parse[k] for k in ("posts", "medias", "issues") if k in parse}

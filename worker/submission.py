@@ -7,7 +7,7 @@ import time
 from pipeline.checkpoints import JobStore, JobView
 from pipeline.errors import PermanentError
 from pipeline.models import JobSpec, JobStatus, StageStatus
-from pipeline.plans import NEEDS_SOURCE, NOTIFY, stages_for
+from pipeline.plans import NEEDS_PROJECT, NEEDS_SOURCE, NOTIFY, stages_for
 from pipeline.stages.context import job_key
 from worker.celery_app import RepobuildCelery
 from worker.chains import enqueue_from
@@ -27,6 +27,8 @@ def submit(app: RepobuildCelery, spec: JobSpec, job_secrets: dict[str, str] | No
         stages = stages_for(spec.task)
         if spec.task in NEEDS_SOURCE and spec.source is None:
             raise PermanentError(f"task {spec.task} needs a source (a path or a git URL)")
+        if spec.task in NEEDS_PROJECT and not spec.project_id:
+            raise PermanentError(f"task {spec.task} needs a projectId: it publishes to projects/<projectId>/")
         problem = None
     except PermanentError as exc:
         stages, problem = (NOTIFY,), str(exc)

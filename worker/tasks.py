@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.plans import NOTIFY
-from pipeline.stages import build_db, embed_images, embed_text, enrich, fetch, parse, publish
+from pipeline.stages import build_db, embed_images, embed_text, enrich, fetch, parse, publish, source, upload
 from pipeline.stages.context import BatchFn
 from worker.base import BATCH_TASK, RETRYABLE, StageFn, StageTask
 from worker.batches import BatchTask
 from worker.notifications import run_notify
 
 STAGE_FUNCTIONS: dict[str, StageFn] = {
+    "source": source.run,
     "fetch": fetch.run,
     "parse": parse.run,
     "embed_text": embed_text.run,
@@ -19,6 +20,7 @@ STAGE_FUNCTIONS: dict[str, StageFn] = {
     "build_db": build_db.run,
     "enrich": enrich.run,
     "publish": publish.run,
+    "upload": upload.run,
     NOTIFY: run_notify,
 }
 

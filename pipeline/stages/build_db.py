@@ -8,7 +8,6 @@ in one rename so a reader of the folder never sees half a database.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -18,35 +17,19 @@ from pipeline.content_db import DbCounts, write_content_db
 from pipeline.errors import PermanentError
 from pipeline.models import Issue, StageResult
 from pipeline.stages.context import StageContext
+from pipeline.stages.dist_input import dist_folder, read_dist_json
 from pipeline.vector_db import add_vectors
 from pipeline.vectors import has_matrix, read_matrix
 
 DB_NAME = "content.sqlite"
 
 
-def dist_folder(options: dict[str, Any]) -> Path | None:
-    assets = options.get("assets")
-    folder = (assets.get("distFolder") if isinstance(assets, dict) else None) or options.get("distFolder")
-    return Path(folder) if folder else None
-
-
 def _read_folder(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:
-    def load(name: str, required: bool) -> Any:
-        path = folder / name
-        if not path.is_file():
-            if required:
-                raise PermanentError(f"{path} not found: build-database needs a dist folder holding posts.json")
-            return None
-        try:
-            return json.loads(path.read_bytes())
-        except ValueError as exc:
-            raise PermanentError(f"{path} is not valid JSON: {exc}") from exc
-
-    posts = load("posts.json", True)
+    posts = read_dist_json(folder, "posts.json", required="build-database needs a dist folder holding posts.json")
     # The original also accepted `{"posts": [...]}`.
     if isinstance(posts, dict):
         posts = posts.get("posts") or []
-    return posts, load("medias.json", False) or [], load("graph.json", False)
+    return posts, read_dist_json(folder, "medias.json") or [], read_dist_json(folder, "graph.json")
 
 
 def _read_artifacts(ctx: StageContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:

@@ -72,6 +72,10 @@ class StageContext(Protocol):
         """A secret of this job (e.g. `git_token`), never stored in job state."""
         ...
 
+    def submission_seq(self) -> int | None:
+        """This job's place in its project's submission order (1, 2, ...); None without a project."""
+        ...
+
     def fan_out(self, batches: Sequence[int]) -> None:
         """Have this stage's `run_batch(ctx, n)` run for each n, on whichever workers are free."""
         ...
@@ -105,6 +109,7 @@ class LocalContext:
     cursors_saved: int = 0
     batch_fn: BatchFn | None = None
     done_batches: set[int] = field(default_factory=set)
+    seq: int | None = None
     _started: float = field(default_factory=time.monotonic)
 
     def key(self, name: str, stage: str | None = None) -> str:
@@ -128,6 +133,9 @@ class LocalContext:
 
     def secret(self, name: str) -> str | None:
         return self.secrets.get(name)
+
+    def submission_seq(self) -> int | None:
+        return self.seq
 
     def fan_out(self, batches: Sequence[int]) -> None:
         # In-process: run them right here, in order (pure tests and benchmarks).

@@ -8,13 +8,19 @@ Cosines are rounded to 6 decimals so float noise between machines never changes 
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pipeline.models import JSON, StageResult
 from pipeline.stages.context import StageContext
+from pipeline.stages.dist_input import dist_folder, read_dist_json
 from pipeline.vectors import has_matrix, read_matrix
 
 TOP_K = 10
@@ -47,20 +53,49 @@ def backlinks(posts: list[JSON]) -> dict[str, list[str]]:
 
 
 def run(ctx: StageContext) -> StageResult:
-    posts: list[JSON] = ctx.artifacts.get_json(ctx.key("result/posts.json", stage="parse"))
+    posts_key = ctx.key("result/posts.json", stage="parse")
+    folder = dist_folder(ctx.spec.options)
+    if not ctx.artifacts.exists(posts_key) and folder is not None:
+        return _run_on_folder(ctx, folder)
+    posts: list[JSON] = ctx.artifacts.get_json(posts_key)
+    vectors_key = ctx.key("result/posts", stage="embed_text")
+    ids: list[str] = []
+    vectors = np.zeros((0, 0), dtype=np.float32)
+    if has_matrix(ctx.artifacts, vectors_key):
+        vectors, header = read_matrix(ctx.artifacts, vectors_key)
+        ids = [str(i) for i in header["ids"]]
+    return _enrich(ctx, posts, ids, vectors, write=lambda name, value: ctx.artifacts.put_json(ctx.key(
+        f"result/{name}"), value))
+
+
+def _run_on_folder(ctx: StageContext, folder: Path) -> StageResult:
+    """The original's `enrich-data` task: a built dist folder gains its similarity files in place."""
+    posts = read_dist_json(folder, "posts.json", required="enrich-data needs a dist folder holding posts.json")
+    embedded: dict[str, list[float]] = read_dist_json(folder, "posts-embedding-hash-map.json") or {}
+    ids = sorted(embedded)
+    vectors = np.array([embedded[h] for h in ids], dtype=np.float32) if ids else np.zeros((0, 0), np.float32)
+
+    def write(name: str, value: Any) -> None:
+        if name == "enrichment.json":
+            ctx.artifacts.put_json(ctx.key(f"result/{name}"), value)
+            return
+        tmp = folder / f".{name}.tmp"
+        tmp.write_bytes(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
+        os.replace(tmp, folder / name)
+
+    return _enrich(ctx, posts, ids, vectors, write)
+
+
+def _enrich(ctx: StageContext, posts: list[JSON], ids: list[str], vectors: np.ndarray,
+            write: Callable[[str, Any], None]) -> StageResult:
     back = backlinks(posts)
-    enrichment = {
+    write("enrichment.json", {
         str(p["hash"]): {"backlinks": back.get(str(p["hash"]), []),
                          "readingTime": max(1, math.ceil(int(p.get("wordCount") or 0) / WORDS_PER_MINUTE))}
         for p in posts
-    }
-    ctx.artifacts.put_json(ctx.key("result/enrichment.json"), enrichment)
-    vectors_key = ctx.key("result/posts", stage="embed_text")
-    pairs: dict[str, float] = {}
-    top: dict[str, list[str]] = {}
-    if has_matrix(ctx.artifacts, vectors_key):
-        vectors, header = read_matrix(ctx.artifacts, vectors_key)
-        pairs, top = similarity([str(i) for i in header["ids"]], vectors)
-    ctx.artifacts.put_json(ctx.key("result/posts-similarity.json"), pairs)
-    ctx.artifacts.put_json(ctx.key("result/posts-similar-hash.json"), top)
+    })
+    pairs, top = similarity(ids, vectors) if ids else ({}, {})
+    write("posts-similarity.json", pairs)
+    write("posts-similar-hash.json", top)
+    ctx.progress(len(posts), len(posts))
     return StageResult.done(posts=len(posts), pairs=len(pairs), backlinks=sum(len(v) for v in back.values()))

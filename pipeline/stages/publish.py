@@ -20,6 +20,7 @@ from pipeline.images.variant_cache import VariantCache
 from pipeline.images.variants import VariantInfo, media_sizes_entry, variant_filename
 from pipeline.markdown.urls import media_filename
 from pipeline.models import JSON, Issue, StageResult
+from pipeline.plans import publishes_to_bucket
 from pipeline.stages.context import StageContext
 from pipeline.targets.local import LocalFolderTarget
 from pipeline.vectors import has_matrix, read_matrix
@@ -311,9 +312,13 @@ def run(ctx: StageContext) -> StageResult:
     processor_issues = parsed("processor-issues.json", {}) or issue_report([])
     db_key = ctx.key("content.sqlite", stage="build_db")
 
-    target = LocalFolderTarget(ctx.spec.output or ctx.settings.output)
     rev = ctx.job_id
-    with target.open_revision(rev) as staging:
+    to_bucket = publishes_to_bucket(ctx.spec.task)
+    target = LocalFolderTarget(ctx.spec.output or ctx.settings.output)
+    # A bundle bound for a bucket goes into the artifact store, where the upload stage (on any
+    # worker, on any machine) finds it; otherwise it is installed in the output folder.
+    opened = store.write_tree(ctx.key("bundle")) if to_bucket else target.open_revision(rev)
+    with opened as staging:
         w = BundleWriter(staging)
         pub = Publisher(ctx, w)
         pub.posts(posts)
@@ -341,6 +346,7 @@ def run(ctx: StageContext) -> StageResult:
     for issue in pub.issues:
         ctx.record_issue(issue)
     ctx.progress(len(posts) + len(medias), len(posts) + len(medias))
-    ctx.log(f"published revision {rev} to {target.revision_path(rev)}: {len(w.files)} files")
-    return StageResult.done(path=str(target.revision_path(rev)), files=len(w.files),
-                            bytes=sum(size for _sha, size in w.files.values()))
+    where = ctx.key("bundle") if to_bucket else str(target.revision_path(rev))
+    ctx.log(f"published revision {rev} to {where}: {len(w.files)} files")
+    return StageResult.done(path=None if to_bucket else where, bundle=where if to_bucket else None,
+                            files=len(w.files), bytes=sum(size for _sha, size in w.files.values()))

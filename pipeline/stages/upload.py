@@ -1,0 +1,171 @@
+"""upload: a bundle → an S3-compatible bucket in the original's layout (CONTRACT §4), then the pointer.
+
+    projects/{projectId}/_shared/medias/<f>       every `_medias/<f>` (content-addressed, shared by revisions)
+    projects/{projectId}/_shared/posts/<h>.json   every `_posts/hash/<h>.json` (also kept in the revision)
+    projects/{projectId}/{rev}/<path>             everything else (rev = the job id)
+    projects/{projectId}/latest.json              {rev, seq, jobId, publishedAt}: written last
+
+Objects already stored with the same content hash are skipped, so a retried or resumed upload sends
+only what is missing, and the cursor (files done so far) keeps a task inside its time budget. The
+pointer moves only to a later submission of the same project (`seq`), so a slow older job can never
+replace a newer revision. A bundle identical to the current latest revision is not uploaded again at
+all: the pointer stays where it is and every file counts as skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PermanentError, TransientError
+from pipeline.models import JSON, StageResult
+from pipeline.stages.context import StageContext
+from pipeline.stages.dist_input import dist_folder
+from pipeline.targets.s3 import FailedUpload, S3Publisher, UploadReport, move_pointer
+
+STAGE = "upload"
+# publishInfo of an upload that failed, for the failure callback (the job has no result then).
+FAILED_INFO = "result/publish-info-failed.json"
+# Fields of manifest.json that differ between two builds of the same content.
+VOLATILE = ("revision", "jobId", "createdAt")
+
+
+def project_prefix(project_id: str) -> str:
+    if not project_id or "/" in project_id or project_id in (".", ".."):
+        raise PermanentError(f"projectId {project_id!r} cannot name a folder of the bucket")
+    return f"projects/{project_id}"
+
+
+def object_keys(rel: str, project_id: str, rev: str, as_is: bool = False) -> list[str]:
+    """Where one bundle file goes (CONTRACT §4). `as_is` (publish-build-files) keeps the folder's layout."""
+    base = project_prefix(project_id)
+    if as_is:
+        return [f"{base}/{rev}/{rel}"]
+    if rel.startswith("_medias/"):
+        return [f"{base}/_shared/medias/{rel.removeprefix('_medias/')}"]
+    if rel.startswith("_posts/hash/") and rel != "_posts/hash/index.json":
+        return [f"{base}/{rev}/{rel}", f"{base}/_shared/posts/{rel.removeprefix('_posts/hash/')}"]
+    return [f"{base}/{rev}/{rel}"]
+
+
+def _bundle_root(ctx: StageContext) -> tuple[Path, bool]:
+    """(folder to upload, as_is). A dist folder named in the request, else the bundle publish made."""
+    folder = dist_folder(ctx.spec.options)
+    as_is = ctx.spec.task == "publish-build-files"
+    if ctx.spec.task in ("publish-r2", "publish-build-files"):
+        if not folder:
+            raise PermanentError(f"{ctx.spec.task} needs data.assets.distFolder or data.repoInfo.distPath")
+        root = folder
+        if not root.is_dir():
+            raise PermanentError(f"dist folder {folder} does not exist on this worker")
+        return root, as_is
+    return ctx.artifacts.tree(ctx.key("bundle", stage="publish")), as_is
+
+
+def _files(root: Path) -> list[str]:
+    out = []
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            continue  # a link in a dist folder must not publish a file of the machine that built it
+        if path.is_file():
+            out.append(path.relative_to(root).as_posix())
+    return out
+
+
+def _stable_manifest(data: Any) -> Any:
+    return {k: v for k, v in data.items() if k not in VOLATILE} if isinstance(data, dict) else data
+
+
+def _unchanged_revision(pub: S3Publisher, base: str, root: Path) -> str | None:
+    """The latest revision when it holds exactly this bundle, else None."""
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        return None
+    latest = pub.get_json(f"{base}/latest.json")
+    if not isinstance(latest, dict) or not latest.get("rev"):
+        return None
+    stored = pub.get_json(f"{base}/{latest['rev']}/manifest.json")
+    mine = json.loads(manifest.read_bytes())
+    return str(latest["rev"]) if _stable_manifest(stored) == _stable_manifest(mine) else None
+
+
+def run(ctx: StageContext) -> StageResult:
+    project_id = ctx.spec.project_id or ""
+    base = project_prefix(project_id)
+    rev = ctx.job_id
+    pub = S3Publisher.from_settings(ctx.settings)
+    root, as_is = _bundle_root(ctx)
+    rels = _files(root)
+    cursor: JSON = ctx.cursor or {"next": 0, "uploaded": 0, "skipped": 0}
+    if cursor["next"] == 0 and not as_is:
+        same = _unchanged_revision(pub, base, root)
+        if same is not None:
+            ctx.log(f"upload: the bundle is identical to revision {same}, already live; nothing uploaded")
+            total = sum(len(object_keys(r, project_id, same)) for r in rels)
+            return StageResult.done(publishInfo=_publish_info(ctx, same, base, total, 0, total, []),
+                                    rev=same, unchanged=True, latest=True)
+    # Shared objects first and the revision's own files after: a reader that finds a revision finds
+    # everything it links to. One listing per task run settles which objects are already there.
+    plan = sorted(((key, rel) for rel in rels for key in object_keys(rel, project_id, rev, as_is)),
+                  key=lambda kr: (f"{base}/_shared/" not in kr[0], kr[0]))
+    existing = {}
+    for prefix in (f"{base}/_shared/", f"{base}/{rev}/"):
+        existing.update(pub.list_objects(prefix))
+    while cursor["next"] < len(plan):
+        step = plan[cursor["next"]:cursor["next"] + ctx.settings.upload_batch]
+        report = pub.upload({key: root / rel for key, rel in step}, project_id=project_id,
+                            org_id=ctx.spec.org_id, job_id=ctx.job_id, existing=existing)
+        if report.failed:
+            info = _publish_info(ctx, rev, base, len(plan), int(cursor["uploaded"]) + len(report.uploaded),
+                                 int(cursor["skipped"]) + len(report.skipped), report.failed)
+            ctx.artifacts.put_json(ctx.key(FAILED_INFO), {**info, "published": False})
+            _raise_failed(report)
+        cursor = {"next": cursor["next"] + len(step), "uploaded": cursor["uploaded"] + len(report.uploaded),
+                  "skipped": cursor["skipped"] + len(report.skipped)}
+        ctx.save_cursor(cursor)
+        ctx.progress(cursor["next"], len(plan))
+        if cursor["next"] < len(plan) and ctx.should_yield():
+            return StageResult.more()
+    moved = _move_latest(ctx, pub, base, rev) if not as_is else False
+    info = _publish_info(ctx, rev, base, len(plan), int(cursor["uploaded"]), int(cursor["skipped"]), [])
+    ctx.log(f"upload: {cursor['uploaded']} uploaded, {cursor['skipped']} already there, "
+            f"revision {rev} {'is live' if moved else 'is stored (a later submission is live)'}")
+    return StageResult.done(publishInfo=info, rev=rev, unchanged=False, latest=moved)
+
+
+def _raise_failed(report: UploadReport) -> None:
+    listed = "; ".join(f"{f.key}: {f.error}" for f in report.failed[:5])
+    more = f" (and {len(report.failed) - 5} more)" if len(report.failed) > 5 else ""
+    message = f"{len(report.failed)} file(s) failed to upload, the revision is not published: {listed}{more}"
+    # Given-up transient failures are worth another attempt later (the uploaded files are skipped then).
+    if all(f.transient for f in report.failed):
+        raise TransientError(message)
+    raise PermanentError(message)
+
+
+def _move_latest(ctx: StageContext, pub: S3Publisher, base: str, rev: str) -> bool:
+    seq = ctx.submission_seq()
+    pointer = {"rev": rev, "jobId": ctx.job_id, "seq": seq if seq is not None else ctx.spec.created_at,
+               "publishedAt": _now()}
+    return move_pointer(pub.client, pub.bucket, f"{base}/latest.json", pointer)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _publish_info(ctx: StageContext, rev: str, base: str, total: int, uploaded: int, skipped: int,
+                  failed: list[FailedUpload]) -> JSON:
+    public = ctx.settings.public_base_url.rstrip("/")
+    return {
+        "published": True, "projectId": ctx.spec.project_id, "orgId": ctx.spec.org_id, "jobId": ctx.job_id,
+        "rev": rev, "bucket": ctx.settings.s3_bucket,
+        "r2ContentPath": f"{base}/{rev}/", "r2MediaPath": f"{base}/_shared/medias/",
+        "r2PostsPath": f"{base}/_shared/posts/",
+        "publicContentUrl": f"{public}/{base}/{rev}/", "publicMediaUrl": f"{public}/{base}/_shared/medias/",
+        "publicPostsUrl": f"{public}/{base}/_shared/posts/",
+        "totalFiles": total, "successfulUploads": uploaded, "skippedUploads": skipped,
+        "failedUploads": len(failed), "failedKeys": [f.key for f in failed], "timestamp": _now(),
+    }
