@@ -2,6 +2,7 @@
 
 A git URL (file://, http(s)://, with an optional token) or a local git repository is cloned with
 dulwich, so only committed content counts; a plain local folder is copied with its mtimes.
+A job whose plan starts with the `source` stage takes the repository that stage made instead (see source.py).
 The tree is replaced in one rename, so a retried fetch after a crash starts clean.
 """
 
@@ -11,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from pipeline.errors import PermanentError
-from pipeline.models import StageResult
+from pipeline.models import SourceSpec, StageResult
 from pipeline.sources.git import clone, head_commit, mask_url
 from pipeline.stages.context import StageContext
 
@@ -21,15 +22,32 @@ def _count(tree: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
+def _repository(ctx: StageContext) -> tuple[SourceSpec, str | None]:
+    """What to clone or copy, and the token for it: the repository the `source` stage made, else the job's source.
+
+    The made one wins when both exist: for wp-import the job's `repoUrl` is where that repository was pushed.
+    """
+    made_key = ctx.key("result/source.json", stage="source")
+    if not ctx.artifacts.exists(made_key):
+        source = ctx.spec.source
+        if source is None or not (source.path or source.url):
+            raise PermanentError("the job has no source (a path or a git URL)")
+        return source, ctx.secret("git_token")
+    made = ctx.artifacts.get_json(made_key)
+    pinned = {"branch": made.get("branch"), "commit": made.get("commit")}
+    if made.get("kind") == "git-tree":
+        return SourceSpec(path=str(ctx.artifacts.tree(ctx.key("repo", stage="source"))), **pinned), None
+    if made.get("kind") == "url" and made.get("url"):
+        return SourceSpec(url=made["url"], **pinned), ctx.secret("git_token")
+    raise PermanentError(f"the source stage made a repository of unknown kind {made.get('kind')!r}")
+
+
 def run(ctx: StageContext) -> StageResult:
-    source = ctx.spec.source
-    if source is None or not (source.path or source.url):
-        raise PermanentError("the job has no source (a path or a git URL)")
     info_key = ctx.key("source.json")
     if ctx.artifacts.exists(info_key):
         done = ctx.artifacts.get_json(info_key)
         return StageResult.done(commit=done.get("commit"), files=done.get("files"), bytes=done.get("bytes"))
-    token = ctx.secret("git_token")
+    source, token = _repository(ctx)
     kind, commit = "git", None
     with ctx.artifacts.write_tree(ctx.key("tree")) as staging:
         if source.url:
