@@ -108,3 +108,57 @@ def test_lost_message_is_redriven(settings: Settings, workers: Workers, store: J
     job = wait_job(store, "lost", timeout=120)
     assert job.status == JobStatus.COMPLETED, job.error
     assert any(ev["type"] == "redrive" for _id, ev in store.events("lost"))
+
+
+def english_guide(tmp_path: Path) -> Path:
+    """The 13 English articles of opensource-guide: ~270 passages, a few dozen embedding batches."""
+    root = tmp_path / "guide"
+    root.mkdir()
+    for post in sorted((CORPORA / "opensource-guide" / "_articles").glob("*.md")):
+        shutil.copy2(post, root / post.name)
+    return root
+
+
+def test_kill9_during_embed_text_resumes_from_batches_then_second_job_hits_the_cache(
+        settings: Settings, workers: Workers, store: JobStore, tmp_path: Path,
+        api_factory: Callable[[Settings], ApiServer]) -> None:
+    from pipeline.batch_state import BatchState
+
+    settings = settings.with_(embed_batch=8, task_budget_s=10)
+    corpus = english_guide(tmp_path)
+    api = api_factory(settings)
+    victim = workers.start(settings)
+    api.client.post("/jobs", json={"task": "process-all", "source": str(corpus), "job_id": "emb"})
+    batches = BatchState(store, "emb", "embed_text")
+
+    def some_batches_done(job: JobView) -> bool:
+        return len(batches.done()) >= 4
+
+    wait_job(store, "emb", timeout=300, until=some_batches_done)
+    victim.kill9()
+    done_at_kill = batches.done()
+    total = int((store.stage("emb", "embed_text").cursor or {})["batches"])
+    assert len(done_at_kill) < total, "the stage finished before the kill; nothing was tested"
+
+    workers.start(settings)
+    job = wait_job(store, "emb", timeout=300)
+    assert job.status == JobStatus.COMPLETED, job.error
+    runs = batches.runs()
+    # the batches finished before the kill were not embedded again; every batch was finished once
+    assert all(runs[n] == 1 for n in done_at_kill), {n: runs[n] for n in done_at_kill}
+    assert batches.done() == set(range(total))
+    embed = job.stage("embed_text").summary
+    assert embed["posts"] == 13 and embed["chunks"] > 100 and embed["cached"] == 0
+    bundle = Path(settings.output) / "emb"
+    vectors = json.loads((bundle / "posts-embedding-hash-map.json").read_text())
+    assert len(vectors) == 13 and all(len(v) == 384 for v in vectors.values())
+
+    # a second job on the same repository embeds nothing: every vector comes from the shared cache
+    api.client.post("/jobs", json={"task": "process-all", "source": str(corpus), "job_id": "emb-again"})
+    again = wait_job(store, "emb-again", timeout=300)
+    assert again.status == JobStatus.COMPLETED, again.error
+    summary = again.stage("embed_text").summary
+    assert summary["embedded"] == 0 and summary["batches"] == 0
+    assert summary["cached"] == embed["posts"] + embed["chunks"]
+    assert json.loads((Path(settings.output) / "emb-again" / "posts-embedding-hash-map.json").read_text()) == vectors
+    print(f"\nembed_text: {len(done_at_kill)}/{total} batches done at kill -9, runs after resume {runs}")

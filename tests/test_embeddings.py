@@ -109,3 +109,14 @@ def test_search_finds_expected_post_on_corpus(tmp_path: Path) -> None:
     assert hits and hits[0].slug == "code-of-conduct", [h.slug for h in hits]
     hits = search_posts(db, "getting paid for open source work", k=5, embed=lambda t: e.embed([t])[0])
     assert "getting-paid" in [h.slug for h in hits[:3]], [h.slug for h in hits]
+
+
+def test_token_counts_see_past_the_model_window_so_long_posts_get_many_passages() -> None:
+    from pipeline.embedders.chunks import chunk_text
+    from pipeline.embedders.text import load_text_embedder
+
+    model = load_text_embedder(None, threads=1)
+    long_text = "\n\n".join(f"Paragraph {i} explains one more idea about open source maintainers." for i in range(200))
+    assert len(model.tokens(long_text)) > 2000
+    chunks = chunk_text(long_text, lambda t: len(model.tokens(t)), 256)
+    assert len(chunks) >= 8 and all(len(model.tokens(c.text)) <= 256 for c in chunks)

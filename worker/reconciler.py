@@ -49,8 +49,10 @@ def stuck_stage(store: JobStore, job: JobView, in_broker: set[str], now: float) 
 
 def reconcile_once(app: RepobuildCelery, broker: redis.Redis) -> list[tuple[str, str]]:
     store: JobStore = app.store
-    in_broker = jobs_in_broker(broker)
     now = time.time()
+    # A live worker starts a message it holds within a task budget of its eta (its pool is busy at
+    # most that long); one held longer belongs to a dead worker.
+    in_broker = jobs_in_broker(broker, now, app.repobuild_settings.task_budget_s + GRACE_S)
     actions: list[tuple[str, str]] = []
     for job_id in store.active_ids():
         try:

@@ -66,6 +66,10 @@ class OnnxTextEmbedder:
         from tokenizers import Tokenizer  # noqa: PLC0415
 
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        # Counting (for chunking) must see a whole text, so it uses a copy that neither truncates nor pads.
+        self._counter = Tokenizer.from_file(str(tokenizer_path))
+        self._counter.no_padding()
+        self._counter.no_truncation()
         # tokenizer.json ships with fixed 128 padding/truncation; we want 256 and pad-to-longest,
         # so short batches do not pay for padding.
         self.tokenizer.no_padding()
@@ -86,7 +90,8 @@ class OnnxTextEmbedder:
         self._lock = threading.Lock()
 
     def tokens(self, text: str) -> list[int]:
-        ids: list[int] = self.tokenizer.encode(text, add_special_tokens=False).ids
+        """Every token of `text`, however long (the model itself sees only the first `max_tokens`)."""
+        ids: list[int] = self._counter.encode(text, add_special_tokens=False).ids
         return ids
 
     def embed(self, texts: list[str]) -> Vectors:
