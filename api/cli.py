@@ -144,33 +144,78 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from pipeline import projects  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    pointer = projects.rollback(settings, args.project_id, args.rev)
+    print(json.dumps(pointer, indent=2))
+    return 0
+
+
+def _image_query_embedder(db: Path, settings: Settings) -> Any:
+    """How a query is embedded to search the images of `db`: with the model their vectors came from.
+
+    CLIP vectors are searched with the CLIP text tower, caption vectors with the text model; the kind is
+    read from the bundle's manifest, else found by matching the stored model id with the local models.
+    """
+    from pipeline.embedders.image import load_clip  # noqa: PLC0415
+    from pipeline.embedders.select import text_embedder  # noqa: PLC0415
+    from pipeline.errors import PermanentError  # noqa: PLC0415
+    from pipeline.search import image_vectors  # noqa: PLC0415
+
+    model, kind = image_vectors(db)
+    if kind != "caption":
+        clip = load_clip(settings.clip_model_dir)
+        if clip is not None and clip.model_id == model:
+            return lambda text: clip.embed_texts([text])[0]
+        if kind == "clip":
+            if clip is None:
+                raise PermanentError(f"the images of {db} have CLIP vectors ({model}); searching them needs "
+                                     "that CLIP model: set REPOBUILD_CLIP_MODEL_DIR")
+            raise PermanentError(f"the images of {db} were embedded with the CLIP model {model}, "
+                                 f"REPOBUILD_CLIP_MODEL_DIR holds {clip.model_id}")
+    embedder = text_embedder(settings)
+    if embedder.model_id == model:
+        # Captions are embedded as they are, without the documents' instruction: so is the query.
+        return lambda text: embedder.embed([text])[0]
+    if kind == "caption":
+        raise PermanentError(f"the image captions of {db} were embedded with {model}, "
+                             f"this machine's text model is {embedder.model_id}")
+    raise PermanentError(f"the image vectors of {db} come from {model}, which is neither this machine's text "
+                         "model nor the configured CLIP model (REPOBUILD_CLIP_MODEL_DIR)")
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from pipeline.embedders.select import text_embedder  # noqa: PLC0415
+    from pipeline.errors import PermanentError  # noqa: PLC0415
     from pipeline.search import models, search_medias, search_posts  # noqa: PLC0415
 
     bundle = Path(args.bundle)
     db = bundle / "content.sqlite" if bundle.is_dir() else bundle
+    if not db.is_file():
+        print(f"repobuild: {db} does not exist (give a bundle folder or its content.sqlite)", file=sys.stderr)
+        return 1
     settings = Settings.from_env()
-    stored = models(db)
-    embedder = text_embedder(settings) if stored else None
-    text_model = stored.get("posts", ("", 0))[0]
-    if embedder is not None and text_model and text_model != embedder.model_id:
-        print(f"repobuild: {db} was embedded with {text_model}, this machine has {embedder.model_id}; "
-              "searching by keywords only", file=sys.stderr)
-        embedder = None
-
-    def embed(text: str) -> Any:
-        assert embedder is not None
-        return embedder.embed([text])[0]
-
     if args.images:
-        media_model = stored.get("medias", ("", 0))[0]
-        if embedder is None or media_model != embedder.model_id:
-            print("repobuild: image search needs the CLIP model the images were embedded with "
-                  f"({media_model or 'none'})", file=sys.stderr)
+        try:
+            hits = search_medias(db, _image_query_embedder(db, settings)(args.query), args.k)
+        except PermanentError as exc:
+            print(f"repobuild: {exc}", file=sys.stderr)
             return 1
-        hits = search_medias(db, embed(args.query), args.k)
     else:
+        stored = models(db)
+        embedder = text_embedder(settings) if "posts" in stored or "chunks" in stored else None
+        text_model = (stored.get("posts") or stored.get("chunks") or ("", 0))[0]
+        if embedder is not None and text_model and text_model != embedder.model_id:
+            print(f"repobuild: {db} was embedded with {text_model}, this machine has {embedder.model_id}; "
+                  "searching by keywords only", file=sys.stderr)
+            embedder = None
+
+        def embed(text: str) -> Any:
+            assert embedder is not None
+            return embedder.embed([text])[0]
+
         hits = search_posts(db, args.query, args.k, embed if embedder is not None else None)
     for n, hit in enumerate(hits, start=1):
         print(f"{n:2d}. {hit.title}  [{hit.slug}]  score {hit.score:.4f}")
@@ -240,6 +285,11 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--k", type=int, default=10)
     search.add_argument("--images", action="store_true", help="search images instead of posts")
     search.set_defaults(func=cmd_search)
+
+    rb = sub.add_parser("rollback", help="point a project's latest.json in the bucket back to an earlier revision")
+    rb.add_argument("project_id")
+    rb.add_argument("rev", help="the revision (job id) to make live again")
+    rb.set_defaults(func=cmd_rollback)
 
     rec = sub.add_parser("reconcile", help="re-drive stuck jobs once")
     rec.set_defaults(func=cmd_reconcile)

@@ -26,6 +26,12 @@ def _error(status: int, message: str) -> Any:
     return jsonify(status="error", message=message), status
 
 
+@bp.errorhandler(PermanentError)
+def _failed(exc: PermanentError) -> Any:
+    # e.g. a configured model directory that is missing or broken: the JSON error shape, not an HTML page
+    return _error(500, str(exc))
+
+
 def _body() -> dict[str, Any]:
     data = request.get_json(silent=True)
     return data if isinstance(data, dict) else {}
@@ -103,6 +109,7 @@ def clip_by_image() -> Any:
             if not isinstance(data, str):
                 return _error(400, "imageData must be a base64 string")
             raw = data.split(",", 1)[1] if data.startswith("data:") else data
+            raw = "".join(raw.split())  # MIME-style line-wrapped base64 is still base64
             image = base64.b64decode(raw, validate=True)
         else:
             image = fetch_image(str(url), allow_private=settings.allow_private_image_urls,

@@ -6,6 +6,7 @@ cosine distance, which live on unrelated scales; 60 is the constant of the origi
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +51,28 @@ def models(db: Path) -> dict[str, tuple[str, int]]:
         return {str(n): (str(m), int(d)) for n, m, d in con.execute("SELECT name, model, dim FROM vector_models")}
     finally:
         con.close()
+
+
+def image_vectors(db: Path) -> tuple[str, str | None]:
+    """(model id, kind) of the image vectors of a bundle's content.sqlite.
+
+    The kind ("clip": a CLIP image tower, searched with its text tower; "caption": the text model over
+    captions, searched with the text model) is in the bundle's manifest.json beside the database; it is
+    None when there is no manifest there or it describes other vectors.
+    """
+    stored = models(db).get("medias")
+    if stored is None:
+        raise PermanentError(f"{db} has no image vectors (built without embeddings, or without raster images)")
+    model = stored[0]
+    manifest = db.parent / "manifest.json"
+    if not manifest.is_file():
+        return model, None
+    try:
+        image = (json.loads(manifest.read_text(encoding="utf-8")).get("models") or {}).get("image") or {}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise PermanentError(f"cannot read {manifest}: {exc}") from exc
+    kind = image.get("kind") if isinstance(image, dict) and image.get("model") == model else None
+    return model, str(kind) if kind else None
 
 
 def search_posts(db: Path, query: str, k: int = 10, embed: Embed | None = None) -> list[Hit]:

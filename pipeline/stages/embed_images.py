@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.embedders.image import ClipEmbedder, load_clip
 from pipeline.embedders.select import text_embedder
 from pipeline.embedders.text import TextEmbedder
-from pipeline.errors import ItemError
+from pipeline.errors import ItemError, PermanentError
 from pipeline.images.captions import image_captions
 from pipeline.images.decode import DEFAULT_MAX_PIXELS
 from pipeline.images.variant_cache import VariantCache
@@ -107,7 +107,7 @@ def run_batch(ctx: BatchContext, n: int) -> None:
             data = (root / path).read_bytes()
         except OSError as exc:
             # The fetched tree is this job's own copy: a missing file is a bug or a disk fault, not bad input.
-            raise ItemError(path, f"cannot read image: {exc.strerror or exc}") from exc
+            raise PermanentError(f"{path}: cannot read image from the fetched tree: {exc.strerror or exc}") from exc
         if not variants.known(sha):
             try:
                 variants.put(sha, make_variants(data, path, max_pixels=DEFAULT_MAX_PIXELS))
