@@ -79,16 +79,21 @@ class JobRequest(BaseModel):
     def to_spec(self) -> tuple[JobSpec, dict[str, str]]:
         source, url_token = source_spec(self.source, self.branch, self.commit, self.depth,
                                     self.options.get("repositoryFolder"))
+        options, push_tokens = dict(self.options), []
+        for name in ("repoUrl", "remoteUrl"):  # push targets (wp-import, brief) may carry credentials too
+            if isinstance(options.get(name), str):
+                options[name], found = split_credentials(options[name])
+                push_tokens.append(found)
         spec = JobSpec(
             job_id=self.job_id or uuid.uuid4().hex,
             task=self.task,
             source=source,
-            options=self.options,
+            options=options,
             callback_url=self.callback_url,
             project_id=self.project_id,
             org_id=self.org_id,
         )
-        return spec, secrets_of(self.token, url_token)
+        return spec, secrets_of(self.token, url_token, *push_tokens)
 
 
 MISSING_FIELDS = "Missing required fields: jobId, task, and callbackUrl are required"
@@ -111,7 +116,9 @@ class ProcessRequest(BaseModel):
 
     def to_spec(self) -> tuple[JobSpec, dict[str, str]]:
         data = dict(self.data)
-        token = data.pop("gitToken", None) or data.pop("githubToken", None)
+        # pop both: a token under either name must not stay in the stored options
+        git_token, github_token = data.pop("gitToken", None), data.pop("githubToken", None)
+        token = git_token or github_token
         repo_info = data.get("repoInfo") or {}
         where = data.get("repoUrl") or (repo_info.get("path") if isinstance(repo_info, dict) else None)
         depth = data.get("depth")
@@ -119,6 +126,9 @@ class ProcessRequest(BaseModel):
                                     data.get("repositoryFolder"))
         if source is not None and source.url and isinstance(data.get("repoUrl"), str):
             data["repoUrl"] = source.url  # without the credentials it may have carried
+        remote_token = None
+        if isinstance(data.get("remoteUrl"), str):  # a push target (wp-import, brief) may carry them too
+            data["remoteUrl"], remote_token = split_credentials(data["remoteUrl"])
         spec = JobSpec(
             job_id=self.jobId,
             task=self.task,
@@ -128,7 +138,7 @@ class ProcessRequest(BaseModel):
             project_id=data.get("projectId"),
             org_id=data.get("orgId"),
         )
-        return spec, secrets_of(str(token) if token else None, url_token)
+        return spec, secrets_of(str(token) if token else None, url_token, remote_token)
 
 
 def _iso(ts: float | None) -> str | None:
