@@ -116,8 +116,8 @@ BAD: dict[str, tuple[str, str]] = {
     "img/corrupt.png": ("parse", "unreadable image"),
     "img/empty.jpg": ("parse", "unreadable image"),
     "img/bomb.png": ("parse", "decompression bomb"),  # beyond Pillow's hard limit: even the header read refuses
-    "img/truncated.jpg": ("embed_images", "truncated"),
-    "img/bomb-9k.png": ("embed_images", "decompression bomb"),  # 81 MP: only our own limit refuses it
+    "img/truncated.jpg": ("parse", "truncated"),  # parse decodes (cheaply) before any post links variants
+    "img/bomb-9k.png": ("parse", "decompression bomb"),  # 81 MP: only our own limit refuses it
 }
 
 
@@ -270,7 +270,7 @@ def test_variants_issues_and_cache(first_job: tuple[Settings, Job], repo: Path) 
         assert not any(n.startswith(sha(repo, rel) + "-") for n in files), rel
     assert job.ctxs["embed_images"].progress_seen[-1] == (1, 1)  # 8 images fit in one batch
     plan = job.plan()
-    n = len(GOOD) + 2  # the two bad images whose header parse could read are tried, then cached as errors
+    n = len(GOOD)  # bad images never reach embed_images: parse found them out
     assert len(plan["items"]) == n and plan["processed"] == n and plan["cached"] == 0
 
     # a second job on the same artifact store: nothing decoded or encoded again, same bytes out
@@ -390,16 +390,12 @@ def test_clip_vectors_when_a_clip_model_is_configured(tmp_path: Path, repo: Path
     assert header2["ids"] == header["ids"] and np.array_equal(vecs2, vecs)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: parse leaves the worker's absolute artifact path in the issue "
-                                       "message of an unreadable image (pipeline/markdown/media.py probe)")
 def test_issue_messages_do_not_reveal_worker_paths(first_job: tuple[Settings, Job]) -> None:
     settings, job = first_job
     leaking = [i for i in job.issues() if settings.artifacts in i.message]
     assert leaking == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a raster whose header reads but which fails to resize keeps its "
-                                       "-lg.webp link in post HTML, and no such variant is published")
 def test_post_html_links_only_published_media(first_job: tuple[Settings, Job]) -> None:
     _, job = first_job
     files = set(media_files(job.bundle))

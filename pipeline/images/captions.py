@@ -78,11 +78,13 @@ def image_captions(posts: list[JSON], medias: list[JSON]) -> dict[str, str]:
         title = str(post.get("title") or "")
         for h, texts in parser.found.items():
             parts[h].extend([*texts, title] if title else texts)
+    names: dict[str, list[str]] = defaultdict(list)
+    for media in sorted(medias, key=lambda m: str(m.get("originalPath"))):
+        names[str(media.get("hash") or "")].append(_file_words(str(media.get("originalPath") or "")))
     captions: dict[str, str] = {}
-    for media in medias:
-        h = str(media.get("hash") or "")
+    for h, files in names.items():  # the same bytes at two paths are one image with both names
         seen: list[str] = []
-        for text in [*parts.get(h, []), _file_words(str(media.get("originalPath") or ""))]:
+        for text in [*parts.get(h, []), *files]:
             text = text.strip()
             if text and text not in seen:
                 seen.append(text)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -57,6 +59,12 @@ def open_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     """Decode the first frame of `data`; `name` only labels errors."""
     if not data:
         raise ItemError(name, "empty file (0 bytes)")
+    with _bomb_warnings_refused():
+        return _decode(data, name, max_pixels)
+
+
+@contextmanager
+def _bomb_warnings_refused() -> Iterator[None]:
     # warnings.catch_warnings is process-wide, not per thread; two threads interleaving here can at worst
     # leave these two filters installed, and both are harmless outside this function.
     with warnings.catch_warnings():
@@ -65,10 +73,31 @@ def open_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         # Pillow warns about damaged metadata (EXIF, TIFF tags) of pictures that decode fine; under an
         # "error" warnings filter those would escape as exceptions and lose a good image.
         warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-        return _decode(data, name, max_pixels)
+        yield
 
 
-def _decode(data: bytes, name: str, max_pixels: int) -> DecodedImage:
+def check_decodable(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of an image that will decode, else the ItemError `open_image` would raise.
+
+    Cheaper than decoding: a JPEG is decoded at 1/8 scale (its DCT allows it), which still reads every
+    byte, so a truncated file is caught before any post links to variants that cannot be made.
+    """
+    if not data:
+        raise ItemError(name, "empty file (0 bytes)")
+    with _bomb_warnings_refused():
+        img = _open_checked(data, name, max_pixels)
+        width, height = img.size
+        try:
+            if img.format == "JPEG":
+                img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
+            img.load()
+        except DECODE_ERRORS as exc:
+            raise ItemError(name, f"corrupt or truncated {img.format} image: {exc.__class__.__name__}: {exc}") from exc
+    return width, height
+
+
+def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """The opened (not yet decoded) image, its header and size checked."""
     try:
         img = Image.open(io.BytesIO(data), formats=_openable_formats())
     except UnidentifiedImageError as exc:
@@ -87,6 +116,11 @@ def _decode(data: bytes, name: str, max_pixels: int) -> DecodedImage:
                               f"more than the limit of {max_pixels:,} (possible decompression bomb)")
     if width <= 0 or height <= 0:
         raise ItemError(name, f"image has no pixels ({width}x{height})")
+    return img
+
+
+def _decode(data: bytes, name: str, max_pixels: int) -> DecodedImage:
+    img = _open_checked(data, name, max_pixels)
     fmt = img.format or "unknown"
     try:
         img.load()  # the first frame only: GIF/APNG/WebP animations are published as their first frame

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from posixpath import basename
 
-from PIL import Image, UnidentifiedImageError
-
+from pipeline.errors import ItemError
+from pipeline.images.decode import check_decodable
 from pipeline.markdown.discovery import MEDIA_TYPES, media_ext
 from pipeline.markdown.hashing import file_sha256
 from pipeline.models import JSON
@@ -32,7 +31,7 @@ class MediaInfo:
 
     @property
     def resized(self) -> bool:
-        """Whether embed_images makes `_medias/` variants of it (a raster Pillow could read the header of)."""
+        """Whether embed_images makes `_medias/` variants of it (a raster that decodes)."""
         return self.ext in _RASTERS and self.problem is None
 
     def to_index(self) -> JSON:
@@ -56,7 +55,7 @@ class MediaInfo:
 
 
 def entry_resized(entry: JSON) -> bool:
-    """`MediaInfo.resized` of a `medias.json` entry: a raster whose header could be read."""
+    """`MediaInfo.resized` of a `medias.json` entry: a raster that decodes."""
     return str(entry.get("fileExt")) in _RASTERS and (entry.get("metadata") or {}).get("width") is not None
 
 
@@ -69,13 +68,11 @@ def probe(root: Path, rel: str) -> MediaInfo:
     problem: str | None = None
     if ext in _RASTERS:
         try:
-            with warnings.catch_warnings():
-                # Only the header is read, so a "decompression bomb" costs nothing here.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(path) as img:
-                    width, height = img.size
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
-            problem = f"unreadable image: {exc.__class__.__name__}: {exc}"
+            # A full (cheap) decode check, not just the header: a post must only link to `-lg.webp`
+            # variants that embed_images can make; an image that cannot be resized is published as is.
+            width, height = check_decodable(path.read_bytes(), rel)
+        except ItemError as exc:
+            problem = f"unreadable image: {exc.reason}"
     elif ext == "svg":
         width, height = svg_size(path)
     return MediaInfo(rel, file_sha256(path), ext, path.stat().st_size, width, height, problem)
