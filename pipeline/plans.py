@@ -9,10 +9,12 @@ NOTIFY = "notify"
 # Stages that produce the bundle, in order. embed_images also makes the `_medias/` variants that post
 # HTML links to, so every plan that publishes parsed posts runs it, with or without embeddings.
 # `notify` always runs last and never fails a job. `source` makes a repository (WordPress import, a
-# brief, a GitHub template) that `fetch` then takes; `upload` sends a bundle to S3 (CONTRACT §4).
+# brief, a GitHub template) that `fetch` then takes; `upload` sends a bundle to S3 (CONTRACT §4), and
+# `existing` lists what the bucket already holds, so a deploy redoes only what changed.
 BUILD = ("fetch", "parse", "embed_text", "embed_images", "build_db")
 PROCESS = (*BUILD, "enrich", "publish")
-DEPLOY = (*PROCESS, "upload")
+# Deploys look at what the project's bucket holds before building (the original's fetch-existing).
+DEPLOY = ("fetch", "existing", *BUILD[1:], "enrich", "publish", "upload")
 PLANS: dict[str, tuple[str, ...]] = {
     "process-all": (*PROCESS, NOTIFY),
     "build-assets": (*BUILD, "publish", NOTIFY),

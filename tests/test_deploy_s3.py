@@ -151,6 +151,20 @@ def test_deploy_layout_skip_unchanged_upload_only_changes_and_rollback(
     assert api.client.get(f"/projects/{project}").json()["latest"]["rev"] == "rev-1"
     assert api.client.post(f"/projects/{project}/rollback", json={"rev": "nope"}).status_code == 404
 
+    # 5. a new machine with cold caches: the live revision's vectors and the bucket's variants are reused
+    workers.stop_all()
+    cold = settings.with_(artifacts=str(tmp_path / "cold-artifacts"))
+    workers.start(cold)
+    fourth = deploy(api, store, "rev-4", repo, project)
+    existing = fourth.stage("existing").summary
+    assert existing["rev"] == "rev-1" and existing["database"] is True and existing["medias"] >= 1
+    embed4 = fourth.stage("embed_text").summary
+    assert 1 <= embed4["embedded"] <= 3 and embed4["cached"] == embed4["posts"] + embed4["chunks"] - embed4["embedded"]
+    assert not (tmp_path / "cold-artifacts" / "cache" / "variants").exists()  # nothing was resized
+    medias4 = json.loads(s3.get_object(Bucket=bucket, Key=f"projects/{project}/rev-4/medias.json")["Body"].read())
+    assert all(m["sizes"] for m in medias4 if m["fileExt"] in ("png", "jpg", "jpeg"))
+    assert latest(s3, bucket, project)["rev"] == "rev-4"
+
 
 def test_latest_only_moves_forward_in_submission_order(settings: Settings, tmp_path: Path, s3_server: Any) -> None:
     """An older submission that finishes last stores its revision but never replaces the newer one."""

@@ -19,7 +19,7 @@ QUEUES = (QUEUE_CPU, QUEUE_IO)
 # The embed stages only plan, wait and assemble (io); their batches do the CPU work.
 STAGE_QUEUES = {"fetch": QUEUE_IO, "parse": QUEUE_CPU, "embed_text": QUEUE_IO, "embed_images": QUEUE_IO,
                 "build_db": QUEUE_CPU, "enrich": QUEUE_CPU, "publish": QUEUE_IO, "upload": QUEUE_IO,
-                "source": QUEUE_IO, "notify": QUEUE_IO, "batch": QUEUE_CPU}
+                "source": QUEUE_IO, "existing": QUEUE_IO, "notify": QUEUE_IO, "batch": QUEUE_CPU}
 
 
 class RepobuildCelery(Celery):

@@ -5,7 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.plans import NOTIFY
-from pipeline.stages import build_db, embed_images, embed_text, enrich, fetch, parse, publish, source, upload
+from pipeline.stages import (
+    build_db,
+    embed_images,
+    embed_text,
+    enrich,
+    existing,
+    fetch,
+    parse,
+    publish,
+    source,
+    upload,
+)
 from pipeline.stages.context import BatchFn
 from worker.base import BATCH_TASK, RETRYABLE, StageFn, StageTask
 from worker.batches import BatchTask
@@ -14,6 +25,7 @@ from worker.notifications import run_notify
 STAGE_FUNCTIONS: dict[str, StageFn] = {
     "source": source.run,
     "fetch": fetch.run,
+    "existing": existing.run,
     "parse": parse.run,
     "embed_text": embed_text.run,
     "embed_images": embed_images.run,

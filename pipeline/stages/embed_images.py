@@ -29,6 +29,7 @@ from pipeline.markdown.media import entry_resized
 from pipeline.models import JSON, Issue, StageResult
 from pipeline.stages.context import BatchContext, StageContext
 from pipeline.stages.embed_text import skipped as embeddings_skipped
+from pipeline.stages.existing import previous_variants, previous_vectors
 from pipeline.stages.fanout import run_fanned
 from pipeline.vectors import VectorCache, text_key, write_matrix
 
@@ -73,20 +74,32 @@ def _items(ctx: StageContext) -> list[JSON]:
 def _plan(ctx: StageContext) -> int:
     items = _items(ctx)
     variants = VariantCache(ctx.artifacts)
+    remote = previous_variants(ctx)  # already resized in the project's bucket: not encoded again
     vectors = None if embeddings_skipped(ctx) else _Vectors(ctx)
-    todo = [i for i in items
-            if not variants.known(i["hash"])
-            or (vectors is not None and variants.error(i["hash"]) is None
-                and not vectors.cache.has(vectors.key(i["hash"], i["caption"])))]
+    old = previous_vectors(ctx, vectors.model_id)[2] if vectors is not None and vectors.kind == "clip" else {}
+    todo = []
+    for item in items:
+        sha = str(item["hash"])
+        item["remote"] = sha in remote and not variants.known(sha)
+        if vectors is not None:
+            key = vectors.key(sha, str(item["caption"]))
+            if not vectors.cache.has(key) and sha in old and old[sha].shape == (vectors.dim,):
+                vectors.cache.put(key, old[sha])
+        needs_variants = not variants.known(sha) and not item["remote"]
+        needs_vector = (vectors is not None and variants.error(sha) is None
+                        and not vectors.cache.has(vectors.key(sha, str(item["caption"]))))
+        if needs_variants or needs_vector:
+            todo.append(item)
     batches = [todo[k:k + IMAGES_PER_BATCH] for k in range(0, len(todo), IMAGES_PER_BATCH)]
     for n, batch in enumerate(batches):
         ctx.artifacts.put_json(ctx.key(f"batches/{n:05d}.json"), {"items": batch})
     ctx.artifacts.put_json(ctx.key("plan.json"), {
         "items": items, "processed": len(todo), "cached": len(items) - len(todo),
+        "remote": {sha: [i._asdict() for i in infos] for sha, infos in remote.items()},
         "vectors": None if vectors is None else {"kind": vectors.kind, "model": vectors.model_id, "dim": vectors.dim},
     })
     ctx.log(f"embed_images: {len(items)} images, {len(todo)} to process in {len(batches)} batches, "
-            f"{len(items) - len(todo)} from cache")
+            f"{len(items) - len(todo)} from cache, {sum(1 for i in items if i['remote'])} resized in the bucket")
     return len(batches)
 
 
@@ -108,7 +121,7 @@ def run_batch(ctx: BatchContext, n: int) -> None:
         except OSError as exc:
             # The fetched tree is this job's own copy: a missing file is a bug or a disk fault, not bad input.
             raise PermanentError(f"{path}: cannot read image from the fetched tree: {exc.strerror or exc}") from exc
-        if not variants.known(sha):
+        if not variants.known(sha) and not item.get("remote"):
             try:
                 variants.put(sha, make_variants(data, path, max_pixels=DEFAULT_MAX_PIXELS))
             except ItemError as exc:
@@ -142,9 +155,15 @@ def _assemble(ctx: StageContext, total: int) -> StageResult:
     variants = VariantCache(ctx.artifacts)
     sizes: dict[str, list[JSON]] = {}
     failed = 0
+    remote: dict[str, list[JSON]] = plan.get("remote") or {}
+    remote_used: list[str] = []
     for item in plan["items"]:
         sha = str(item["hash"])
         infos = variants.infos(sha)
+        if infos is None and item.get("remote"):
+            sizes[sha] = remote[sha]
+            remote_used.append(sha)
+            continue
         if infos is None:
             failed += 1
             reason = variants.error(sha) or "image was not resized"
@@ -153,6 +172,8 @@ def _assemble(ctx: StageContext, total: int) -> StageResult:
             continue
         sizes[sha] = [i._asdict() for i in infos]
     ctx.artifacts.put_json(ctx.key("result/variants.json"), sizes)
+    # In the bucket already: publish lists them in medias.json without copying their files.
+    ctx.artifacts.put_json(ctx.key("result/variants-remote.json"), sorted(remote_used))
     vectors = plan.get("vectors")
     embedded = 0
     if vectors:

@@ -17,6 +17,7 @@ import numpy as np
 from pipeline.embedders.select import text_embedder, token_counter
 from pipeline.models import JSON, StageResult
 from pipeline.stages.context import BatchContext, StageContext
+from pipeline.stages.existing import previous_vectors
 from pipeline.stages.fanout import run_fanned
 from pipeline.vectors import Matrix, VectorCache, text_key, write_matrix
 
@@ -59,11 +60,20 @@ def _plan(ctx: StageContext) -> int:
     embedder = text_embedder(ctx.settings)
     cache = VectorCache(ctx.artifacts, embedder.model_id, embedder.dim)
     items, texts = _inputs(ctx)
+    old_posts, old_chunks, _ = previous_vectors(ctx, embedder.model_id)
     misses: dict[str, str] = {}
+    reused = 0
     for item, text in zip(items, texts, strict=True):
-        item["key"] = text_key(text)
-        if item["key"] not in misses and not cache.has(item["key"]):
-            misses[item["key"]] = text
+        item["key"] = key = text_key(text)
+        if key in misses or cache.has(key):
+            continue
+        # The live revision in the bucket may hold this very vector (a cold cache on a new machine).
+        old = old_posts.get(str(item["post"])) if item["kind"] == "post" else old_chunks.get(key)
+        if old is not None and old.shape == (embedder.dim,):
+            cache.put(key, old)
+            reused += 1
+        else:
+            misses[key] = text
     # Longest first, so each batch pads to a similar length.
     ordered = sorted(misses.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     size = max(1, ctx.settings.embed_batch)
@@ -75,7 +85,8 @@ def _plan(ctx: StageContext) -> int:
     ctx.artifacts.put_json(ctx.key("plan.json"), {"model": embedder.model_id, "dim": embedder.dim, "items": items,
                                                   "embedded": len(misses), "cached": cached,
                                                   "batches": len(batches)})
-    ctx.log(f"embed_text: {len(items)} inputs, {len(misses)} to embed in {len(batches)} batches, {cached} from cache")
+    ctx.log(f"embed_text: {len(items)} inputs, {len(misses)} to embed in {len(batches)} batches, {cached} from cache "
+            f"({reused} of them from the live revision)")
     return len(batches)
 
 

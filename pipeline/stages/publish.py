@@ -161,7 +161,8 @@ class Publisher:
         self.w.json("posts-slug-map.json", slug_map)
         self.w.json("posts-path-map.json", path_map)
 
-    def medias(self, medias: list[JSON], tree: Path | None, prefix: str, resized: dict[str, list[VariantInfo]]) -> None:
+    def medias(self, medias: list[JSON], tree: Path | None, prefix: str, resized: dict[str, list[VariantInfo]],
+               in_bucket: frozenset[str] = frozenset()) -> None:
         """`_medias/` and the media maps: the variants where embed_images made them, else the file as is."""
         path_map: dict[str, str] = {}
         url_map: dict[str, str] = {}
@@ -183,7 +184,9 @@ class Publisher:
                 medias[n - 1] = media
             url = f"{prefix}/{name}"
             path_map[original], url_map[original], hash_map[original], hash_url[h] = name, url, h, url
-            if name not in copied:
+            if name not in copied and h in in_bucket:
+                copied.add(name)  # its variants are in the project's bucket already (stage `existing`)
+            elif name not in copied:
                 if infos is not None:
                     for info in infos:
                         rel = f"_medias/{variant_filename(h, info)}"
@@ -251,6 +254,11 @@ def _resized(ctx: StageContext) -> dict[str, list[VariantInfo]]:
         return {}
     found: dict[str, list[JSON]] = ctx.artifacts.get_json(key)
     return {h: [VariantInfo(**v) for v in infos] for h, infos in found.items()}
+
+
+def _in_bucket(ctx: StageContext) -> frozenset[str]:
+    key = ctx.key("result/variants-remote.json", stage="embed_images")
+    return frozenset(ctx.artifacts.get_json(key)) if ctx.artifacts.exists(key) else frozenset()
 
 
 def _enriched(ctx: StageContext, posts: list[JSON]) -> list[JSON]:
@@ -322,7 +330,7 @@ def run(ctx: StageContext) -> StageResult:
         w = BundleWriter(staging)
         pub = Publisher(ctx, w)
         pub.posts(posts)
-        pub.medias(medias, tree, prefix, _resized(ctx))
+        pub.medias(medias, tree, prefix, _resized(ctx), _in_bucket(ctx))
         w.json("graph.json", parsed("graph.json", {"nodes": [], "edges": []}))
         w.json("files-source.json", parsed("files-source.json", []))
         w.json("processor-issues.json", processor_issues)

@@ -1,0 +1,140 @@
+"""existing: what the project already has in the bucket, so a rebuild redoes only what changed.
+
+The original's fetch-existing / `previousRev`. Before building, it lists the project's shared media
+(paginated) and fetches the live revision's `medias.json` and `content.sqlite` (or those of
+`data.previousRev`). Later stages then reuse them even when this worker's caches are cold (a new pod,
+another machine): embed_images takes the variants already in `_shared/medias/` instead of encoding
+them again, and embed_text takes the vectors of unchanged posts and passages from the old database.
+
+Outputs: `result/existing.json` {rev, medias: {sha: [variant info]}} and `content.sqlite`, if any.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import apsw
+import numpy as np
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipeline.images.variants import SIZES, VariantInfo, variant_filename
+from pipeline.models import JSON, StageResult
+from pipeline.stages.context import StageContext
+from pipeline.stages.upload import project_prefix
+from pipeline.targets.s3 import S3Publisher, as_pipeline_error, is_missing
+from pipeline.vector_db import CHUNK_VEC, MEDIA_VEC, POST_VEC, connect
+from pipeline.vectors import Matrix, text_key
+
+STAGE = "existing"
+
+
+def run(ctx: StageContext) -> StageResult:
+    base = project_prefix(ctx.spec.project_id or "")
+    pub = S3Publisher.from_settings(ctx.settings)
+    rev = ctx.spec.options.get("previousRev")
+    if not rev:
+        pointer: Any = pub.get_json(f"{base}/latest.json")
+        rev = pointer.get("rev") if isinstance(pointer, dict) else None
+    if not rev:
+        ctx.artifacts.put_json(ctx.key("result/existing.json"), {"rev": None, "medias": {}})
+        return StageResult.done(rev=None, medias=0, database=False)
+    rev = str(rev)
+    listed = {key.rsplit("/", 1)[1]: obj.size for key, obj in pub.list_objects(f"{base}/_shared/medias/").items()}
+    medias: dict[str, list[JSON]] = {}
+    entries = pub.get_json(f"{base}/{rev}/medias.json")
+    for entry in entries if isinstance(entries, list) else []:
+        sha = str(entry.get("hash") or "")
+        infos = _variants(sha, entry.get("sizes"), listed)
+        if infos:
+            medias[sha] = [i._asdict() for i in infos]
+    database = _fetch_database(ctx, pub, f"{base}/{rev}/content.sqlite")
+    ctx.artifacts.put_json(ctx.key("result/existing.json"), {"rev": rev, "medias": medias})
+    ctx.log(f"existing: revision {rev}, {len(medias)} images already resized in the bucket, "
+            f"{'a' if database else 'no'} database to reuse vectors from")
+    return StageResult.done(rev=rev, medias=len(medias), database=database)
+
+
+def _variants(sha: str, sizes: Any, listed: dict[str, int]) -> list[VariantInfo] | None:
+    """The variants of one image when every one of them is in the bucket with the size the entry says."""
+    if not sha or not isinstance(sizes, dict):
+        return None
+    infos = []
+    for size_name, _width in SIZES:
+        rows = sizes.get(size_name)
+        if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
+            return None
+        row = rows[0]
+        info = VariantInfo(size_name, int(row["width"]), int(row["height"]), str(row["format"]), int(row["size"]))
+        if listed.get(variant_filename(sha, info)) != info.nbytes:
+            return None
+        infos.append(info)
+    return infos
+
+
+def _fetch_database(ctx: StageContext, pub: S3Publisher, key: str) -> bool:
+    with tempfile.TemporaryDirectory(dir=ctx.settings.temp_dir) as tmp:
+        path = Path(tmp) / "content.sqlite"
+        try:
+            pub.client.download_file(pub.bucket, key, str(path))
+        except (ClientError, BotoCoreError) as exc:
+            if is_missing(exc):
+                return False  # a revision published without a database (publish-build-files)
+            raise as_pipeline_error(exc, f"reading s3://{pub.bucket}/{key}") from exc
+        ctx.artifacts.put_bytes(ctx.key("content.sqlite"), path.read_bytes())
+    return True
+
+
+def _previous_db(ctx: StageContext) -> Path | None:
+    key = ctx.key("content.sqlite", stage=STAGE)
+    if not ctx.artifacts.exists(key):
+        return None
+    path = Path(tempfile.mkdtemp(dir=ctx.settings.temp_dir)) / "previous.sqlite"
+    path.write_bytes(ctx.artifacts.get_bytes(key))
+    return path
+
+
+ByKey = dict[str, Matrix]
+
+
+def previous_vectors(ctx: StageContext, model_id: str) -> tuple[ByKey, ByKey, ByKey]:
+    """Vectors of the previous revision made by `model_id`: (posts by post hash, passages by SHA-256 of
+    their text, images by media hash). Empty when the job has no previous revision or another model."""
+    path = _previous_db(ctx)
+    if path is None:
+        return {}, {}, {}
+    try:
+        con = connect(path, readonly=True)
+        try:
+            models = {name: model for name, model, _dim in con.execute("SELECT name, model, dim FROM vector_models")}
+            posts = ({str(i): _vec(b) for i, b in con.execute(f"SELECT post_id, embedding FROM {POST_VEC}")}
+                     if models.get("posts") == model_id else {})
+            chunks = ({text_key(str(t)): _vec(b) for t, b in con.execute(
+                f"SELECT c.text, v.embedding FROM chunks c JOIN {CHUNK_VEC} v ON v.chunk_id = c.id")}
+                if models.get("chunks") == model_id else {})
+            medias = ({str(i): _vec(b) for i, b in con.execute(f"SELECT media_id, embedding FROM {MEDIA_VEC}")}
+                      if models.get("medias") == model_id else {})
+        finally:
+            con.close()
+    except apsw.Error as exc:
+        # An old database we cannot read only costs the reuse, never the build.
+        ctx.log(f"existing: previous content.sqlite not usable ({exc}); embedding everything", "error")
+        return {}, {}, {}
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
+    return posts, chunks, medias
+
+
+def _vec(blob: bytes) -> Matrix:
+    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
+
+def previous_variants(ctx: StageContext) -> dict[str, list[VariantInfo]]:
+    """Images whose variants are all in the bucket already: {sha: variant info}."""
+    key = ctx.key("result/existing.json", stage=STAGE)
+    if not ctx.artifacts.exists(key):
+        return {}
+    found: dict[str, list[JSON]] = ctx.artifacts.get_json(key).get("medias") or {}
+    return {sha: [VariantInfo(**v) for v in infos] for sha, infos in found.items()}
