@@ -239,3 +239,54 @@ def test_kill9_during_upload_resumes_without_reuploading(settings: Settings, wor
     assert f"projects/{project}/up-1/manifest.json" in stored
     assert latest(s3, bucket, project)["rev"] == "up-1"
     print(f"\nupload resumed {time.time() - killed_at:.1f}s after kill -9 at cursor {at_kill}; {info}")
+
+
+def test_tasks_on_a_dist_folder_enrich_publish_r2_and_build_files(
+        settings: Settings, workers: Workers, store: JobStore, tmp_path: Path, s3_server: Any,
+        api_factory: Callable[[Settings], ApiServer], callback_server: Callable[..., CallbackServer]) -> None:
+    settings = s3_settings(settings, s3_server)
+    s3, bucket = client_of(s3_server), s3_server.bucket
+    project = f"p-{uuid.uuid4().hex[:8]}"
+    workers.start(settings)
+    api = api_factory(settings)
+    cb = callback_server()
+
+    def process(job_id: str, task: str, data: dict[str, Any]) -> JobView:
+        body = {"jobId": job_id, "task": task, "callbackUrl": cb.url, "data": {"projectId": project, **data}}
+        assert api.client.post("/process", json=body).status_code == 202
+        job = wait_job(store, job_id, timeout=240)
+        assert job.status == JobStatus.COMPLETED, job.error
+        return job
+
+    built = process("built", "process-all", {"repoInfo": {"path": str(DEMO_REPO)}})
+    dist = tmp_path / "dist"
+    shutil.copytree(Path(built.result["distFolder"] if built.result else ""), dist)
+
+    # enrich-data: the similarity files of a dist folder, from its embedding map, written in place
+    similarity = json.loads((dist / "posts-similarity.json").read_text())
+    (dist / "posts-similarity.json").unlink()
+    (dist / "posts-similar-hash.json").unlink()
+    process("enriched", "enrich-data", {"assets": {"distFolder": str(dist)}})
+    assert json.loads((dist / "posts-similarity.json").read_text()) == similarity
+    assert (dist / "posts-similar-hash.json").is_file()
+
+    # publish-build-files: the folder as it is, under the revision
+    process("files", "publish-build-files", {"repoInfo": {"distPath": str(dist)}})
+    as_is = keys_under(s3, bucket, f"projects/{project}/files/")
+    local = {p.relative_to(dist).as_posix() for p in dist.rglob("*") if p.is_file()}
+    assert {k.removeprefix(f"projects/{project}/files/") for k in as_is} == local
+
+    # publish-r2: the shared layout, and the project's latest revision
+    job = process("r2", "publish-r2", {"assets": {"distFolder": str(dist)}, "orgId": "o-9"})
+    info = job.result["publishInfo"] if job.result else {}
+    assert info["projectId"] == project and info["orgId"] == "o-9" and info["failedUploads"] == 0
+    shared = keys_under(s3, bucket, f"projects/{project}/_shared/")
+    assert any(k.endswith("-lg.webp") for k in shared) and any("/_shared/posts/" in k for k in shared)
+    assert latest(s3, bucket, project)["rev"] == "r2"
+
+    # a dist folder that is not there: a clear failure naming it
+    missing = {"jobId": "nodist", "task": "publish-r2", "callbackUrl": cb.url,
+               "data": {"projectId": project, "assets": {"distFolder": str(tmp_path / "nope")}}}
+    api.client.post("/process", json=missing)
+    failed = wait_job(store, "nodist", timeout=60)
+    assert failed.status == JobStatus.FAILED and "nope" in (failed.error or {}).get("message", "")

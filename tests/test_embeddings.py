@@ -120,3 +120,35 @@ def test_token_counts_see_past_the_model_window_so_long_posts_get_many_passages(
     assert len(model.tokens(long_text)) > 2000
     chunks = chunk_text(long_text, lambda t: len(model.tokens(t)), 256)
     assert len(chunks) >= 8 and all(len(model.tokens(c.text)) <= 256 for c in chunks)
+
+
+def test_embed_text_stage_on_an_openai_compatible_server_with_a_429(tmp_path: Path) -> None:
+    """The second provider through the real stage: batches, a 429 honoured, the cache on a second job."""
+    from tests.openai_server import OpenAIServer
+
+    with OpenAIServer(api_key="sk-test") as server:
+        server.fail_next(429, retry_after="1")
+        settings = Settings(artifacts=str(tmp_path / "a"), temp_dir=str(tmp_path), embed_provider="openai",
+                            openai_base_url=server.base_url, openai_api_key="sk-test",
+                            openai_embed_model="text-embedding-3-small", openai_dimensions=64, embed_batch=16)
+        artifacts = LocalArtifactStore(tmp_path / "artifacts")
+        job = build_job(tmp_path, DEMO_REPO, "oa-1", artifacts, settings)
+        ctx = job["embed"]
+        assert isinstance(ctx, LocalContext)
+        vectors, header = read_matrix(artifacts, job_key("oa-1", "embed_text", "result/posts"))
+        assert header["model"] == "openai:text-embedding-3-small@64" and vectors.shape[1] == 64
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+        calls = server.requests_to("/v1/embeddings")
+        plan = artifacts.get_json(job_key("oa-1", "embed_text", "plan.json"))
+        # one request per batch, plus the one answered 429 and sent again after its Retry-After
+        assert len(calls) == plan["batches"] + 1 and calls[0].body == calls[1].body
+        assert calls[1].at - calls[0].at >= 0.9
+        assert all(len(c.body["input"]) <= 16 for c in calls)
+
+        # the same repository again: every vector from the cache, not one request more
+        before = len(server.requests_to("/v1/embeddings"))
+        again = build_job(tmp_path, DEMO_REPO, "oa-2", artifacts, settings)["embed"]
+        assert isinstance(again, LocalContext)
+        assert len(server.requests_to("/v1/embeddings")) == before
+        plan = artifacts.get_json(job_key("oa-2", "embed_text", "plan.json"))
+        assert plan["embedded"] == 0 and plan["cached"] == len(plan["items"])
