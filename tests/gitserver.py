@@ -89,3 +89,9 @@ class GitHttpServer:
         self.httpd.server_close()
         for repo in list(self._repos.values()):
             repo.close()
+
+
+def empty_remote(root: Path, token: str) -> GitHttpServer:
+    """A server with one empty bare repository, `site.git` (HEAD on main, like a hosted one), taking only `token`."""
+    Repo.init_bare(str(root / "remote.git"), mkdir=True, default_branch=b"main").close()
+    return GitHttpServer({"site.git": root / "remote.git"}, token=token)

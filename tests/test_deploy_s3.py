@@ -201,7 +201,8 @@ def test_wrong_s3_keys_fail_the_job_with_a_clear_error(settings: Settings, worke
                                    "project_id": "p-bad", "options": {"skipEmbeddings": True}})
     job = wait_job(store, "bad-keys", timeout=240)
     assert job.status == JobStatus.FAILED
-    assert job.error and job.error["stage"] == "upload"
+    # refused at the first look into the bucket, before anything is built
+    assert job.error and job.error["stage"] == "existing"
     assert "credentials" in job.error["message"] and "wrong-secret" not in json.dumps(job.error)
 
 

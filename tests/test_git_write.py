@@ -23,7 +23,7 @@ from pipeline.sources.github_template import (
     wait_until_cloneable,
 )
 from tests.github_api_server import GitHubApiServer
-from tests.gitserver import GitHttpServer
+from tests.gitserver import GitHttpServer, empty_remote
 
 TOKEN = "tok-7d21e0"
 WHEN = 1_700_000_000
@@ -60,8 +60,7 @@ def shown_anywhere(exc: BaseException) -> str:
 @pytest.fixture
 def remote(tmp_path: Path) -> Iterator[GitHttpServer]:
     # HEAD on main, as on a hosted repository whose default branch is main
-    Repo.init_bare(str(tmp_path / "remote.git"), mkdir=True, default_branch=b"main").close()
-    server = GitHttpServer({"site.git": tmp_path / "remote.git"}, token=TOKEN)
+    server = empty_remote(tmp_path, TOKEN)
     yield server
     server.stop()
 

@@ -31,7 +31,7 @@ from pipeline.models import JobStatus
 from pipeline.settings import Settings
 from tests.conftest import ApiServer, CallbackServer, Workers, wait_job
 from tests.github_api_server import GitHubApiServer
-from tests.gitserver import GitHttpServer
+from tests.gitserver import GitHttpServer, empty_remote
 from tests.openai_server import OpenAIServer
 from tests.test_deploy_s3 import client_of, keys_under, s3_settings
 from tests.test_wordpress import BILLION_LAUGHS, UPLOADS, MediaServer, item, wxr
@@ -61,8 +61,7 @@ COVER = image_bytes("PNG", (40, 30), (20, 90, 160))
 @pytest.fixture
 def remote(tmp_path: Path) -> Iterator[GitHttpServer]:
     """A git smart-HTTP server with one empty bare repository, `site.git`, that only takes TOKEN."""
-    Repo.init_bare(str(tmp_path / "remote.git"), mkdir=True, default_branch=b"main").close()
-    server = GitHttpServer({"site.git": tmp_path / "remote.git"}, token=TOKEN)
+    server = empty_remote(tmp_path, TOKEN)
     yield server
     server.stop()
 

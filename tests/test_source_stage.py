@@ -23,7 +23,7 @@ from pipeline.sources.git import clone
 from pipeline.stages import fetch, source
 from pipeline.stages.context import LocalContext
 from tests.github_api_server import GitHubApiServer
-from tests.gitserver import GitHttpServer
+from tests.gitserver import GitHttpServer, empty_remote
 from tests.openai_server import OpenAIServer
 from tests.test_brief import project, reply
 from tests.test_git_write import shown_anywhere
@@ -60,8 +60,7 @@ def llm() -> Iterator[OpenAIServer]:
 
 @pytest.fixture
 def remote(tmp_path: Path) -> Iterator[GitHttpServer]:
-    Repo.init_bare(str(tmp_path / "remote.git"), mkdir=True, default_branch=b"main").close()
-    server = GitHttpServer({"site.git": tmp_path / "remote.git"}, token=TOKEN)
+    server = empty_remote(tmp_path, TOKEN)
     yield server
     server.stop()
 

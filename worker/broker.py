@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import datetime
 from typing import Any, cast
 
@@ -26,6 +27,7 @@ PRIORITY_SEP = "\x06\x16"  # a queue with priority p lives at f"{queue}{sep}{p}"
 PRIORITY_STEPS = (0, 3, 6, 9)
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"  # delivery tag → when it was delivered
+OVERDUE_GRACE_S = 10.0
 
 
 def _decode(raw: bytes) -> tuple[str, list[Any], float | None] | None:
@@ -77,10 +79,17 @@ def _client(app: RepobuildCelery) -> redis.Redis:
     return redis.Redis.from_url(app.repobuild_settings.redis_url or "", socket_timeout=10)
 
 
+def overdue_after_s(app: RepobuildCelery) -> float:
+    """How long past its eta (or delivery) a held message may wait for a live worker's free pool process:
+    a task budget, plus a grace for the broker round trips."""
+    return app.repobuild_settings.task_budget_s + OVERDUE_GRACE_S
+
+
 def batches_in_broker(app: RepobuildCelery, job_id: str, stage: str) -> set[int]:
+    """Batches of this stage waiting in a queue or held by a live worker (not by a dead one)."""
     client = _client(app)
     try:
-        return {int(args[2]) for task, args in messages(client)
+        return {int(args[2]) for task, args in messages(client, time.time(), overdue_after_s(app))
                 if task == "repobuild.batch" and len(args) == 3 and args[0] == job_id and args[1] == stage}
     finally:
         client.close()

@@ -17,7 +17,7 @@ import redis
 from pipeline.checkpoints import JobStore, JobView, build_finished
 from pipeline.models import JobStatus, StageState, StageStatus
 from pipeline.plans import NOTIFY
-from worker.broker import jobs_in_broker
+from worker.broker import jobs_in_broker, overdue_after_s
 from worker.celery_app import RepobuildCelery
 from worker.chains import enqueue_from
 
@@ -52,7 +52,7 @@ def reconcile_once(app: RepobuildCelery, broker: redis.Redis) -> list[tuple[str,
     now = time.time()
     # A live worker starts a message it holds within a task budget of its eta (its pool is busy at
     # most that long); one held longer belongs to a dead worker.
-    in_broker = jobs_in_broker(broker, now, app.repobuild_settings.task_budget_s + GRACE_S)
+    in_broker = jobs_in_broker(broker, now, overdue_after_s(app))
     actions: list[tuple[str, str]] = []
     for job_id in store.active_ids():
         try:
