@@ -29,6 +29,10 @@ test: $(DEV_STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
+# the embedding benchmark (benchmarks/embedding.py): prints a report, asserts nothing; BENCH_ARGS="--repeat 5 --keep"
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.embedding $(BENCH_ARGS)
+
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check api worker pipeline tests benchmarks
 	$(BIN)/mypy
