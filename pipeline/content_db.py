@@ -58,8 +58,9 @@ CREATE TABLE tags (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE post_tags (post_id TEXT NOT NULL, tag_id INTEGER NOT NULL, PRIMARY KEY (post_id, tag_id)) WITHOUT ROWID;
 CREATE TABLE links (source_id TEXT NOT NULL, target_id TEXT NOT NULL, PRIMARY KEY (source_id, target_id)) WITHOUT ROWID;
 CREATE TABLE post_media (post_id TEXT NOT NULL, media_id TEXT NOT NULL, PRIMARY KEY (post_id, media_id)) WITHOUT ROWID;
+-- porter: a search for "deploy" finds "Deploying"; it strips English suffixes only, other words pass as is
 CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(post_id UNINDEXED, title, plain,
-                                             tokenize = 'unicode61 remove_diacritics 2');
+                                             tokenize = 'porter unicode61 remove_diacritics 2');
 CREATE INDEX idx_posts_slug ON posts(_slug);
 CREATE INDEX idx_posts_path ON posts(_path);
 CREATE INDEX idx_post_tags_tag ON post_tags(tag_id, post_id);

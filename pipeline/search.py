@@ -19,7 +19,6 @@ from pipeline.errors import PermanentError
 from pipeline.vector_db import CHUNK_VEC, MEDIA_VEC, POST_VEC, connect
 
 RRF_K = 60
-QUERY_INSTRUCTION = "Represent the document for semantic search:"
 Embed = Callable[[str], "np.typing.NDArray[np.float32]"]
 
 
@@ -93,7 +92,10 @@ def search_posts(db: Path, query: str, k: int = 10, embed: Embed | None = None) 
                 snippets.setdefault(str(pid), str(snip))
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
         if embed is not None and POST_VEC in tables:
-            qv = _blob(embed(f"{QUERY_INSTRUCTION} {query}"))
+            # The query goes in bare. MiniLM is not instruction-tuned: the original's instruction prefix,
+            # kept on post vectors for compatibility, would make every post look alike to a query that
+            # carried it too (all cosine distances ~0.25 on the demo), and passages carry no prefix at all.
+            qv = _blob(embed(query))
             rows = con.execute(f"SELECT post_id FROM {POST_VEC} WHERE embedding MATCH ? AND k = ?", (qv, depth))
             for rank, (pid,) in enumerate(rows, start=1):
                 ranks.setdefault(str(pid), []).append(rank)
