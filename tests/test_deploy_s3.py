@@ -164,6 +164,16 @@ def test_deploy_layout_skip_unchanged_upload_only_changes_and_rollback(
     medias4 = json.loads(s3.get_object(Bucket=bucket, Key=f"projects/{project}/rev-4/medias.json")["Body"].read())
     assert all(m["sizes"] for m in medias4 if m["fileExt"] in ("png", "jpg", "jpeg"))
     assert latest(s3, bucket, project)["rev"] == "rev-4"
+    dist4 = json.loads(s3.get_object(Bucket=bucket, Key=f"projects/{project}/rev-4/files-dist.json")["Body"].read())
+    assert any(f["path"].endswith("-lg.webp") for f in dist4)  # listed, though this machine never held them
+
+    # 6. cold again and unchanged: recognised as the live revision, nothing uploaded
+    workers.stop_all()
+    workers.start(settings.with_(artifacts=str(tmp_path / "cold-again")))
+    fifth = deploy(api, store, "rev-5", repo, project)
+    info5 = fifth.result["publishInfo"] if fifth.result else {}
+    assert fifth.stage("upload").summary["unchanged"] is True and info5["successfulUploads"] == 0
+    assert latest(s3, bucket, project)["rev"] == "rev-4"
 
 
 def test_latest_only_moves_forward_in_submission_order(settings: Settings, tmp_path: Path, s3_server: Any) -> None:

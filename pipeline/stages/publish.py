@@ -125,6 +125,8 @@ class Publisher:
     def __init__(self, ctx: StageContext, writer: BundleWriter) -> None:
         self.ctx, self.w = ctx, writer
         self.issues: list[Issue] = []
+        # Files of the revision that live in the bucket already: in files-dist.json, not in the folder.
+        self.elsewhere: dict[str, tuple[str, int]] = {}
 
     def _issue(self, path: str, message: str, severity: str = "warning") -> None:
         self.issues.append(Issue(stage=self.ctx.stage, path=path, message=message,
@@ -184,8 +186,11 @@ class Publisher:
                 medias[n - 1] = media
             url = f"{prefix}/{name}"
             path_map[original], url_map[original], hash_map[original], hash_url[h] = name, url, h, url
-            if name not in copied and h in in_bucket:
-                copied.add(name)  # its variants are in the project's bucket already (stage `existing`)
+            if name not in copied and h in in_bucket and infos is not None:
+                # Its variants are in the project's bucket already (stage `existing`): listed, not copied.
+                for info in infos:
+                    self.elsewhere[f"_medias/{variant_filename(h, info)}"] = ("", info.nbytes)
+                copied.add(name)
             elif name not in copied:
                 if infos is not None:
                     for info in infos:
@@ -339,7 +344,7 @@ def run(ctx: StageContext) -> StageResult:
             w.write("content.sqlite", store.get_bytes(db_key))
         worker_issues = extra_issues + [i.to_json() for i in pub.issues]
         w.json("worker-issues.json", issue_report(worker_issues))
-        w.json("files-dist.json", files_listing(w.files))
+        w.json("files-dist.json", files_listing({**pub.elsewhere, **w.files}))
         w.json("manifest.json", {
             "revision": rev, "jobId": ctx.job_id, "task": ctx.spec.task, "projectId": ctx.spec.project_id,
             "source": _source_info(ctx),

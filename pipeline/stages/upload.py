@@ -75,7 +75,12 @@ def _files(root: Path) -> list[str]:
 
 
 def _stable_manifest(data: Any) -> Any:
-    return {k: v for k, v in data.items() if k not in VOLATILE} if isinstance(data, dict) else data
+    """What two builds of the same content share. `_medias/` names are content-addressed and their
+    sizes are in medias.json (compared); a build on a cold cache lists them without holding them."""
+    if not isinstance(data, dict):
+        return data
+    files = {k: v for k, v in (data.get("files") or {}).items() if not k.startswith("_medias/")}
+    return {**{k: v for k, v in data.items() if k not in VOLATILE}, "files": files}
 
 
 def _unchanged_revision(pub: S3Publisher, base: str, root: Path) -> str | None:
