@@ -18,7 +18,7 @@ class NoSuchRevision(PermanentError):
 
 def latest(settings: Settings, project_id: str, publisher: S3Publisher | None = None) -> JSON | None:
     pub = publisher or S3Publisher.from_settings(settings)
-    value: Any = pub.get_json(f"{project_prefix(project_id)}/latest.json")
+    value: Any = pub.get_json(f"{project_prefix(project_id, settings.s3_prefix)}/latest.json")
     return value if isinstance(value, dict) else None
 
 
@@ -26,7 +26,7 @@ def rollback(settings: Settings, project_id: str, rev: str) -> JSON:
     """Point `latest.json` at an earlier, complete revision. Keeps the seq, so a job submitted after
     the rolled-back revision still replaces it when it finishes, and an older one still cannot."""
     pub = S3Publisher.from_settings(settings)
-    base = project_prefix(project_id)
+    base = project_prefix(project_id, settings.s3_prefix)
     if not rev or "/" in rev:
         raise PermanentError(f"revision {rev!r} is not a revision id")
     if pub.get_json(f"{base}/{rev}/manifest.json") is None:

@@ -79,6 +79,8 @@ class Settings:
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     s3_bucket: str | None = None
+    # Keys go under this folder of the bucket (`REPOBUILD_PUBLISH_TARGET=s3://bucket/prefix`); "" = the root.
+    s3_prefix: str = ""
     public_base_url: str = "https://static.repo.md"
     s3_max_concurrency: int = 8
     # Files above this go up in parts of this size (S3's minimum part is 5 MiB).
@@ -108,6 +110,7 @@ class Settings:
         e = os.environ if env is None else env
         base = cls()
         r2_account = e.get("R2_ACCOUNT_ID") or None
+        target_bucket, _, target_prefix = (e.get("REPOBUILD_PUBLISH_TARGET") or "").removeprefix("s3://").partition("/")
         s3_endpoint = e.get("REPOBUILD_S3_ENDPOINT_URL") or (
             f"https://{r2_account}.r2.cloudflarestorage.com" if r2_account else None)
         # R2 accepts only the region "auto"; any other endpoint keeps boto3's own region lookup.
@@ -151,7 +154,8 @@ class Settings:
             s3_region=e.get("REPOBUILD_S3_REGION") or ("auto" if r2 else None),
             s3_access_key_id=e.get("REPOBUILD_S3_ACCESS_KEY_ID") or e.get("R2_ACCESS_KEY_ID") or None,
             s3_secret_access_key=e.get("REPOBUILD_S3_SECRET_ACCESS_KEY") or e.get("R2_SECRET_ACCESS_KEY") or None,
-            s3_bucket=e.get("REPOBUILD_S3_BUCKET") or e.get("R2_BUCKET_NAME") or None,
+            s3_bucket=e.get("REPOBUILD_S3_BUCKET") or e.get("R2_BUCKET_NAME") or target_bucket or None,
+            s3_prefix=(e.get("REPOBUILD_S3_PREFIX") or target_prefix).strip("/"),
             public_base_url=(e.get("REPOBUILD_PUBLIC_BASE_URL") or base.public_base_url).rstrip("/"),
             s3_max_concurrency=max(1, _int(e, "REPOBUILD_S3_MAX_CONCURRENCY", base.s3_max_concurrency)),
             s3_multipart_threshold_mb=max(
@@ -199,6 +203,7 @@ class Settings:
                             ("REPOBUILD_S3_ACCESS_KEY_ID", self.s3_access_key_id),
                             ("REPOBUILD_S3_SECRET_ACCESS_KEY", self.s3_secret_access_key),
                             ("REPOBUILD_S3_BUCKET", self.s3_bucket),
+                            ("REPOBUILD_S3_PREFIX", self.s3_prefix),
                             ("REPOBUILD_ARTIFACTS_CACHE", self.artifacts_cache)):
             if value:
                 env[name] = str(value)

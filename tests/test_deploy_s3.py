@@ -301,3 +301,31 @@ def test_tasks_on_a_dist_folder_enrich_publish_r2_and_build_files(
     api.client.post("/process", json=missing)
     failed = wait_job(store, "nodist", timeout=60)
     assert failed.status == JobStatus.FAILED and "nope" in (failed.error or {}).get("message", "")
+
+
+def test_workers_sharing_only_redis_and_the_bucket(settings: Settings, workers: Workers, store: JobStore,
+                                                   tmp_path: Path, s3_server: Any,
+                                                   api_factory: Callable[[Settings], ApiServer]) -> None:
+    """Two workers with no common folder: every artifact between stages goes through the bucket.
+    The bundle is published under a folder of the bucket (REPOBUILD_PUBLISH_TARGET=s3://bucket/sites)."""
+    base = s3_settings(settings, s3_server).with_(s3_prefix="sites")
+    s3, bucket = client_of(s3_server), s3_server.bucket
+    project = f"p-{uuid.uuid4().hex[:8]}"
+    prefix = f"artifacts-{uuid.uuid4().hex[:8]}"
+    for n in range(2):  # as on two machines: own temp and cache folders, own output folder
+        workers.start(base.with_(artifacts=f"s3://{bucket}/{prefix}", temp_dir=str(tmp_path / f"m{n}"),
+                                 artifacts_cache=str(tmp_path / f"m{n}" / "cache"),
+                                 output=str(tmp_path / f"m{n}" / "out")), concurrency=1)
+    api = api_factory(base.with_(artifacts=f"s3://{bucket}/{prefix}"))
+    job = deploy(api, store, "shared-1", DEMO_REPO, project)
+    assert job.stage("embed_text").summary["embedded"] > 0
+    stored = keys_under(s3, bucket, f"{prefix}/")
+    assert any("/cache/vectors/" in k for k in stored) and any("/jobs/shared-1/publish/" in k for k in stored)
+    posts = json.loads(s3.get_object(Bucket=bucket, Key=f"sites/projects/{project}/shared-1/posts.json")["Body"].read())
+    assert json.loads(s3.get_object(Bucket=bucket, Key=f"sites/projects/{project}/latest.json")["Body"].read())[
+        "rev"] == "shared-1"
+    assert job.result and job.result["publishInfo"]["r2ContentPath"] == f"sites/projects/{project}/shared-1/"
+    assert len(posts) == job.result["counts"]["posts"] if job.result else False
+    # both workers took part (fan-out batches, stages) without a shared disk
+    logs = [(tmp_path / f"worker-{n}.log").read_text() for n in range(2)]
+    assert all("succeeded" in log for log in logs)

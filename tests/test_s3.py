@@ -394,3 +394,11 @@ def test_a_raising_progress_callback_stops_the_upload(s3: Settings, prefix: str,
         pub.upload({f"{prefix}{rel}": path for rel, path in paths.items()}, on_progress=cancel)
     stored = len(pub.list_hashes(prefix))
     assert 3 <= stored < 20
+
+
+def test_publish_target_names_bucket_and_folder() -> None:
+    s = Settings.from_env({"REPOBUILD_PUBLISH_TARGET": "s3://my-bucket/sites/blog/"})
+    assert (s.s3_bucket, s.s3_prefix) == ("my-bucket", "sites/blog")
+    assert Settings.from_env(s.to_env()).s3_prefix == "sites/blog"
+    explicit = Settings.from_env({"REPOBUILD_PUBLISH_TARGET": "s3://a/x", "R2_BUCKET_NAME": "b"})
+    assert (explicit.s3_bucket, explicit.s3_prefix) == ("b", "x")

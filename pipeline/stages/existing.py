@@ -32,7 +32,7 @@ STAGE = "existing"
 
 
 def run(ctx: StageContext) -> StageResult:
-    base = project_prefix(ctx.spec.project_id or "")
+    base = project_prefix(ctx.spec.project_id or "", ctx.settings.s3_prefix)
     pub = S3Publisher.from_settings(ctx.settings)
     rev = ctx.spec.options.get("previousRev")
     if not rev:

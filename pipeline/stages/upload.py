@@ -32,15 +32,16 @@ FAILED_INFO = "result/publish-info-failed.json"
 VOLATILE = ("revision", "jobId", "createdAt")
 
 
-def project_prefix(project_id: str) -> str:
+def project_prefix(project_id: str, root: str = "") -> str:
+    """`[root/]projects/{projectId}`: a project's folder in the bucket (root: REPOBUILD_PUBLISH_TARGET's prefix)."""
     if not project_id or "/" in project_id or project_id in (".", ".."):
         raise PermanentError(f"projectId {project_id!r} cannot name a folder of the bucket")
-    return f"projects/{project_id}"
+    return f"{root}/projects/{project_id}" if root else f"projects/{project_id}"
 
 
-def object_keys(rel: str, project_id: str, rev: str, as_is: bool = False) -> list[str]:
+def object_keys(rel: str, project_id: str, rev: str, as_is: bool = False, root: str = "") -> list[str]:
     """Where one bundle file goes (CONTRACT §4). `as_is` (publish-build-files) keeps the folder's layout."""
-    base = project_prefix(project_id)
+    base = project_prefix(project_id, root)
     if as_is:
         return [f"{base}/{rev}/{rel}"]
     if rel.startswith("_medias/"):
@@ -98,7 +99,7 @@ def _unchanged_revision(pub: S3Publisher, base: str, root: Path) -> str | None:
 
 def run(ctx: StageContext) -> StageResult:
     project_id = ctx.spec.project_id or ""
-    base = project_prefix(project_id)
+    base = project_prefix(project_id, ctx.settings.s3_prefix)
     rev = ctx.job_id
     pub = S3Publisher.from_settings(ctx.settings)
     root, as_is = _bundle_root(ctx)
@@ -108,12 +109,13 @@ def run(ctx: StageContext) -> StageResult:
         same = _unchanged_revision(pub, base, root)
         if same is not None:
             ctx.log(f"upload: the bundle is identical to revision {same}, already live; nothing uploaded")
-            total = sum(len(object_keys(r, project_id, same)) for r in rels)
+            total = sum(len(object_keys(r, project_id, same, root=ctx.settings.s3_prefix)) for r in rels)
             return StageResult.done(publishInfo=_publish_info(ctx, same, base, total, 0, total, []),
                                     rev=same, unchanged=True, latest=True)
     # Shared objects first and the revision's own files after: a reader that finds a revision finds
     # everything it links to. One listing per task run settles which objects are already there.
-    plan = sorted(((key, rel) for rel in rels for key in object_keys(rel, project_id, rev, as_is)),
+    plan = sorted(((key, rel) for rel in rels
+                   for key in object_keys(rel, project_id, rev, as_is, ctx.settings.s3_prefix)),
                   key=lambda kr: (f"{base}/_shared/" not in kr[0], kr[0]))
     existing = {}
     for prefix in (f"{base}/_shared/", f"{base}/{rev}/"):
