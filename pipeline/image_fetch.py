@@ -1,15 +1,16 @@
 """Fetching an image by URL for the inference API without becoming an SSRF proxy.
 
 Every address the host name resolves to must be public (not private, loopback, link-local,
-reserved or multicast) unless the operator allows private addresses; redirects are not followed,
-since a public URL could redirect into the private network.
+reserved or multicast) unless the operator allows private addresses. Redirects are followed a few
+hops, each one checked the same way, since a public URL could redirect into the private network
+(and sites that moved from http to https redirect every old media URL).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -27,7 +28,20 @@ def _check_host(host: str, port: int, allow_private: bool) -> None:
             raise PermanentError(f"imageUrl host {host} resolves to a non-public address ({addr}); refused")
 
 
+MAX_REDIRECTS = 5
+
+
 def fetch_image(url: str, *, allow_private: bool, max_bytes: int, timeout_s: float = 15.0) -> bytes:
+    for _hop in range(MAX_REDIRECTS + 1):
+        data, location = _fetch_once(url, allow_private=allow_private, max_bytes=max_bytes, timeout_s=timeout_s)
+        if location is None:
+            return data
+        url = urljoin(url, location)
+    raise PermanentError(f"imageUrl redirected more than {MAX_REDIRECTS} times; not followed further")
+
+
+def _fetch_once(url: str, *, allow_private: bool, max_bytes: int, timeout_s: float) -> tuple[bytes, str | None]:
+    """The body, or the next URL of a redirect (each hop's host is checked before it is asked)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PermanentError("imageUrl must be an http(s) URL")
@@ -35,7 +49,10 @@ def fetch_image(url: str, *, allow_private: bool, max_bytes: int, timeout_s: flo
     try:
         with httpx.stream("GET", url, timeout=timeout_s, follow_redirects=False) as resp:
             if resp.is_redirect:
-                raise PermanentError(f"imageUrl answered with a redirect ({resp.status_code}); not followed")
+                location = resp.headers.get("location")
+                if not location:
+                    raise PermanentError(f"imageUrl answered {resp.status_code} without a Location")
+                return b"", location
             if resp.status_code >= 500:
                 raise TransientError(f"imageUrl answered {resp.status_code}")
             if resp.status_code >= 400:
@@ -45,6 +62,6 @@ def fetch_image(url: str, *, allow_private: bool, max_bytes: int, timeout_s: flo
                 data.extend(chunk)
                 if len(data) > max_bytes:
                     raise PermanentError(f"image at imageUrl is larger than {max_bytes} bytes")
-            return bytes(data)
+            return bytes(data), None
     except httpx.HTTPError as exc:
         raise TransientError(f"cannot fetch imageUrl: {type(exc).__name__}") from exc

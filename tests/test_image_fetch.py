@@ -1,0 +1,67 @@
+"""Tier 1: fetching an image by URL — redirects followed and re-checked, loops and private hosts refused."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from pipeline.errors import PermanentError
+from pipeline.image_fetch import MAX_REDIRECTS, fetch_image
+
+BODY = b"\x89PNG\r\n\x1a\n-not-really-a-png"
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path.startswith("/hop/"):
+                n = int(self.path.rsplit("/", 1)[1])
+                self.send_response(302)
+                self.send_header("Location", f"/hop/{n - 1}" if n > 0 else "/image.png")
+                self.end_headers()
+            elif self.path == "/loop":
+                self.send_response(301)
+                self.send_header("Location", "/loop")
+                self.end_headers()
+            elif self.path == "/image.png":
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(BODY)))
+                self.end_headers()
+                self.wfile.write(BODY)
+            else:
+                self.send_response(404)
+                self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_redirects_are_followed_a_few_hops(server: str) -> None:
+    assert fetch_image(f"{server}/hop/2", allow_private=True, max_bytes=1000) == BODY
+    with pytest.raises(PermanentError, match="redirected more than"):
+        fetch_image(f"{server}/hop/{MAX_REDIRECTS + 1}", allow_private=True, max_bytes=1000)
+    with pytest.raises(PermanentError, match="redirected more than"):
+        fetch_image(f"{server}/loop", allow_private=True, max_bytes=1000)
+
+
+def test_private_hosts_refused_and_limits_kept(server: str) -> None:
+    with pytest.raises(PermanentError, match="non-public address"):
+        fetch_image(f"{server}/image.png", allow_private=False, max_bytes=1000)
+    with pytest.raises(PermanentError, match="larger than"):
+        fetch_image(f"{server}/image.png", allow_private=True, max_bytes=5)
+    with pytest.raises(PermanentError, match="404"):
+        fetch_image(f"{server}/missing.png", allow_private=True, max_bytes=1000)
+    with pytest.raises(PermanentError, match="http"):
+        fetch_image("file:///etc/passwd", allow_private=True, max_bytes=1000)
