@@ -245,6 +245,12 @@ def cmd_worker(rest: list[str]) -> int:
     return 0
 
 
+def cmd_flower(rest: list[str]) -> int:
+    """Flower on the same broker; its /api answers 401 unless FLOWER_BASIC_AUTH=user:pass (or --basic-auth)."""
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "worker.app", "flower", *rest])
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="repobuild", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -300,6 +306,8 @@ def parser() -> argparse.ArgumentParser:
     api.set_defaults(func=cmd_api)
 
     sub.add_parser("worker", help="start a Celery worker (arguments pass through)", add_help=False)
+    sub.add_parser("flower", help="start Flower on the broker (arguments pass through; FLOWER_BASIC_AUTH=user:pass)",
+                   add_help=False)
     return p
 
 
@@ -307,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "worker":
         return cmd_worker(argv[1:])
+    if argv and argv[0] == "flower":
+        return cmd_flower(argv[1:])
     args = parser().parse_args(argv)
     return int(args.func(args))
 
