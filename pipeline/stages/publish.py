@@ -1,8 +1,10 @@
-"""publish: the parse and build_db outputs → the bundle of CONTRACT §3, in a local output folder.
+"""publish: the outputs of the build stages → the bundle of CONTRACT §3.
 
+Into a local output folder (LocalFolderTarget), or, for the tasks that deploy to a bucket, into the
+artifact store (`jobs/<id>/publish/bundle`), where the `upload` stage takes it on any worker.
 The bundle is all-or-nothing: it is written into a hidden staging folder and installed in one
-rename by LocalFolderTarget, so there is no cursor to resume from; a retried attempt starts over
-(and gives the same bytes: JSON is written with sorted keys, lists in the parse stage's order).
+rename, so there is no cursor to resume from; a retried attempt starts over (and gives the same
+bytes: JSON is written with sorted keys, lists in the parse stage's order).
 """
 
 from __future__ import annotations
