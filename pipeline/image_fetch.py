@@ -10,22 +10,39 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
 import httpx
 
 from pipeline.errors import PermanentError, TransientError
 
 
-def _check_host(host: str, port: int, allow_private: bool) -> None:
+def _check_host(host: str, port: int, allow_private: bool) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address to connect to, once every address the name resolves to has passed the check."""
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
         raise PermanentError(f"cannot resolve {host}: {exc}") from exc
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0])
+    addrs = [ipaddress.ip_address(info[4][0]) for info in infos]
+    for addr in addrs:
         if not allow_private and not addr.is_global:
             raise PermanentError(f"imageUrl host {host} resolves to a non-public address ({addr}); refused")
+    if not addrs:
+        raise PermanentError(f"cannot resolve {host}: no address")
+    return addrs[0]
+
+
+def _pinned(parts: SplitResult, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[str, dict[str, str]]:
+    """The URL with the checked address in place of the name, and the Host header naming the site.
+
+    Connecting to the address that was checked (not resolving the name a second time) closes the DNS
+    rebinding gap: a name that answered public for the check cannot answer private for the fetch.
+    TLS still verifies the certificate against the name (sent as SNI).
+    """
+    ip = f"[{addr}]" if addr.version == 6 else str(addr)
+    netloc = f"{ip}:{parts.port}" if parts.port else ip
+    host = parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=netloc)), {"Host": f"{host}:{parts.port}" if parts.port else host}
 
 
 MAX_REDIRECTS = 5
@@ -45,9 +62,11 @@ def _fetch_once(url: str, *, allow_private: bool, max_bytes: int, timeout_s: flo
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PermanentError("imageUrl must be an http(s) URL")
-    _check_host(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allow_private)
+    addr = _check_host(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), allow_private)
+    pinned, headers = _pinned(parts, addr)
     try:
-        with httpx.stream("GET", url, timeout=timeout_s, follow_redirects=False) as resp:
+        with httpx.Client(timeout=timeout_s, follow_redirects=False) as client, client.stream(
+                "GET", pinned, headers=headers, extensions={"sni_hostname": parts.hostname}) as resp:
             if resp.is_redirect:
                 location = resp.headers.get("location")
                 if not location:

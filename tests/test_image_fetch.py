@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pipeline.errors import PermanentError
+from pipeline.errors import PermanentError, PipelineError
 from pipeline.image_fetch import MAX_REDIRECTS, fetch_image
 
 BODY = b"\x89PNG\r\n\x1a\n-not-really-a-png"
@@ -65,3 +68,39 @@ def test_private_hosts_refused_and_limits_kept(server: str) -> None:
         fetch_image(f"{server}/missing.png", allow_private=True, max_bytes=1000)
     with pytest.raises(PermanentError, match="http"):
         fetch_image("file:///etc/passwd", allow_private=True, max_bytes=1000)
+
+
+def test_https_is_fetched_from_the_checked_address_with_the_name_verified(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection goes to the address that was checked (no second DNS answer can redirect it), and
+    TLS still verifies the certificate against the host name, sent as SNI."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(BODY)))
+            self.end_headers()
+            self.wfile.write(BODY)
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(str(cert), str(key))
+    httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    port = httpd.server_address[1]
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trust this test's own certificate authority
+    try:
+        assert fetch_image(f"https://localhost:{port}/x.png", allow_private=True, max_bytes=1000) == BODY
+        # the certificate names localhost, not 127.0.0.1: verification still happens, by name
+        with pytest.raises(PipelineError):
+            fetch_image(f"https://127.0.0.1:{port}/x.png", allow_private=True, max_bytes=1000)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
