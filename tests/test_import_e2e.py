@@ -426,3 +426,26 @@ def test_repositories_from_a_github_template(settings: Settings, workers: Worker
         assert payload["status"] == "completed" and TOKEN.encode() not in raw
     finally:
         github.stop()
+
+
+def test_a_large_export_is_kept_out_of_redis(settings: Settings, workers: Workers, store: JobStore, s3_server: Any,
+                                              api_factory: Callable[[Settings], ApiServer],
+                                              callback_server: Callable[..., CallbackServer]) -> None:
+    """A big `wpXml` goes to the artifact store at submission; the job state keeps its key only."""
+    paragraphs = "".join(f"<p>Paragraph {n} of a long archive post about the garden in spring.</p>"
+                         for n in range(2000))
+    xml = wxr("https://blog.example.org", item(7, "post", "publish", title="Archive", slug="archive",
+                                                content=paragraphs))
+    assert len(b64(xml)) > 64 * 1024
+    settings = s3_settings(settings, s3_server)
+    workers.start(settings)
+    api = api_factory(settings)
+    cb = callback_server()
+    submit_process(api, "big-wp", "wp-import", cb.url, {"wpXml": b64(xml), "projectId": "p-big",
+                                                        "skipEmbeddings": True})
+    stored = store.get("big-wp").spec.options["wpXml"]
+    assert isinstance(stored, dict) and stored["artifact"].startswith("inputs/") and stored["bytes"] > 64 * 1024
+    raw = store.r.hget(store.k_job("big-wp"), "spec") or ""
+    assert len(raw) < 4096  # the export itself is not in Redis
+    job = finished(store, "big-wp", JobStatus.COMPLETED)
+    assert job.stage("parse").summary["posts"] == 1

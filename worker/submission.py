@@ -6,6 +6,7 @@ import time
 
 from pipeline.checkpoints import JobStore, JobView
 from pipeline.errors import PermanentError
+from pipeline.inputs import offload_large_options
 from pipeline.models import JobSpec, JobStatus, StageStatus
 from pipeline.plans import NEEDS_PROJECT, NEEDS_SOURCE, NOTIFY, stages_for
 from pipeline.stages.context import job_key
@@ -32,6 +33,7 @@ def submit(app: RepobuildCelery, spec: JobSpec, job_secrets: dict[str, str] | No
         problem = None
     except PermanentError as exc:
         stages, problem = (NOTIFY,), str(exc)
+    spec = offload_large_options(spec, app.artifacts)
     job, created = store.create(spec, stages, job_secrets)
     if not created:
         return job, False

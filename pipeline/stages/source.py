@@ -24,7 +24,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.artifacts import ArtifactStore
 from pipeline.errors import PermanentError
+from pipeline.inputs import option_text
 from pipeline.models import JSON, StageResult
 from pipeline.sources.brief import generate_files, write_files
 from pipeline.sources.git import mask_secrets, mask_url
@@ -81,7 +83,7 @@ def _deliver(ctx: StageContext, made: JSON) -> JSON:
 
 
 def _wordpress(ctx: StageContext) -> JSON:
-    xml = _wxr_bytes(ctx.spec.options)
+    xml = _wxr_bytes(ctx.spec.options, ctx.artifacts)
     settings = ctx.settings
     with ctx.artifacts.write_tree(ctx.key(REPO)) as work:
         report = convert_wxr(xml, work, allow_private=settings.allow_private_image_urls,
@@ -148,8 +150,8 @@ def _commit(ctx: StageContext, work: Path, message: str) -> JSON:
     return {"kind": "git-tree", "branch": BRANCH, "commit": sha, "files": files}
 
 
-def _wxr_bytes(options: dict[str, Any]) -> bytes:
-    encoded = options.get("wpXml")
+def _wxr_bytes(options: dict[str, Any], artifacts: ArtifactStore) -> bytes:
+    encoded = option_text(options.get("wpXml"), artifacts, "wpXml")
     if encoded is not None:
         if not isinstance(encoded, str) or not encoded.strip():
             raise PermanentError("wpXml must be the WordPress export as a non-empty base64 string")
