@@ -1,4 +1,5 @@
-"""A small real GitHub REST API for tests: `POST /repos/{owner}/{repo}/generate` on a loopback port.
+"""A small real GitHub REST API for tests on a loopback port: `POST /repos/{owner}/{repo}/generate`,
+`POST /user/repos` and `/orgs/{org}/repos`, `GET /user` and `GET /repos/{owner}/{repo}`.
 
 Template repositories are made with make_git_repo and served, like the repositories generated from them,
 by a GitHttpServer that accepts the same token as basic auth, as github.com does. A generated repository
@@ -25,6 +26,8 @@ from dulwich.repo import Repo
 from tests.gitserver import GitHttpServer, make_git_repo
 
 _GENERATE = re.compile(r"/repos/([^/]+)/([^/]+)/generate")
+_CREATE = re.compile(r"/user/repos|/orgs/([^/]+)/repos")
+_REPO = re.compile(r"/repos/([^/]+)/([^/]+)")
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -138,6 +141,33 @@ class GitHubApiServer:
             self.git.add_repo(f"{full_name}.git", path)
         return 201, self.as_json(repo)
 
+    def _create(self, org: str | None, body: Any) -> tuple[int, dict[str, Any]]:
+        """`POST /user/repos` or `/orgs/{org}/repos`: an empty repository, cloneable and pushable at once."""
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not _NAME.fullmatch(body["name"]):
+            return 422, {"message": "Invalid request.", "errors": ["name is missing or not a valid repository name"]}
+        owner = org or self.login
+        full_name = f"{owner}/{body['name']}"
+        with self._lock:
+            if full_name.lower() in self.repos:
+                return 422, {"message": "Repository creation failed.",
+                             "errors": [{"resource": "Repository", "code": "custom", "field": "name",
+                                         "message": "name already exists on this account"}]}
+            path = self.root / "created" / owner / f"{body['name']}.git"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Repo.init_bare(str(path), mkdir=True, default_branch=b"main").close()
+            repo = FakeRepo(owner, body["name"], path, is_template=False, private=bool(body.get("private")),
+                            description=str(body.get("description") or ""))
+            self.repos[full_name.lower()] = repo
+        self.git.add_repo(f"{full_name}.git", path)
+        return 201, self.as_json(repo)
+
+    def _get(self, path: str) -> tuple[int, dict[str, Any]]:
+        if path == "/user":
+            return 200, {"login": self.login}
+        found = _REPO.fullmatch(path)
+        repo = self.repos.get(f"{found.group(1)}/{found.group(2)}".lower()) if found else None
+        return (200, self.as_json(repo)) if repo is not None else (404, {"message": "Not Found"})
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         api = self
 
@@ -171,10 +201,20 @@ class GitHubApiServer:
                     self._answer(401, {"message": "Bad credentials"})
                     return
                 found = _GENERATE.fullmatch(self.path)
-                if not found:
+                create = _CREATE.fullmatch(self.path)
+                if found:
+                    self._answer(*api._generate(found.group(1), found.group(2), body))
+                elif create:
+                    self._answer(*api._create(create.group(1), body))
+                else:
                     self._answer(404, {"message": "Not Found"})
+
+            def do_GET(self) -> None:
+                api.requests.append(Recorded("GET", self.path, dict(self.headers.items()), None))
+                if self.headers.get("Authorization") != f"Bearer {api.token}":
+                    self._answer(401, {"message": "Bad credentials"})
                     return
-                self._answer(*api._generate(found.group(1), found.group(2), body))
+                self._answer(*api._get(self.path))
 
         return Handler
 

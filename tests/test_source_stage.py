@@ -231,6 +231,27 @@ def test_brief_project_is_committed_and_fetchable(settings: Settings, llm: OpenA
     assert "[[Page 2]]" in (tree / "notes/page-1.md").read_text()
 
 
+def test_brief_with_a_repo_name_creates_the_repository_and_pushes(settings: Settings, llm: OpenAIServer,
+                                                                   github: GitHubApiServer, tmp_path: Path) -> None:
+    """The original's `repoName`: a new GitHub repository, created once even when the stage runs again."""
+    llm.queue_replies(reply(project(5)))
+    ctx = context(brief_settings(settings, llm).with_(github_api_url=github.url), "generate-project-from-brief",
+                  {"brief": BRIEF, "repoName": "garden-notes"}, secrets={"git_token": TOKEN})
+    result = source.run(ctx)
+    assert result.summary["created"] == "octo/garden-notes" and TOKEN not in repr(result.summary)
+    (create,) = [r for r in github.requests if r.method == "POST"]
+    assert create.path == "/user/repos" and create.body["name"] == "garden-notes" and create.body["private"] is True
+    pushed = clone(github.clone_url("octo/garden-notes"), tmp_path / "back", token=TOKEN)
+    assert pushed == result.summary["commit"]
+    assert files_of(tmp_path / "back") == [f"notes/page-{i}.md" for i in range(5)]
+    # a retried delivery (the first answer lost): the existing repository is found and used, not a failure
+    ctx.artifacts.delete_prefix(ctx.key("result/source.json"))
+    again = source.run(ctx)
+    assert again.summary["created"] == "octo/garden-notes" and again.summary["commit"] == pushed
+    assert [r.path for r in github.requests if r.method == "GET"][-1] == "/repos/octo/garden-notes"
+    assert len(llm.requests_to(CHAT)) == 1
+
+
 def test_brief_invalid_then_good(settings: Settings, llm: OpenAIServer) -> None:
     llm.queue_replies(reply(project(3)), reply(project(6)))
     ctx = context(brief_settings(settings, llm), "generate-and-deploy-project", {"brief": BRIEF})

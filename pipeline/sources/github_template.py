@@ -84,13 +84,60 @@ def generate_from_template(template: str, name: str, *, token: str, owner: str |
                             "include_all_branches": include_all_branches}
     if owner:
         body["owner"] = owner
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
-               "X-GitHub-Api-Version": API_VERSION}
     url = f"{api_base.rstrip('/')}/repos/{source.owner}/{source.name}/generate"
     target = f"{owner or '(token owner)'}/{name}"
+    what = f"creating {target} from template {source.full_name}"
+    resp = _call("POST", url, token=token, api_base=api_base, timeout=timeout, body=body)
+    if resp.status_code == 201:
+        return _generated(resp, token)
+    if resp.status_code == 404:
+        raise PermanentError(f"template repository {source.full_name} not found, not marked as a template, "
+                             f"or not visible to the token (HTTP 404)")
+    raise _failure(resp, token, what)
+
+
+def create_repository(name: str, *, token: str, owner: str | None = None, description: str = "",
+                      private: bool = True, api_base: str = DEFAULT_API_BASE, timeout: float = 30.0) -> GeneratedRepo:
+    """An empty repository `owner/name` (the token's user by default) to push a generated project to.
+
+    Idempotent, as a retried stage needs: when the name exists already (our own earlier attempt, or a
+    repository the user made for this), that repository is returned and the push decides the rest.
+    """
+    if not token:
+        raise PermanentError(f"creating the repository {name} needs a GitHub token")
+    base = api_base.rstrip("/")
+    url = f"{base}/orgs/{owner}/repos" if owner else f"{base}/user/repos"
+    body = {"name": name, "description": description, "private": private, "auto_init": False}
+    what = f"creating the repository {owner or '(token owner)'}/{name}"
+    resp = _call("POST", url, token=token, api_base=api_base, timeout=timeout, body=body)
+    if resp.status_code == 201:
+        return _generated(resp, token)
+    if resp.status_code == 422 and "already exists" in _github_message(resp):
+        login = owner or _login(token=token, api_base=api_base, timeout=timeout)
+        found = _call("GET", f"{base}/repos/{login}/{name}", token=token, api_base=api_base, timeout=timeout)
+        if found.status_code == 200:
+            return _generated(found, token)
+    raise _failure(resp, token, what)
+
+
+def _login(*, token: str, api_base: str, timeout: float) -> str:
+    resp = _call("GET", f"{api_base.rstrip('/')}/user", token=token, api_base=api_base, timeout=timeout)
+    if resp.status_code != 200:
+        raise _failure(resp, token, "reading the token's user")
+    login = resp.json().get("login") if isinstance(resp.json(), dict) else None
+    if not isinstance(login, str) or not login:
+        raise PermanentError("GitHub's /user answer has no login")
+    return login
+
+
+def _call(method: str, url: str, *, token: str, api_base: str, timeout: float,
+          body: dict[str, Any] | None = None) -> httpx.Response:
+    """One GitHub API request; network trouble is transient, a malformed base URL permanent."""
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
+               "X-GitHub-Api-Version": API_VERSION}
     try:
         with httpx.Client(timeout=timeout, follow_redirects=True) as client:
-            resp = client.post(url, json=body, headers=headers)
+            return client.request(method, url, json=body, headers=headers)
     except httpx.UnsupportedProtocol as exc:
         raise PermanentError(f"GitHub API base {mask_url(api_base)!r} is not an http(s) URL") from exc
     except httpx.TransportError as exc:
@@ -99,25 +146,21 @@ def generate_from_template(template: str, name: str, *, token: str, owner: str |
     except (httpx.RequestError, httpx.InvalidURL) as exc:
         raise PermanentError(f"cannot call the GitHub API at {mask_url(api_base)}: {_reason(exc, token)}") \
             from cause(exc, token)
-    if resp.status_code == 201:
-        return _generated(resp, token)
+
+
+def _failure(resp: httpx.Response, token: str, what: str) -> PermanentError | TransientError:
+    """The error for a GitHub answer that is not a success: rate limits and 5xx are worth a retry."""
     said = mask_secrets(_github_message(resp), [token])
     status = resp.status_code
     if _rate_limited(resp, said):
-        raise TransientError(f"GitHub rate limit hit while creating {target} from {source.full_name} "
-                             f"(HTTP {status}): {said}")
+        return TransientError(f"GitHub rate limit hit while {what} (HTTP {status}): {said}")
     if status in (401, 403):
-        raise PermanentError(f"GitHub refused to create {target} from template {source.full_name} (HTTP {status}): "
-                             f"the token lacks permission ({said})")
-    if status == 404:
-        raise PermanentError(f"template repository {source.full_name} not found, not marked as a template, "
-                             f"or not visible to the token (HTTP 404)")
+        return PermanentError(f"GitHub refused {what} (HTTP {status}): the token lacks permission ({said})")
     if status == 422:
-        raise PermanentError(f"GitHub cannot create {target} from {source.full_name}: the name exists "
-                             f"or is invalid (HTTP 422): {said}")
+        return PermanentError(f"GitHub cannot do {what}: the name exists or is invalid (HTTP 422): {said}")
     if status >= 500:
-        raise TransientError(f"GitHub failed creating {target} from {source.full_name} (HTTP {status}): {said}")
-    raise PermanentError(f"GitHub answered HTTP {status} creating {target} from {source.full_name}: {said}")
+        return TransientError(f"GitHub failed {what} (HTTP {status}): {said}")
+    return PermanentError(f"GitHub answered HTTP {status} {what}: {said}")
 
 
 def _generated(resp: httpx.Response, token: str) -> GeneratedRepo:

@@ -31,7 +31,7 @@ from pipeline.models import JSON, StageResult
 from pipeline.sources.brief import generate_files, write_files
 from pipeline.sources.git import mask_secrets, mask_url
 from pipeline.sources.git_write import commit_tree, push
-from pipeline.sources.github_template import generate_from_template, wait_until_cloneable
+from pipeline.sources.github_template import create_repository, generate_from_template, wait_until_cloneable
 from pipeline.sources.wordpress import convert_wxr
 from pipeline.stages.context import StageContext
 
@@ -72,11 +72,20 @@ def _deliver(ctx: StageContext, made: JSON) -> JSON:
                                       timeout=TEMPLATE_READY_TIMEOUT_S)
         return {**made, "commit": commit}
     remote = _remote(ctx.spec.options)
+    created = None
+    repo_name = _text(ctx.spec.options, "repoName")
+    if remote is None and repo_name is not None and token:
+        # The original made a new GitHub repository named `repoName` and pushed there.
+        repo = create_repository(repo_name, token=token, owner=_text(ctx.spec.options, "owner"),
+                                 private=_flag(ctx.spec.options, "private", default=True),
+                                 api_base=ctx.settings.github_api_url)
+        remote, created = repo.clone_url, repo.full_name
+        ctx.log(f"source: created the repository {repo.full_name}")
     if remote is None:
         return {**made, "remote": None}
     push(ctx.artifacts.tree(ctx.key(REPO)), remote, token=token, branch=made["branch"])
     ctx.log(f"source: pushed {made['branch']} to {mask_url(remote)}")
-    return {**made, "remote": mask_secrets(mask_url(remote), [token])}
+    return {**made, "remote": mask_secrets(mask_url(remote), [token]), **({"created": created} if created else {})}
 
 
 # ------------------------------------------------------------------------------------------------ makers
