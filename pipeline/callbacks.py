@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,19 +20,13 @@ import httpx
 
 from pipeline.errors import PermanentError, TransientError
 from pipeline.models import JSON
+from pipeline.timestamps import Timestamp, iso
 
-Timestamp = float | datetime
 SIGNATURE_HEADER = "X-Repobuild-Signature"
 DELIVERY_HEADER = "X-Repobuild-Delivery"
 # Refused for now, but the receiver asks to be tried again later.
 _RETRYABLE_4XX = {408, 429}
 _MIN_SECRET_LEN = 4  # shorter "secrets" would mangle ordinary words when masked
-
-
-def iso(ts: Timestamp) -> str:
-    """`2026-01-02T03:04:05.678Z`, the form JavaScript's toISOString gives the original's clients."""
-    dt = ts if isinstance(ts, datetime) else datetime.fromtimestamp(ts, UTC)
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _seconds(ts: Timestamp) -> float:

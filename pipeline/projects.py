@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.errors import PermanentError
@@ -10,6 +9,7 @@ from pipeline.models import JSON
 from pipeline.settings import Settings
 from pipeline.stages.upload import project_prefix
 from pipeline.targets.s3 import S3Publisher, force_pointer
+from pipeline.timestamps import now_iso
 
 
 class NoSuchRevision(PermanentError):
@@ -33,7 +33,7 @@ def rollback(settings: Settings, project_id: str, rev: str) -> JSON:
         raise NoSuchRevision(f"project {project_id} has no complete revision {rev} (no {base}/{rev}/manifest.json)")
     current = latest(settings, project_id, pub) or {}
     pointer = {"rev": rev, "jobId": rev, "seq": current.get("seq", 0),
-               "publishedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+               "publishedAt": now_iso(),
                "rolledBackFrom": current.get("rev")}
     force_pointer(pub.client, pub.bucket, f"{base}/latest.json", pointer)
     return pointer

@@ -13,7 +13,6 @@ import hashlib
 import json
 import re
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -25,6 +24,7 @@ from pipeline.models import JSON, Issue, StageResult
 from pipeline.plans import publishes_to_bucket
 from pipeline.stages.context import StageContext
 from pipeline.targets.local import LocalFolderTarget
+from pipeline.timestamps import now_iso
 from pipeline.vectors import has_matrix, read_matrix
 
 # Files the bundle describes itself with; files-dist.json lists every other file.
@@ -350,7 +350,7 @@ def run(ctx: StageContext) -> StageResult:
         w.json("manifest.json", {
             "revision": rev, "jobId": ctx.job_id, "task": ctx.spec.task, "projectId": ctx.spec.project_id,
             "source": _source_info(ctx),
-            "createdAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "createdAt": now_iso(),
             "counts": {"posts": len(posts), "medias": len(medias),
                        "issues": len(processor_issues.get("issues") or []) + len(worker_issues)},
             "models": models,

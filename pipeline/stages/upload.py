@@ -15,7 +15,6 @@ all: the pointer stays where it is and every file counts as skipped.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from pipeline.models import JSON, StageResult
 from pipeline.stages.context import StageContext
 from pipeline.stages.dist_input import dist_folder
 from pipeline.targets.s3 import FailedUpload, S3Publisher, UploadReport, move_pointer
+from pipeline.timestamps import now_iso
 
 STAGE = "upload"
 # publishInfo of an upload that failed, for the failure callback (the job has no result then).
@@ -155,12 +155,8 @@ def _raise_failed(report: UploadReport) -> None:
 def _move_latest(ctx: StageContext, pub: S3Publisher, base: str, rev: str) -> bool:
     seq = ctx.submission_seq()
     pointer = {"rev": rev, "jobId": ctx.job_id, "seq": seq if seq is not None else ctx.spec.created_at,
-               "publishedAt": _now()}
+               "publishedAt": now_iso()}
     return move_pointer(pub.client, pub.bucket, f"{base}/latest.json", pointer)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _publish_info(ctx: StageContext, rev: str, base: str, total: int, uploaded: int, skipped: int,
@@ -174,5 +170,5 @@ def _publish_info(ctx: StageContext, rev: str, base: str, total: int, uploaded: 
         "publicContentUrl": f"{public}/{base}/{rev}/", "publicMediaUrl": f"{public}/{base}/_shared/medias/",
         "publicPostsUrl": f"{public}/{base}/_shared/posts/",
         "totalFiles": total, "successfulUploads": uploaded, "skippedUploads": skipped,
-        "failedUploads": len(failed), "failedKeys": [f.key for f in failed], "timestamp": _now(),
+        "failedUploads": len(failed), "failedKeys": [f.key for f in failed], "timestamp": now_iso(),
     }

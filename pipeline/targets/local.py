@@ -20,10 +20,10 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.errors import PermanentError
+from pipeline.timestamps import now_iso
 
 LATEST = "latest"
 LATEST_JSON = "latest.json"
@@ -116,7 +116,7 @@ class LocalFolderTarget:
             tmp.unlink(missing_ok=True)
             raise
         info = {"revision": rev, "path": str(self.root / rev),
-                "publishedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+                "publishedAt": now_iso()}
         write_atomic(self.root / LATEST_JSON, json.dumps(info, ensure_ascii=False, sort_keys=True).encode())
 
 
