@@ -50,9 +50,13 @@ class _Vectors:
             self.kind, self.model_id, self.dim = "caption", self.text.model_id, self.text.dim
         self.cache = VectorCache(ctx.artifacts, self.model_id, self.dim)
 
-    def key(self, sha: str, caption: str) -> str:
-        # A CLIP vector depends on the pixels only; a caption vector on the caption only.
-        return sha if self.kind == "clip" else text_key(caption)
+    def key(self, item: JSON) -> str:
+        return vector_key(self.kind, item)
+
+
+def vector_key(kind: str, item: JSON) -> str:
+    """An image vector's cache key: a CLIP vector depends on the pixels only, a caption vector on the caption."""
+    return str(item["hash"]) if kind == "clip" else text_key(str(item["caption"]))
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -76,19 +80,21 @@ def _plan(ctx: StageContext) -> int:
     variants = VariantCache(ctx.artifacts)
     remote = previous_variants(ctx)  # already resized in the project's bucket: not encoded again
     vectors = None if embeddings_skipped(ctx) else _Vectors(ctx)
-    old = previous_vectors(ctx, vectors.model_id)[2] if vectors is not None and vectors.kind == "clip" else {}
+    old = previous_vectors(ctx, vectors.model_id, ("medias",))["medias"] if vectors and vectors.kind == "clip" else {}
     todo = []
     for item in items:
         sha = str(item["hash"])
-        item["remote"] = sha in remote and not variants.known(sha)
-        if vectors is not None:
-            key = vectors.key(sha, str(item["caption"]))
-            if not vectors.cache.has(key) and sha in old and old[sha].shape == (vectors.dim,):
-                vectors.cache.put(key, old[sha])
-        needs_variants = not variants.known(sha) and not item["remote"]
-        needs_vector = (vectors is not None and variants.error(sha) is None
-                        and not vectors.cache.has(vectors.key(sha, str(item["caption"]))))
-        if needs_variants or needs_vector:
+        known = variants.known(sha)
+        item["remote"] = sha in remote and not known
+        needs_vector = False
+        if vectors is not None and variants.error(sha) is None:
+            key = vectors.key(item)
+            if not vectors.cache.has(key):
+                if sha in old and old[sha].shape == (vectors.dim,):
+                    vectors.cache.put(key, old[sha])  # the live revision's vector: a cold cache need not redo it
+                else:
+                    needs_vector = True
+        if (not known and not item["remote"]) or needs_vector:
             todo.append(item)
     batches = [todo[k:k + IMAGES_PER_BATCH] for k in range(0, len(todo), IMAGES_PER_BATCH)]
     for n, batch in enumerate(batches):
@@ -133,8 +139,7 @@ def run_batch(ctx: BatchContext, n: int) -> None:
 
 
 def _embed(vectors: _Vectors, readable: list[tuple[JSON, bytes]]) -> None:
-    todo = [(item, data) for item, data in readable
-            if not vectors.cache.has(vectors.key(str(item["hash"]), str(item["caption"])))]
+    todo = [(item, data) for item, data in readable if not vectors.cache.has(vectors.key(item))]
     if not todo:
         return
     if vectors.clip is not None:
@@ -181,7 +186,7 @@ def _assemble(ctx: StageContext, total: int) -> StageResult:
         ids: list[str] = []
         rows = []
         for item in plan["items"]:
-            key = str(item["hash"]) if vectors["kind"] == "clip" else text_key(str(item["caption"]))
+            key = vector_key(str(vectors["kind"]), item)
             if str(item["hash"]) in sizes and cache.has(key):
                 ids.append(str(item["hash"]))
                 rows.append(cache.get(key))

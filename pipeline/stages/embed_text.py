@@ -60,7 +60,7 @@ def _plan(ctx: StageContext) -> int:
     embedder = text_embedder(ctx.settings)
     cache = VectorCache(ctx.artifacts, embedder.model_id, embedder.dim)
     items, texts = _inputs(ctx)
-    old_posts, old_chunks, _ = previous_vectors(ctx, embedder.model_id)
+    old = previous_vectors(ctx, embedder.model_id, ("posts", "chunks"))
     misses: dict[str, str] = {}
     reused = 0
     for item, text in zip(items, texts, strict=True):
@@ -68,9 +68,9 @@ def _plan(ctx: StageContext) -> int:
         if key in misses or cache.has(key):
             continue
         # The live revision in the bucket may hold this very vector (a cold cache on a new machine).
-        old = old_posts.get(str(item["post"])) if item["kind"] == "post" else old_chunks.get(key)
-        if old is not None and old.shape == (embedder.dim,):
-            cache.put(key, old)
+        vec = old["posts"].get(str(item["post"])) if item["kind"] == "post" else old["chunks"].get(key)
+        if vec is not None and vec.shape == (embedder.dim,):
+            cache.put(key, vec)
             reused += 1
         else:
             misses[key] = text

@@ -97,34 +97,39 @@ def _previous_db(ctx: StageContext) -> Path | None:
 
 
 ByKey = dict[str, Matrix]
+# name in vector_models → the rows of that table as (key, embedding): posts by post hash, passages by
+# SHA-256 of their text (the embedding cache's key), images by media hash.
+_TABLES = {
+    "posts": f"SELECT post_id, embedding FROM {POST_VEC}",
+    "chunks": f"SELECT c.text, v.embedding FROM chunks c JOIN {CHUNK_VEC} v ON v.chunk_id = c.id",
+    "medias": f"SELECT media_id, embedding FROM {MEDIA_VEC}",
+}
 
 
-def previous_vectors(ctx: StageContext, model_id: str) -> tuple[ByKey, ByKey, ByKey]:
-    """Vectors of the previous revision made by `model_id`: (posts by post hash, passages by SHA-256 of
-    their text, images by media hash). Empty when the job has no previous revision or another model."""
+def previous_vectors(ctx: StageContext, model_id: str, tables: tuple[str, ...]) -> dict[str, ByKey]:
+    """The previous revision's vectors of `tables` (posts, chunks, medias) that `model_id` made.
+    A table is empty when the job has no previous revision or another model made it."""
+    found: dict[str, ByKey] = {name: {} for name in tables}
     path = _previous_db(ctx)
     if path is None:
-        return {}, {}, {}
+        return found
     try:
         con = connect(path, readonly=True)
         try:
             models = {name: model for name, model, _dim in con.execute("SELECT name, model, dim FROM vector_models")}
-            posts = ({str(i): _vec(b) for i, b in con.execute(f"SELECT post_id, embedding FROM {POST_VEC}")}
-                     if models.get("posts") == model_id else {})
-            chunks = ({text_key(str(t)): _vec(b) for t, b in con.execute(
-                f"SELECT c.text, v.embedding FROM chunks c JOIN {CHUNK_VEC} v ON v.chunk_id = c.id")}
-                if models.get("chunks") == model_id else {})
-            medias = ({str(i): _vec(b) for i, b in con.execute(f"SELECT media_id, embedding FROM {MEDIA_VEC}")}
-                      if models.get("medias") == model_id else {})
+            for name in tables:
+                if models.get(name) == model_id:
+                    found[name] = {text_key(str(k)) if name == "chunks" else str(k): _vec(b)
+                                   for k, b in con.execute(_TABLES[name])}
         finally:
             con.close()
     except apsw.Error as exc:
         # An old database we cannot read only costs the reuse, never the build.
         ctx.log(f"existing: previous content.sqlite not usable ({exc}); embedding everything", "error")
-        return {}, {}, {}
+        return {name: {} for name in tables}
     finally:
         shutil.rmtree(path.parent, ignore_errors=True)
-    return posts, chunks, medias
+    return found
 
 
 def _vec(blob: bytes) -> Matrix:
