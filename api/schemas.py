@@ -52,6 +52,16 @@ def source_spec(value: str | None, branch: str | None, commit: str | None, depth
     return SourceSpec(path=value, branch=branch, commit=commit, depth=depth, subfolder=subfolder), None
 
 
+def strip_push_credentials(options: dict[str, Any], names: tuple[str, ...]) -> list[str | None]:
+    """Push targets (wp-import, brief) may carry credentials in their URLs too: stripped in place, returned."""
+    found: list[str | None] = []
+    for name in names:
+        if isinstance(options.get(name), str):
+            options[name], token = split_credentials(options[name])
+            found.append(token)
+    return found
+
+
 def secrets_of(*tokens: str | None) -> dict[str, str]:
     for token in tokens:
         if token:
@@ -79,11 +89,8 @@ class JobRequest(BaseModel):
     def to_spec(self) -> tuple[JobSpec, dict[str, str]]:
         source, url_token = source_spec(self.source, self.branch, self.commit, self.depth,
                                     self.options.get("repositoryFolder"))
-        options, push_tokens = dict(self.options), []
-        for name in ("repoUrl", "remoteUrl"):  # push targets (wp-import, brief) may carry credentials too
-            if isinstance(options.get(name), str):
-                options[name], found = split_credentials(options[name])
-                push_tokens.append(found)
+        options = dict(self.options)
+        push_tokens = strip_push_credentials(options, ("repoUrl", "remoteUrl"))
         spec = JobSpec(
             job_id=self.job_id or uuid.uuid4().hex,
             task=self.task,
@@ -126,9 +133,7 @@ class ProcessRequest(BaseModel):
                                     data.get("repositoryFolder"))
         if source is not None and source.url and isinstance(data.get("repoUrl"), str):
             data["repoUrl"] = source.url  # without the credentials it may have carried
-        remote_token = None
-        if isinstance(data.get("remoteUrl"), str):  # a push target (wp-import, brief) may carry them too
-            data["remoteUrl"], remote_token = split_credentials(data["remoteUrl"])
+        push_tokens = strip_push_credentials(data, ("remoteUrl",))
         spec = JobSpec(
             job_id=self.jobId,
             task=self.task,
@@ -138,7 +143,7 @@ class ProcessRequest(BaseModel):
             project_id=data.get("projectId"),
             org_id=data.get("orgId"),
         )
-        return spec, secrets_of(str(token) if token else None, url_token, remote_token)
+        return spec, secrets_of(str(token) if token else None, url_token, *push_tokens)
 
 
 def _iso(ts: float | None) -> str | None:

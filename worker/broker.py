@@ -43,8 +43,7 @@ def _decode(raw: bytes) -> tuple[str, list[Any], float | None] | None:
         return None
 
 
-def messages(client: redis.Redis, now: float | None = None,
-             overdue_after_s: float | None = None) -> list[tuple[str, list[Any]]]:
+def messages(client: redis.Redis, overdue_after_s: float | None = None) -> list[tuple[str, list[Any]]]:
     """(task name, args) of every message in the broker; with `overdue_after_s`, leaving out unacked
     messages whose eta (or delivery) is that long past: their worker is most likely dead."""
     found: list[tuple[str, list[Any]]] = []
@@ -58,12 +57,13 @@ def messages(client: redis.Redis, now: float | None = None,
     delivered = ({tag: score for tag, score in cast(list[tuple[bytes, float]],
                                                     client.zrange(UNACKED_INDEX, 0, -1, withscores=True))}
                  if overdue_after_s is not None else {})
+    now = time.time()
     for tag, raw in unacked.items():
         decoded = _decode(raw)
         if decoded is None:
             continue
         task, args, eta = decoded
-        if overdue_after_s is not None and now is not None:
+        if overdue_after_s is not None:
             due = max(eta or 0.0, delivered.get(tag, now))
             if now - due > overdue_after_s:
                 continue
@@ -71,8 +71,8 @@ def messages(client: redis.Redis, now: float | None = None,
     return found
 
 
-def jobs_in_broker(client: redis.Redis, now: float | None = None, overdue_after_s: float | None = None) -> set[str]:
-    return {str(args[0]) for _task, args in messages(client, now, overdue_after_s) if args}
+def jobs_in_broker(client: redis.Redis, overdue_after_s: float | None = None) -> set[str]:
+    return {str(args[0]) for _task, args in messages(client, overdue_after_s) if args}
 
 
 def _client(app: RepobuildCelery) -> redis.Redis:
@@ -89,7 +89,7 @@ def batches_in_broker(app: RepobuildCelery, job_id: str, stage: str) -> set[int]
     """Batches of this stage waiting in a queue or held by a live worker (not by a dead one)."""
     client = _client(app)
     try:
-        return {int(args[2]) for task, args in messages(client, time.time(), overdue_after_s(app))
+        return {int(args[2]) for task, args in messages(client, overdue_after_s(app))
                 if task == "repobuild.batch" and len(args) == 3 and args[0] == job_id and args[1] == stage}
     finally:
         client.close()

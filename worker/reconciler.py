@@ -52,7 +52,7 @@ def reconcile_once(app: RepobuildCelery, broker: redis.Redis) -> list[tuple[str,
     now = time.time()
     # A live worker starts a message it holds within a task budget of its eta (its pool is busy at
     # most that long); one held longer belongs to a dead worker.
-    in_broker = jobs_in_broker(broker, now, overdue_after_s(app))
+    in_broker = jobs_in_broker(broker, overdue_after_s(app))
     actions: list[tuple[str, str]] = []
     for job_id in store.active_ids():
         try:

@@ -8,7 +8,6 @@ Cosines are rounded to 6 decimals so float noise between machines never changes 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import defaultdict
@@ -21,6 +20,7 @@ import numpy as np
 from pipeline.models import JSON, StageResult
 from pipeline.stages.context import StageContext
 from pipeline.stages.dist_input import dist_folder, read_dist_json
+from pipeline.stages.publish import dumps
 from pipeline.vectors import has_matrix, read_matrix
 
 TOP_K = 10
@@ -80,7 +80,7 @@ def _run_on_folder(ctx: StageContext, folder: Path) -> StageResult:
             ctx.artifacts.put_json(ctx.key(f"result/{name}"), value)
             return
         tmp = folder / f".{name}.tmp"
-        tmp.write_bytes(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
+        tmp.write_bytes(dumps(value))  # the bundle's own encoding, then one rename
         os.replace(tmp, folder / name)
 
     return _enrich(ctx, posts, ids, vectors, write)

@@ -188,20 +188,17 @@ class Publisher:
                 medias[n - 1] = media
             url = f"{prefix}/{name}"
             path_map[original], url_map[original], hash_map[original], hash_url[h] = name, url, h, url
-            if name not in copied and h in in_bucket and infos is not None:
-                # Its variants are in the project's bucket already (stage `existing`): listed, not copied.
+            if name not in copied and infos is not None:
                 for info in infos:
-                    self.elsewhere[f"_medias/{variant_filename(h, info)}"] = ("", info.nbytes)
+                    rel = f"_medias/{variant_filename(h, info)}"
+                    if h in in_bucket:
+                        # In the project's bucket already (stage `existing`): listed, not copied.
+                        self.elsewhere[rel] = ("", info.nbytes)
+                    elif rel not in self.w.files:
+                        self.w.write(rel, cache.get_file(h, info))
                 copied.add(name)
-            elif name not in copied:
-                if infos is not None:
-                    for info in infos:
-                        rel = f"_medias/{variant_filename(h, info)}"
-                        if rel not in self.w.files:
-                            self.w.write(rel, cache.get_file(h, info))
-                    copied.add(name)
-                elif self._copy(original, h, name, tree):
-                    copied.add(name)
+            elif name not in copied and self._copy(original, h, name, tree):
+                copied.add(name)
             if n % 50 == 0:
                 # Cancellation and a lost lease surface here; the budget is not honoured, the bundle
                 # being all-or-nothing.
