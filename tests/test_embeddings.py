@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -92,6 +94,21 @@ def test_embed_text_cache_and_enrich(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(600)
+def searchable(tmp_path: Path, source: Path, job_id: str, settings: Settings) -> Callable[..., list[Any]]:
+    """Parse, embed and build the database of `source`; returns `search(query, k)` over it with MiniLM."""
+    artifacts = LocalArtifactStore(settings.artifacts)
+    job = build_job(tmp_path, source, job_id, artifacts, settings)
+    _run(build_db.run, job["args"], "build_db")  # type: ignore[arg-type]
+    db = tmp_path / "content.sqlite"
+    db.write_bytes(artifacts.get_bytes(job_key(job_id, "build_db", "content.sqlite")))
+    e = load_text_embedder()
+
+    def search(query: str, k: int = 5, vectors: bool = True) -> list[Any]:
+        return search_posts(db, query, k=k, embed=(lambda t: e.embed([t])[0]) if vectors else None)
+
+    return search
+
+
 def test_search_finds_expected_post_on_corpus(tmp_path: Path) -> None:
     corpus = tmp_path / "guide"
     (corpus / "_articles").mkdir(parents=True)
@@ -99,34 +116,23 @@ def test_search_finds_expected_post_on_corpus(tmp_path: Path) -> None:
         shutil.copy2(md, corpus / "_articles" / md.name)
     settings = Settings(artifacts=str(tmp_path / "a"), output=str(tmp_path / "o"), temp_dir=str(tmp_path),
                         embed_batch=16)
-    artifacts = LocalArtifactStore(settings.artifacts)
-    job = build_job(tmp_path, corpus, "g1", artifacts, settings)
-    _run(build_db.run, job["args"], "build_db")  # type: ignore[arg-type]
-    db = tmp_path / "content.sqlite"
-    db.write_bytes(artifacts.get_bytes(job_key("g1", "build_db", "content.sqlite")))
-    e = load_text_embedder()
-    hits = search_posts(db, "enforcing a code of conduct", k=5, embed=lambda t: e.embed([t])[0])
+    search = searchable(tmp_path, corpus, "g1", settings)
+    hits = search("enforcing a code of conduct")
     assert hits and hits[0].slug == "code-of-conduct", [h.slug for h in hits]
-    hits = search_posts(db, "getting paid for open source work", k=5, embed=lambda t: e.embed([t])[0])
+    hits = search("getting paid for open source work")
     assert "getting-paid" in [h.slug for h in hits[:3]], [h.slug for h in hits]
     # a question whose words are not the post's words: the vectors carry it
-    hits = search_posts(db, "how should a project decide who gets commit access", k=5,
-                        embed=lambda t: e.embed([t])[0])
+    hits = search("how should a project decide who gets commit access")
     assert "leadership-and-governance" in [h.slug for h in hits[:3]], [h.slug for h in hits]
 
 
 def test_search_on_the_demo_stems_and_embeds_the_bare_query(tmp_path: Path) -> None:
     settings = Settings(artifacts=str(tmp_path / "a"), output=str(tmp_path / "o"), temp_dir=str(tmp_path))
-    artifacts = LocalArtifactStore(settings.artifacts)
-    job = build_job(tmp_path, DEMO_REPO, "d1", artifacts, settings)
-    _run(build_db.run, job["args"], "build_db")  # type: ignore[arg-type]
-    db = tmp_path / "content.sqlite"
-    db.write_bytes(artifacts.get_bytes(job_key("d1", "build_db", "content.sqlite")))
-    e = load_text_embedder()
-    hits = search_posts(db, "how do I deploy", k=3, embed=lambda t: e.embed([t])[0])
+    search = searchable(tmp_path, DEMO_REPO, "d1", settings)
+    hits = search("how do I deploy", k=3)
     assert hits[0].slug == "deploy", [h.slug for h in hits]
     # without vectors, bm25 alone: "deploy" matches "Deploying" through the porter stemmer
-    assert "deploy" in [h.slug for h in search_posts(db, "deploy", k=3)]
+    assert "deploy" in [h.slug for h in search("deploy", k=3, vectors=False)]
 
 
 def test_token_counts_see_past_the_model_window_so_long_posts_get_many_passages() -> None:
