@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import openai
 
+from pipeline.backoff import full_jitter
 from pipeline.errors import PermanentError, TransientError
 
 T = TypeVar("T")
@@ -69,9 +70,7 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
 
 
 def backoff_s(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
-    """Full jitter (uniform in [0, min(cap, base * 2^(attempt-1))]): many workers hitting one limit spread out."""
-    ceiling = min(policy.max_delay_s, policy.base_delay_s * (2 ** (attempt - 1)))
-    return rng.uniform(0.0, ceiling)
+    return full_jitter(attempt, policy.base_delay_s, policy.max_delay_s, rng)
 
 
 def server_message(exc: openai.APIStatusError) -> str:

@@ -8,7 +8,8 @@ from pipeline.errors import PermanentError
 from pipeline.models import JSON
 from pipeline.settings import Settings
 from pipeline.stages.upload import project_prefix
-from pipeline.targets.s3 import S3Publisher, force_pointer
+from pipeline.targets.s3 import S3Publisher
+from pipeline.targets.s3_pointer import force_pointer
 from pipeline.timestamps import now_iso
 
 

@@ -22,12 +22,11 @@ from pipeline.settings import Settings
 from pipeline.targets.s3 import (
     S3Publisher,
     content_type,
-    force_pointer,
-    move_pointer,
     parse_s3_url,
     read_json,
     s3_client,
 )
+from pipeline.targets.s3_pointer import force_pointer, move_pointer
 from tests.seaweed import S3Server
 
 

@@ -22,7 +22,8 @@ from pipeline.errors import PermanentError, TransientError
 from pipeline.models import JSON, StageResult
 from pipeline.stages.context import StageContext
 from pipeline.stages.dist_input import dist_folder
-from pipeline.targets.s3 import FailedUpload, S3Publisher, UploadReport, move_pointer
+from pipeline.targets.s3 import FailedUpload, S3Publisher, UploadReport
+from pipeline.targets.s3_pointer import move_pointer
 from pipeline.timestamps import now_iso
 
 STAGE = "upload"

@@ -25,7 +25,6 @@ import hashlib
 import json
 import mimetypes
 import os
-import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -49,6 +48,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from pipeline.backoff import full_jitter
 from pipeline.errors import PermanentError, PipelineError, TransientError
 from pipeline.settings import Settings
 
@@ -226,11 +226,6 @@ def as_pipeline_error(exc: BaseException, action: str) -> PipelineError:
     if is_transient(exc):
         return TransientError(f"S3 {action}: {detail}")
     return PermanentError(f"S3 {action}: {detail}")
-
-
-def backoff_delay(attempt: int, base_s: float = 0.5, max_s: float = 8.0) -> float:
-    """Full-jitter exponential backoff, so concurrent retries do not hit the server in step."""
-    return float(random.uniform(0, min(max_s, base_s * (2 ** (attempt - 1)))))
 
 
 # --- files -------------------------------------------------------------------------------------------
@@ -485,7 +480,7 @@ class S3Publisher:
                 err = as_pipeline_error(exc, f"uploading {key}")
                 if attempt >= self.attempts or not isinstance(err, TransientError):
                     return "failed", FailedUpload(key, str(path), str(err), attempt, isinstance(err, TransientError))
-            time.sleep(backoff_delay(attempt, self.backoff_s, self.backoff_max_s))
+            time.sleep(full_jitter(attempt, self.backoff_s, self.backoff_max_s))
 
     def _unchanged(self, key: str, local: LocalFile, remote: RemoteObject | None, covered: bool) -> bool:
         if remote is None and covered:
@@ -515,9 +510,9 @@ class S3Publisher:
                                    ContentMD5=base64.b64encode(bytes.fromhex(local.md5)).decode(), **extra)
 
 
-# --- small JSON objects and the `latest.json` pointer --------------------------------------------------
+# --- small JSON objects (the `latest.json` pointer is in s3_pointer.py) -----------------------------------
 
-def _read(client: S3Client, bucket: str, key: str) -> tuple[bytes | None, str | None]:
+def read_bytes(client: S3Client, bucket: str, key: str) -> tuple[bytes | None, str | None]:
     try:
         resp = client.get_object(Bucket=bucket, Key=key)
         body: bytes = resp["Body"].read()
@@ -530,77 +525,13 @@ def _read(client: S3Client, bucket: str, key: str) -> tuple[bytes | None, str | 
 
 def read_json(client: S3Client, bucket: str, key: str) -> tuple[Any, str | None]:
     """(parsed JSON, ETag) of `key`, or (None, None) when it does not exist."""
-    body, etag = _read(client, bucket, key)
+    body, etag = read_bytes(client, bucket, key)
     if body is None:
         return None, None
     try:
         return json.loads(body), etag
     except ValueError as exc:
         raise PermanentError(f"s3://{bucket}/{key} is not JSON: {exc}") from exc
-
-
-def _json_body(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
-
-
-def _put_pointer(client: S3Client, bucket: str, key: str, value: Mapping[str, Any], **condition: str) -> None:
-    body = _json_body(dict(value))
-    client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json",
-                      # a pointer changes in place: CDNs and browsers must revalidate it every time
-                      CacheControl="no-cache",
-                      ContentMD5=base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode(),
-                      **condition)
-
-
-def _seq(value: Any, seq_field: str) -> float | None:
-    if not isinstance(value, Mapping):
-        return None
-    seq = value.get(seq_field)
-    return float(seq) if isinstance(seq, int | float) and not isinstance(seq, bool) else None
-
-
-def move_pointer(client: S3Client, bucket: str, key: str, new: Mapping[str, Any], seq_field: str = "seq",
-                 *, attempts: int = 20) -> bool:
-    """Write `new` at `key` only if its `seq_field` is greater than the stored one. True when moved.
-
-    A compare-and-swap: the write is conditional on the ETag just read (`IfNoneMatch="*"` when there is
-    no pointer yet), so two publishers racing cannot move it backwards; the loser re-reads and decides
-    again. A stored pointer without a numeric seq (or not JSON at all) is treated as older than any.
-    """
-    new_seq = _seq(new, seq_field)
-    if new_seq is None:
-        raise PermanentError(f"pointer {key}: {seq_field!r} must be a number, got {new.get(seq_field)!r}")
-    for attempt in range(1, attempts + 1):
-        body, etag = _read(client, bucket, key)
-        if body is not None:
-            try:
-                current = json.loads(body)
-            except ValueError:
-                current = None  # garbage is overwritten, still conditionally on the version read
-            if isinstance(current, Mapping) and dict(current) == dict(new):
-                return True  # our own earlier write whose answer was lost, or an identical publish
-            old = _seq(current, seq_field)
-            if old is not None and old >= new_seq:
-                return False
-        try:
-            if etag is None:
-                _put_pointer(client, bucket, key, new, IfNoneMatch="*")
-            else:
-                _put_pointer(client, bucket, key, new, IfMatch=etag)
-            return True
-        except (ClientError, BotoCoreError) as exc:
-            if not is_precondition_failed(exc):
-                raise as_pipeline_error(exc, f"writing the pointer s3://{bucket}/{key}") from exc
-        time.sleep(backoff_delay(attempt, 0.02, 0.5))
-    raise TransientError(f"pointer s3://{bucket}/{key}: still contended after {attempts} attempts")
-
-
-def force_pointer(client: S3Client, bucket: str, key: str, new: Mapping[str, Any]) -> None:
-    """Write `new` at `key` whatever is there (a rollback to an older revision)."""
-    try:
-        _put_pointer(client, bucket, key, new)
-    except (ClientError, BotoCoreError) as exc:
-        raise as_pipeline_error(exc, f"writing the pointer s3://{bucket}/{key}") from exc
 
 
 __all__ = [
@@ -613,13 +544,12 @@ __all__ = [
     "as_pipeline_error",
     "content_type",
     "describe_file",
-    "force_pointer",
     "head_object",
     "is_missing",
     "is_transient",
     "list_objects",
-    "move_pointer",
     "parse_s3_url",
+    "read_bytes",
     "read_json",
     "s3_client",
 ]
