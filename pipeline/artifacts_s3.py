@@ -31,10 +31,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pipeline.artifacts import ArtifactStore, LocalArtifactStore, _check_key
 from pipeline.errors import PermanentError, TransientError
 from pipeline.settings import Settings
-from pipeline.targets.s3 import (
-    MIB,
+from pipeline.targets.s3 import MIB, S3Publisher
+from pipeline.targets.s3_client import (
     S3Client,
-    S3Publisher,
     as_pipeline_error,
     head_object,
     is_missing,

@@ -19,13 +19,8 @@ from pipeline.artifacts import ArtifactStore, LocalArtifactStore
 from pipeline.artifacts_s3 import TREES, S3ArtifactStore, artifact_store
 from pipeline.errors import JobCancelled, PermanentError, TransientError
 from pipeline.settings import Settings
-from pipeline.targets.s3 import (
-    S3Publisher,
-    content_type,
-    parse_s3_url,
-    read_json,
-    s3_client,
-)
+from pipeline.targets.s3 import S3Publisher, content_type
+from pipeline.targets.s3_client import parse_s3_url, read_json, s3_client
 from pipeline.targets.s3_pointer import force_pointer, move_pointer
 from tests.seaweed import S3Server
 

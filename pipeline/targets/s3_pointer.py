@@ -16,7 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.backoff import full_jitter
 from pipeline.errors import PermanentError, TransientError
-from pipeline.targets.s3 import S3Client, as_pipeline_error, is_precondition_failed, read_bytes
+from pipeline.targets.s3_client import S3Client, as_pipeline_error, is_precondition_failed, read_bytes
 
 
 def _json_body(value: Any) -> bytes:
