@@ -15,7 +15,8 @@ import pytest
 from pipeline.errors import PermanentError, TransientError
 from pipeline.markdown.frontmatter import split_frontmatter
 from pipeline.models import JSON
-from pipeline.sources.wordpress import ImportReport, convert_wxr, html_to_markdown, safe_name
+from pipeline.sources.wordpress import ImportReport, convert_wxr, safe_name
+from pipeline.sources.wordpress_html import html_to_markdown
 
 PHOTO = b"\xff\xd8\xff\xe0JFIF-photo-bytes"
 PHOTO_SMALL = b"\xff\xd8\xff\xe0JFIF-small-bytes"

@@ -1,0 +1,158 @@
+"""WordPress post HTML → markdown: shortcodes, a small wpautop for classic-editor content, markdownify.
+
+See wordpress.py for the choices (why markdownify, what happens to `[caption]`, `[embed]` and other shortcodes).
+"""
+
+from __future__ import annotations
+
+import html as htmllib
+import re
+from collections.abc import Callable
+from typing import Any
+
+from bs4 import BeautifulSoup, Tag
+from markdownify import MarkdownConverter
+
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_CAPTION = re.compile(r"\[caption(?P<attrs>[^\]]*)\](?P<body>.*?)\[/caption\]", re.S | re.I)
+_CAPTION_MEDIA = re.compile(r"^\s*(?P<media>(?:<a\b[^>]*>\s*)?<img\b[^>]*>(?:\s*</a>)?)(?P<text>.*)$", re.S | re.I)
+_CAPTION_ATTR = re.compile(r'\bcaption="([^"]*)"', re.I)
+_EMBED = re.compile(r"\[embed[^\]]*\]\s*(?P<url>https?://[^\s\[\]<>\"]+)\s*\[/embed\]", re.I)
+_BLOCK_TAGS = ("address|article|aside|audio|blockquote|dd|details|div|dl|dt|embed|fieldset|figcaption|figure|footer"
+               "|form|h[1-6]|header|hr|iframe|li|main|math|nav|noscript|object|ol|p|pre|script|section|style|summary"
+               "|svg|table|tbody|td|textarea|tfoot|th|thead|tr|ul|video")
+_HAS_BLOCK = re.compile(rf"</?(?:{_BLOCK_TAGS})\b", re.I)
+_VERBATIM = re.compile(r"<(pre|script|style|textarea)\b.*?</\1\s*>", re.I | re.S)
+_BLOCK_END = re.compile(rf"<(?:br\b[^>]*|/(?:{_BLOCK_TAGS})\s*)>", re.I)
+_STASHED = re.compile("\x00(\\d+)\x00")
+
+# (url as written, is an <img src>) -> new attribute value, or None to leave it alone
+MediaRewriter = Callable[[str, bool], str | None]
+
+
+def _caption(m: re.Match[str]) -> str:
+    body = m.group("body")
+    media = _CAPTION_MEDIA.match(body)
+    if media is None:
+        return body
+    text = media.group("text").strip()
+    if not text:
+        attr = _CAPTION_ATTR.search(m.group("attrs"))
+        text = htmllib.escape(htmllib.unescape(attr.group(1))) if attr else ""
+    caption = f"<figcaption>{text}</figcaption>" if text else ""
+    return f"<figure>{media.group('media')}{caption}</figure>"
+
+
+def _embed(m: re.Match[str]) -> str:
+    url = htmllib.escape(m.group("url"))
+    return f'<p><a href="{url}">{url}</a></p>'
+
+
+def autop(text: str) -> str:
+    """A small wpautop: blank-line separated runs of inline content become paragraphs, single newlines `<br>`.
+
+    Runs that contain a block-level tag are left as they are (the tag already structures them), and
+    pre/script/style/textarea are never touched, so code keeps its blank lines.
+    """
+    kept: list[str] = []
+
+    def stash(m: re.Match[str]) -> str:
+        kept.append(m.group(0))
+        return f"\n\n\x00{len(kept) - 1}\x00\n\n"
+
+    out: list[str] = []
+    for chunk in re.split(r"\n[ \t]*\n", _VERBATIM.sub(stash, text)):
+        chunk = chunk.strip()
+        if not chunk:
+            continue
+        if "\x00" in chunk or _HAS_BLOCK.search(chunk):
+            out.append(chunk)
+        else:
+            out.append("<p>" + re.sub(r"[ \t]*\n[ \t]*", "<br />\n", chunk) + "</p>")
+    return _STASHED.sub(lambda m: kept[int(m.group(1))], "\n\n".join(out))
+
+
+def _code_language(el: Any) -> str | None:
+    for node in (el, el.find("code")):
+        if isinstance(node, Tag):
+            for cls in node.get_attribute_list("class"):
+                if cls and cls.startswith(("language-", "lang-")):
+                    return str(cls.partition("-")[2]) or None
+    return None
+
+
+_CONVERTER = MarkdownConverter(heading_style="ATX", bullets="-", newline_style="backslash",
+                               code_language_callback=_code_language)
+
+
+def html_to_markdown(content: str, rewrite: MediaRewriter | None = None) -> tuple[str, list[str]]:
+    """(markdown, notes) for one post body; the notes say what could not be converted faithfully."""
+    text = content.replace("\r\n", "\n").replace("\r", "\n")
+    blocks = "<!-- wp:" in text
+    text = _COMMENT.sub("", text)
+    text = _EMBED.sub(_embed, _CAPTION.sub(_caption, text))
+    if not blocks:
+        # The block editor stores finished HTML; only classic content still needs its paragraphs made.
+        text = autop(text)
+    # The trailing newline keeps BeautifulSoup from warning that a short bare URL "looks like a URL, not markup".
+    soup = BeautifulSoup(text + "\n", "html.parser")
+    _prepare(soup, rewrite)
+    try:
+        markdown = _CONVERTER.convert_soup(soup)
+    except RecursionError:
+        # markdownify recurses once per nesting level; hostile or page-builder HTML can go deeper than Python.
+        plain = soup.get_text("\n")
+        return re.sub(r"\n{3,}", "\n\n", plain).strip(), ["HTML nested too deeply to convert; kept as plain text"]
+    return markdown.strip(), []
+
+
+def _prepare(soup: BeautifulSoup, rewrite: MediaRewriter | None) -> None:
+    for frame in soup.find_all("iframe"):
+        src = str(frame.get("src") or "")
+        if src.startswith(("http://", "https://", "//")):
+            # markdownify drops iframes (they have no text), which would lose every embedded video.
+            link = soup.new_tag("a", href=src)
+            link.string = src
+            para = soup.new_tag("p")
+            para.append(link)
+            frame.replace_with(para)
+        else:
+            frame.decompose()
+    for figure in soup.find_all("figure"):
+        # markdownify treats <figure> as inline, so two image blocks in a row would share one paragraph
+        figure.name = "div"
+        img, cap = figure.find("img"), figure.find("figcaption")
+        if isinstance(cap, Tag):
+            if isinstance(img, Tag) and not img.get("alt"):
+                img["alt"] = cap.get_text(" ", strip=True)
+            em = soup.new_tag("em")
+            for child in list(cap.contents):
+                em.append(child.extract())
+            cap.append(em)
+    for img in soup.find_all("img"):
+        alt = " ".join(str(img.get("alt") or "").split())
+        # markdownify writes alt text verbatim between [ and ]
+        img["alt"] = alt.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
+        for attr in ("srcset", "sizes"):
+            if attr in img.attrs:
+                del img[attr]
+        src = str(img.get("src") or "")
+        if rewrite is not None and src:
+            new = rewrite(src, True)
+            if new is not None:
+                img["src"] = new
+    if rewrite is not None:
+        for a in soup.find_all("a"):
+            href = str(a.get("href") or "")
+            if href:
+                new = rewrite(href, False)
+                if new is not None:
+                    a["href"] = new
+
+
+def plain_excerpt(excerpt: str) -> str:
+    if not excerpt.strip():
+        return ""
+    # a space where a block or line ends, none between inline tags: `<b>summary</b>.` stays `summary.`
+    spaced = _BLOCK_END.sub(" ", excerpt)
+    return " ".join(BeautifulSoup(spaced + "\n", "html.parser").get_text("").split())
