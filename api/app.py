@@ -3,40 +3,29 @@
 from __future__ import annotations
 
 import hmac
-from datetime import UTC, datetime
 from typing import Any
 
-import redis
-from flask import Flask, current_app, jsonify, request
-from kombu.exceptions import OperationalError
+from flask import Flask, jsonify, request
 
+from api.extensions import SETTINGS_KEY, UNAVAILABLE, set_celery
+from api.routes.health import bp as health_bp
+from api.routes.inference import bp as inference_bp
+from api.routes.jobs import bp as jobs_bp
+from api.routes.process import bp as process_bp
+from api.routes.projects import bp as projects_bp
 from pipeline.settings import Settings
-from worker.celery_app import RepobuildCelery, create_celery
+from worker.factory import create_celery
 
-UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError)
 OPEN_PATHS = {"/", "/health", "/ready"}
-
-
-def celery_of(app: Flask | None = None) -> RepobuildCelery:
-    return (app or current_app).extensions["repobuild.celery"]  # type: ignore[no-any-return]
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask("repobuild")
     app.config["MAX_CONTENT_LENGTH"] = 50 * 1024 * 1024  # the original's body limit
-    app.extensions["repobuild.settings"] = settings
-    app.extensions["repobuild.celery"] = create_celery(settings)
+    app.extensions[SETTINGS_KEY] = settings
+    set_celery(app, create_celery(settings))
 
-    from api.routes_health import bp as health_bp  # noqa: PLC0415
-    from api.routes_inference import bp as inference_bp  # noqa: PLC0415
-    from api.routes_jobs import bp as jobs_bp  # noqa: PLC0415
-    from api.routes_process import bp as process_bp  # noqa: PLC0415
-    from api.routes_projects import bp as projects_bp  # noqa: PLC0415
 
     app.register_blueprint(health_bp)
     app.register_blueprint(jobs_bp)

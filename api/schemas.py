@@ -9,8 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.checkpoints import JobView
 from pipeline.models import JSON, JobSpec, SourceSpec
+from pipeline.stores.jobs import JobView
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 

@@ -48,14 +48,14 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from api.embedded import PrivateRedis, WorkerProcess, redis_server_binary
-from pipeline.artifacts import LocalArtifactStore
-from pipeline.checkpoints import JobStore, JobView
+from api.cli.local_services import PrivateRedis, WorkerProcess, redis_server_binary
 from pipeline.models import JobSpec, JobStatus, SourceSpec, StageState, StageStatus
 from pipeline.plans import NOTIFY
 from pipeline.settings import Settings
 from pipeline.stages.context import LocalContext, job_key
-from pipeline.vectors import VectorCache, text_key
+from pipeline.stores.artifacts import LocalArtifactStore
+from pipeline.stores.jobs import JobStore, JobView
+from pipeline.stores.vectors import VectorCache, text_key
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPORA = Path(os.environ.get("REPOBUILD_CORPORA") or ROOT.parent / "shared" / "corpora")
@@ -328,7 +328,7 @@ class Harness:
         return self.base.with_(artifacts=str(artifacts), output=str(self.root / "out"), temp_dir=str(self.root))
 
     def start_worker(self, settings: Settings, concurrency: int) -> WorkerProcess:
-        from worker.celery_app import create_celery
+        from worker.factory import create_celery
 
         n = self.started
         self.started += 1

@@ -1,6 +1,6 @@
 """One error hierarchy for the whole pipeline.
 
-The base task maps these to Celery's retry policy in one place (worker/base.py):
+The base task maps these to Celery's retry policy in one place (worker/stage_task.py):
 TransientError is retried with backoff, PermanentError fails the stage and the job at once,
 ItemError never leaves a stage: the stage records it as an issue and goes on with the next item.
 """

@@ -14,11 +14,12 @@ import pytest
 from werkzeug.serving import make_server
 
 from api.app import create_app
-from api.embedded import PrivateRedis, WorkerProcess
-from pipeline.checkpoints import JobStore, JobView
+from api.cli.local_services import PrivateRedis, WorkerProcess
 from pipeline.models import StageStatus
 from pipeline.settings import Settings
-from worker.celery_app import RepobuildCelery, create_celery
+from pipeline.stores.jobs import JobStore, JobView
+from worker.factory import create_celery
+from worker.repobuild_app import RepobuildCelery
 
 ROOT = Path(__file__).resolve().parent.parent
 # CI clones the project with shared/ beside it; REPOBUILD_CORPORA points elsewhere when it is not.
@@ -189,8 +190,8 @@ def callback_server() -> Iterator[Callable[..., CallbackServer]]:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[Any]:
-    """A private SeaweedFS S3 server (tests.seaweed.S3Server); one per session, it takes a second to start."""
-    from tests.seaweed import seaweed_server  # noqa: PLC0415 - only sessions that use S3 pay for it
+    """A private SeaweedFS S3 server (tests.fakes.seaweed.S3Server); one per session, it takes a second to start."""
+    from tests.fakes.seaweed import seaweed_server  # noqa: PLC0415 - only sessions that use S3 pay for it
 
     with seaweed_server() as server:
         yield server

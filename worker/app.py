@@ -7,7 +7,7 @@ from typing import Any
 from celery.signals import worker_ready, worker_shutting_down
 
 from pipeline.settings import Settings
-from worker.celery_app import create_celery
+from worker.factory import create_celery
 from worker.reconciler import Reconciler
 
 app = create_celery(Settings.from_env())

@@ -7,9 +7,9 @@ from typing import Any
 
 from celery import chain
 
-from pipeline.checkpoints import JobStore
 from pipeline.models import StageStatus
-from worker.celery_app import RepobuildCelery
+from pipeline.stores.jobs import JobStore
+from worker.repobuild_app import RepobuildCelery
 
 
 def enqueue_from(app: RepobuildCelery, job_id: str, start: str | None = None) -> str | None:

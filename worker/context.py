@@ -8,13 +8,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.artifacts import ArtifactStore
-from pipeline.batch_state import BatchState
-from pipeline.checkpoints import JobStore
 from pipeline.errors import JobCancelled, LeaseLost, PermanentError
 from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.settings import Settings
 from pipeline.stages.context import job_key
+from pipeline.stores.artifacts import ArtifactStore
+from pipeline.stores.batches import BatchState
+from pipeline.stores.jobs import JobStore
 
 log = logging.getLogger("repobuild.worker")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pipeline import callbacks
-from pipeline.checkpoints import JobView
+from pipeline.http import callbacks
 from pipeline.models import JSON, JobStatus, StageResult
 from pipeline.stages import notify, upload
 from pipeline.stages.context import job_key
+from pipeline.stores.jobs import JobView
 from worker.context import RedisStageContext
 
 

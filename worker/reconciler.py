@@ -14,12 +14,12 @@ from typing import Any, cast
 
 import redis
 
-from pipeline.checkpoints import JobStore, JobView, build_finished
 from pipeline.models import JobStatus, StageState, StageStatus
 from pipeline.plans import NOTIFY
-from worker.broker import jobs_in_broker, overdue_after_s
-from worker.celery_app import RepobuildCelery
+from pipeline.stores.jobs import JobStore, JobView, build_finished
 from worker.chains import enqueue_from
+from worker.inflight import jobs_in_broker, overdue_after_s
+from worker.repobuild_app import RepobuildCelery
 
 log = logging.getLogger("repobuild.reconciler")
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.checkpoints import JobView
 from pipeline.models import JSON
 from pipeline.plans import NOTIFY
+from pipeline.stores.jobs import JobView
 
 
 def job_result(job: JobView) -> JSON:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 
-from pipeline.checkpoints import JobStore, JobView
 from pipeline.errors import PermanentError
-from pipeline.inputs import offload_large_options
 from pipeline.models import JobSpec, JobStatus, StageStatus
 from pipeline.plans import NEEDS_PROJECT, NEEDS_SOURCE, NOTIFY, stages_for
 from pipeline.stages.context import job_key
-from worker.celery_app import RepobuildCelery
+from pipeline.stores.inputs import offload_large_options
+from pipeline.stores.jobs import JobStore, JobView
 from worker.chains import enqueue_from
+from worker.repobuild_app import RepobuildCelery
 
 
 class Conflict(Exception):

@@ -18,9 +18,9 @@ from pipeline.stages import (
     upload,
 )
 from pipeline.stages.context import BatchFn
-from worker.base import BATCH_TASK, RETRYABLE, StageFn, StageTask
-from worker.batches import BatchTask
+from worker.batch_task import BatchTask
 from worker.notifications import run_notify
+from worker.stage_task import BATCH_TASK, RETRYABLE, StageFn, StageTask
 
 STAGE_FUNCTIONS: dict[str, StageFn] = {
     "source": source.run,

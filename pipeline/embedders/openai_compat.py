@@ -1,7 +1,7 @@
 """Text embeddings from an OpenAI-compatible `/v1/embeddings` endpoint (OpenAI itself, vLLM, Ollama, LiteLLM...).
 
 Requests are cut to the API's limits (2048 inputs, and a character budget standing in for the 300k-token
-cap, since we have no tokenizer for the remote model); each one goes through pipeline.openai_retry.
+cap, since we have no tokenizer for the remote model); each one goes through pipeline.http.openai_retry.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from openai.types import CreateEmbeddingResponse
 
 from pipeline.embedders.text import Vectors
 from pipeline.errors import PermanentError
-from pipeline.openai_retry import RetryPolicy, call_with_retry
+from pipeline.http.openai_retry import RetryPolicy, call_with_retry
 
 MAX_BATCH_INPUTS = 2048
 # ~4 characters a token in English prose: 250k characters stays under the 300k-token request cap even for

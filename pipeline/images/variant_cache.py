@@ -8,8 +8,8 @@ A job on a repository whose images did not change therefore encodes nothing.
 
 from __future__ import annotations
 
-from pipeline.artifacts import ArtifactStore
 from pipeline.images.variants import Variant, VariantInfo, variant_filename
+from pipeline.stores.artifacts import ArtifactStore
 
 # Bumped when the encoding changes (sizes, quality), so old variants are not served as new ones.
 VARIANTS_VERSION = 1

@@ -3,7 +3,7 @@
 The model's reply is untrusted input that becomes files on disk, so it is validated strictly: a JSON list of
 5-10 files, each a safe relative `.md` path with a frontmatter mapping and a non-empty body, linked together
 with `[[wiki]]` links. An invalid reply is sent back to the model with what was wrong, up to `max_attempts`
-replies; HTTP failures are retried separately by pipeline.openai_retry.
+replies; HTTP failures are retried separately by pipeline.http.openai_retry.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import yaml
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from pipeline.errors import PermanentError
-from pipeline.openai_retry import RetryPolicy, call_with_retry
+from pipeline.http.openai_retry import RetryPolicy, call_with_retry
 
 DEFAULT_CHAT_MODEL = "gpt-4o-mini"
 MIN_FILES, MAX_FILES = 5, 10

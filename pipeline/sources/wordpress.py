@@ -43,7 +43,7 @@ from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidd
 from defusedxml.ElementTree import fromstring
 
 from pipeline.errors import ItemError, PermanentError, PipelineError
-from pipeline.image_fetch import fetch_image
+from pipeline.http.safe_fetch import fetch_image
 from pipeline.models import JSON, Issue, Severity
 from pipeline.sources.wordpress_html import html_to_markdown, plain_excerpt
 

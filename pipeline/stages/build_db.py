@@ -1,4 +1,4 @@
-"""build_db: posts, medias and graph of the parse stage → content.sqlite (see pipeline/content_db.py).
+"""build_db: posts, medias and graph of the parse stage → content.sqlite (see pipeline/bundle_db/schema.py).
 
 Two modes. In a pipeline the inputs are the parse stage's artifacts and the database becomes this
 stage's artifact. For the original's `build-database` task (`assets.distFolder` or `distFolder`
@@ -13,13 +13,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.content_db import DbCounts, write_content_db
+from pipeline.bundle_db.schema import DbCounts, write_content_db
+from pipeline.bundle_db.vectors import add_vectors
 from pipeline.errors import PermanentError
 from pipeline.models import Issue, StageResult
+from pipeline.sources.dist_folder import dist_folder, read_dist_json
 from pipeline.stages.context import StageContext
-from pipeline.stages.dist_input import dist_folder, read_dist_json
-from pipeline.vector_db import add_vectors
-from pipeline.vectors import has_matrix, read_matrix
+from pipeline.stores.vectors import has_matrix, read_matrix
 
 DB_NAME = "content.sqlite"
 

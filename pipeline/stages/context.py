@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pipeline.artifacts import ArtifactStore
 from pipeline.models import JSON, Issue, JobSpec, StageResult
 from pipeline.settings import Settings
+from pipeline.stores.artifacts import ArtifactStore
 
 
 class BatchContext(Protocol):

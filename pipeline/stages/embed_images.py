@@ -31,7 +31,7 @@ from pipeline.stages.context import BatchContext, StageContext
 from pipeline.stages.embed_text import skipped as embeddings_skipped
 from pipeline.stages.existing import previous_variants, previous_vectors
 from pipeline.stages.fanout import run_fanned
-from pipeline.vectors import VectorCache, text_key, write_matrix
+from pipeline.stores.vectors import VectorCache, text_key, write_matrix
 
 STAGE = "embed_images"
 IMAGES_PER_BATCH = 8  # a 12 MP photo takes ~0.7 s to resize: a batch stays well inside a task's budget

@@ -19,7 +19,7 @@ from pipeline.models import JSON, StageResult
 from pipeline.stages.context import BatchContext, StageContext
 from pipeline.stages.existing import previous_vectors
 from pipeline.stages.fanout import run_fanned
-from pipeline.vectors import Matrix, VectorCache, text_key, write_matrix
+from pipeline.stores.vectors import Matrix, VectorCache, text_key, write_matrix
 
 STAGE = "embed_text"
 DOC_INSTRUCTION = "Represent the document for semantic search:"

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from pipeline.models import JSON, StageResult
+from pipeline.sources.dist_folder import dist_folder, read_dist_json
 from pipeline.stages.context import StageContext
-from pipeline.stages.dist_input import dist_folder, read_dist_json
 from pipeline.stages.publish import dumps
-from pipeline.vectors import has_matrix, read_matrix
+from pipeline.stores.vectors import has_matrix, read_matrix
 
 TOP_K = 10
 WORDS_PER_MINUTE = 200

@@ -20,14 +20,14 @@ import apsw
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipeline.bundle_db.vectors import CHUNK_VEC, MEDIA_VEC, POST_VEC, connect
 from pipeline.images.variants import SIZES, VariantInfo, variant_filename
 from pipeline.models import JSON, StageResult
 from pipeline.stages.context import StageContext
-from pipeline.stages.upload import project_prefix
+from pipeline.stores.vectors import Matrix, text_key
+from pipeline.targets.bucket_layout import project_prefix
 from pipeline.targets.s3 import S3Publisher
 from pipeline.targets.s3_client import as_pipeline_error, is_missing
-from pipeline.vector_db import CHUNK_VEC, MEDIA_VEC, POST_VEC, connect
-from pipeline.vectors import Matrix, text_key
 
 STAGE = "existing"
 

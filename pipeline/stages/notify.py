@@ -7,7 +7,7 @@ A failed delivery raises; the task's retry policy decides what happens next.
 
 from __future__ import annotations
 
-from pipeline import callbacks
+from pipeline.http import callbacks
 from pipeline.models import StageResult
 from pipeline.stages.context import StageContext
 

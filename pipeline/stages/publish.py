@@ -23,9 +23,9 @@ from pipeline.markdown.urls import media_filename
 from pipeline.models import JSON, Issue, StageResult
 from pipeline.plans import publishes_to_bucket
 from pipeline.stages.context import StageContext
+from pipeline.stores.vectors import has_matrix, read_matrix
 from pipeline.targets.local import LocalFolderTarget
 from pipeline.timestamps import now_iso
-from pipeline.vectors import has_matrix, read_matrix
 
 # Files the bundle describes itself with; files-dist.json lists every other file.
 SELF_DESCRIBING = ("files-dist.json", "manifest.json")

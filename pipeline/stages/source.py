@@ -24,9 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.artifacts import ArtifactStore
 from pipeline.errors import PermanentError
-from pipeline.inputs import option_text
 from pipeline.models import JSON, StageResult
 from pipeline.sources.brief import generate_files, write_files
 from pipeline.sources.git import mask_secrets, mask_url
@@ -34,6 +32,8 @@ from pipeline.sources.git_write import commit_tree, push
 from pipeline.sources.github_template import create_repository, generate_from_template, wait_until_cloneable
 from pipeline.sources.wordpress import convert_wxr
 from pipeline.stages.context import StageContext
+from pipeline.stores.artifacts import ArtifactStore
+from pipeline.stores.inputs import option_text
 
 RESULT = "result/source.json"
 MADE = "result/made.json"

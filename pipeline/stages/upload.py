@@ -20,8 +20,9 @@ from typing import Any
 
 from pipeline.errors import PermanentError, TransientError
 from pipeline.models import JSON, StageResult
+from pipeline.sources.dist_folder import dist_folder
 from pipeline.stages.context import StageContext
-from pipeline.stages.dist_input import dist_folder
+from pipeline.targets.bucket_layout import object_keys, project_prefix
 from pipeline.targets.s3 import FailedUpload, S3Publisher, UploadReport
 from pipeline.targets.s3_pointer import move_pointer
 from pipeline.timestamps import now_iso
@@ -31,25 +32,6 @@ STAGE = "upload"
 FAILED_INFO = "result/publish-info-failed.json"
 # Fields of manifest.json that differ between two builds of the same content.
 VOLATILE = ("revision", "jobId", "createdAt")
-
-
-def project_prefix(project_id: str, root: str = "") -> str:
-    """`[root/]projects/{projectId}`: a project's folder in the bucket (root: REPOBUILD_PUBLISH_TARGET's prefix)."""
-    if not project_id or "/" in project_id or project_id in (".", ".."):
-        raise PermanentError(f"projectId {project_id!r} cannot name a folder of the bucket")
-    return f"{root}/projects/{project_id}" if root else f"projects/{project_id}"
-
-
-def object_keys(rel: str, project_id: str, rev: str, as_is: bool = False, root: str = "") -> list[str]:
-    """Where one bundle file goes (CONTRACT §4). `as_is` (publish-build-files) keeps the folder's layout."""
-    base = project_prefix(project_id, root)
-    if as_is:
-        return [f"{base}/{rev}/{rel}"]
-    if rel.startswith("_medias/"):
-        return [f"{base}/_shared/medias/{rel.removeprefix('_medias/')}"]
-    if rel.startswith("_posts/hash/") and rel != "_posts/hash/index.json":
-        return [f"{base}/{rev}/{rel}", f"{base}/_shared/posts/{rel.removeprefix('_posts/hash/')}"]
-    return [f"{base}/{rev}/{rel}"]
 
 
 def _bundle_root(ctx: StageContext) -> tuple[Path, bool]:

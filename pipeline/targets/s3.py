@@ -36,8 +36,8 @@ from botocore.exceptions import (
     ClientError,
 )
 
-from pipeline.backoff import full_jitter
 from pipeline.errors import PermanentError, PipelineError, TransientError
+from pipeline.http.backoff import full_jitter
 from pipeline.settings import Settings
 from pipeline.targets.s3_client import (
     RemoteObject,

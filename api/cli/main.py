@@ -1,0 +1,326 @@
+"""The `repobuild` command: run a job on the embedded default, or talk to a deployed service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from api.schemas import secrets_of, source_spec
+from pipeline.models import JobSpec, JobStatus, SourceSpec
+from pipeline.settings import Settings
+from worker.factory import create_celery
+from worker.repobuild_app import RepobuildCelery
+
+
+def _source_spec(source: str, branch: str | None, commit: str | None, subfolder: str | None,
+                 token: str | None) -> tuple[SourceSpec | None, dict[str, str]]:
+    if "://" not in source and not source.startswith("git@"):
+        source = str(Path(source).resolve())
+    spec, url_token = source_spec(source, branch, commit, None, subfolder)
+    return spec, secrets_of(token, url_token)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from api.cli.local_services import PrivateRedis, WorkerProcess  # noqa: PLC0415
+    from api.cli.progress import watch_job  # noqa: PLC0415
+    from worker.submission import submit  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    out = str(Path(args.out or settings.output).resolve())
+    private = None
+    worker = None
+    workdir = tempfile.mkdtemp(prefix="repobuild-run-")
+    try:
+        if not settings.redis_url:
+            private = PrivateRedis().start()
+            settings = settings.with_(redis_url=private.url)
+        if not os.environ.get("REPOBUILD_ARTIFACTS"):
+            settings = settings.with_(artifacts=str(Path(workdir) / "artifacts"))
+        env = {"REPOBUILD_REDIS_URL": settings.redis_url or "", "REPOBUILD_ARTIFACTS": settings.artifacts,
+               "REPOBUILD_OUTPUT": out}
+        if not args.no_worker:
+            worker = WorkerProcess(env, concurrency=args.concurrency, log_path=str(Path(workdir) / "worker.log"))
+            worker.start()
+        app = create_celery(settings)
+        options: dict[str, object] = {}
+        if args.subfolder:
+            options["repositoryFolder"] = args.subfolder
+        source, secrets = _source_spec(args.source, args.branch, args.commit, args.subfolder, args.token)
+        spec = JobSpec(job_id=args.job_id or uuid.uuid4().hex[:12], task=args.task, project_id=args.project_id,
+                       source=source, options=options, output=out)
+        submit(app, spec, secrets)
+        job = watch_job(app.store, spec.job_id, worker=worker)
+        if job.status == JobStatus.COMPLETED:
+            result = job.result or {}
+            print(f"bundle: {result.get('distFolder', out)}")
+            print(f"latest: {Path(out) / 'latest'}")
+            counts = result.get("counts", {})
+            print("posts: {posts}  media: {medias}  issues: {issues}".format(**{k: counts.get(k, 0) for k in (
+                "posts", "medias", "issues")}))
+            if result.get("commit"):
+                print(f"commit: {result['commit']}")
+            print("stage times: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.get("timings", {}).items()))
+            return 0
+        reason = (job.error or {}).get("message") or job.status.value
+        stage = (job.error or {}).get("stage")
+        print(f"repobuild: job {job.status.value}" + (f" in {stage}" if stage else "") + f": {reason}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("repobuild: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if worker is not None:
+            worker.stop()
+        if private is not None:
+            private.stop()
+        if not settings.keep_tmp_files:
+            import shutil  # noqa: PLC0415
+
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _app() -> RepobuildCelery:
+    settings = Settings.from_env()
+    if not settings.redis_url:
+        raise SystemExit("repobuild: set REPOBUILD_REDIS_URL to the service's Redis")
+    return create_celery(settings)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from worker.submission import submit  # noqa: PLC0415
+
+    app = _app()
+    source, secrets = _source_spec(args.source, args.branch, args.commit, None, args.token)
+    spec = JobSpec(job_id=args.job_id or uuid.uuid4().hex, task=args.task, project_id=args.project_id,
+                   source=source, callback_url=args.callback_url)
+    job, created = submit(app, spec, secrets)
+    print(json.dumps({"job_id": job.spec.job_id, "status": job.status.value, "created": created}))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from api.schemas import job_view  # noqa: PLC0415
+
+    store = _app().store
+    try:
+        job = store.get(args.job_id)
+    except KeyError:
+        print(f"repobuild: job {args.job_id} not found", file=sys.stderr)
+        return 1
+    print(json.dumps(job_view(job, store.issues(args.job_id)[:50], store.issue_count(args.job_id)), indent=2))
+    return 0
+
+
+def cmd_transition(args: argparse.Namespace) -> int:
+    from worker import submission  # noqa: PLC0415
+
+    op = submission.retry if args.command == "retry" else submission.cancel
+    try:
+        job = op(_app(), args.job_id)
+    except KeyError:
+        print(f"repobuild: job {args.job_id} not found", file=sys.stderr)
+        return 1
+    except submission.Conflict as exc:
+        print(f"repobuild: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"job_id": args.job_id, "status": job.status.value}))
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    import redis  # noqa: PLC0415
+
+    from worker.reconciler import reconcile_once  # noqa: PLC0415
+
+    app = _app()
+    actions = reconcile_once(app, redis.Redis.from_url(app.repobuild_settings.redis_url or ""))
+    print(json.dumps([{"job_id": j, "stage": s} for j, s in actions]))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from pipeline.targets import projects  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    pointer = projects.rollback(settings, args.project_id, args.rev)
+    print(json.dumps(pointer, indent=2))
+    return 0
+
+
+def _image_query_embedder(db: Path, settings: Settings) -> Any:
+    """How a query is embedded to search the images of `db`: with the model their vectors came from.
+
+    CLIP vectors are searched with the CLIP text tower, caption vectors with the text model; the kind is
+    read from the bundle's manifest, else found by matching the stored model id with the local models.
+    """
+    from pipeline.bundle_db.search import image_vectors  # noqa: PLC0415
+    from pipeline.embedders.image import load_clip  # noqa: PLC0415
+    from pipeline.embedders.select import text_embedder  # noqa: PLC0415
+    from pipeline.errors import PermanentError  # noqa: PLC0415
+
+    model, kind = image_vectors(db)
+    if kind != "caption":
+        clip = load_clip(settings.clip_model_dir)
+        if clip is not None and clip.model_id == model:
+            return lambda text: clip.embed_texts([text])[0]
+        if kind == "clip":
+            if clip is None:
+                raise PermanentError(f"the images of {db} have CLIP vectors ({model}); searching them needs "
+                                     "that CLIP model: set REPOBUILD_CLIP_MODEL_DIR")
+            raise PermanentError(f"the images of {db} were embedded with the CLIP model {model}, "
+                                 f"REPOBUILD_CLIP_MODEL_DIR holds {clip.model_id}")
+    embedder = text_embedder(settings)
+    if embedder.model_id == model:
+        # Captions are embedded as they are, without the documents' instruction: so is the query.
+        return lambda text: embedder.embed([text])[0]
+    if kind == "caption":
+        raise PermanentError(f"the image captions of {db} were embedded with {model}, "
+                             f"this machine's text model is {embedder.model_id}")
+    raise PermanentError(f"the image vectors of {db} come from {model}, which is neither this machine's text "
+                         "model nor the configured CLIP model (REPOBUILD_CLIP_MODEL_DIR)")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from pipeline.bundle_db.search import models, search_medias, search_posts  # noqa: PLC0415
+    from pipeline.embedders.select import text_embedder  # noqa: PLC0415
+    from pipeline.errors import PermanentError  # noqa: PLC0415
+
+    bundle = Path(args.bundle)
+    db = bundle / "content.sqlite" if bundle.is_dir() else bundle
+    if not db.is_file():
+        print(f"repobuild: {db} does not exist (give a bundle folder or its content.sqlite)", file=sys.stderr)
+        return 1
+    settings = Settings.from_env()
+    if args.images:
+        try:
+            hits = search_medias(db, _image_query_embedder(db, settings)(args.query), args.k)
+        except PermanentError as exc:
+            print(f"repobuild: {exc}", file=sys.stderr)
+            return 1
+    else:
+        stored = models(db)
+        embedder = text_embedder(settings) if "posts" in stored or "chunks" in stored else None
+        text_model = (stored.get("posts") or stored.get("chunks") or ("", 0))[0]
+        if embedder is not None and text_model and text_model != embedder.model_id:
+            print(f"repobuild: {db} was embedded with {text_model}, this machine has {embedder.model_id}; "
+                  "searching by keywords only", file=sys.stderr)
+            embedder = None
+
+        def embed(text: str) -> Any:
+            assert embedder is not None
+            return embedder.embed([text])[0]
+
+        hits = search_posts(db, args.query, args.k, embed if embedder is not None else None)
+    for n, hit in enumerate(hits, start=1):
+        print(f"{n:2d}. {hit.title}  [{hit.slug}]  score {hit.score:.4f}")
+        print(f"    {hit.snippet}")
+    if not hits:
+        print("no results", file=sys.stderr)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from werkzeug.serving import run_simple  # noqa: PLC0415
+
+    from api.app import create_app  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    run_simple(args.host, args.port or settings.port, create_app(settings), threaded=True)
+    return 0
+
+
+def cmd_worker(rest: list[str]) -> int:
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", *rest]
+    if not any(a == "-Q" or a.startswith("--queues") for a in rest):
+        from worker.queues import QUEUES  # noqa: PLC0415
+
+        argv += ["-Q", ",".join(QUEUES)]
+    os.execv(sys.executable, argv)  # exec, so signals from the supervisor reach celery itself
+    return 0
+
+
+def cmd_flower(rest: list[str]) -> int:
+    """Flower on the same broker; its /api answers 401 unless FLOWER_BASIC_AUTH=user:pass (or --basic-auth)."""
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "worker.app", "flower", *rest])
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="repobuild", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a job on a private Redis and worker, bundle to a folder")
+    run.add_argument("source", help="a folder, a git repository path, or a git URL")
+    run.add_argument("--out", help="bundle folder (default: $REPOBUILD_OUTPUT or ./repobuild-output)")
+    run.add_argument("--task", default="process-all")
+    run.add_argument("--project-id")
+    run.add_argument("--job-id")
+    run.add_argument("--branch")
+    run.add_argument("--commit")
+    run.add_argument("--token", help="git token for private repositories")
+    run.add_argument("--subfolder", help="only this folder of the repository")
+    run.add_argument("--concurrency", type=int, default=2)
+    run.add_argument("--no-worker", action="store_true", help="use workers already running on REPOBUILD_REDIS_URL")
+    run.set_defaults(func=cmd_run)
+
+    submit = sub.add_parser("submit", help="enqueue a job on REPOBUILD_REDIS_URL")
+    submit.add_argument("source")
+    submit.add_argument("--task", default="process-all")
+    submit.add_argument("--job-id")
+    submit.add_argument("--project-id")
+    submit.add_argument("--branch")
+    submit.add_argument("--commit")
+    submit.add_argument("--token")
+    submit.add_argument("--callback-url")
+    submit.set_defaults(func=cmd_submit)
+
+    for name, helptext in (("status", "show a job"), ("retry", "resume a failed job"), ("cancel", "cancel a job")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("job_id")
+        sp.set_defaults(func=cmd_status if name == "status" else cmd_transition)
+
+    search = sub.add_parser("search", help="hybrid search (bm25 + vectors) over a bundle's content.sqlite")
+    search.add_argument("bundle", help="a bundle folder or a content.sqlite file")
+    search.add_argument("query")
+    search.add_argument("--k", type=int, default=10)
+    search.add_argument("--images", action="store_true", help="search images instead of posts")
+    search.set_defaults(func=cmd_search)
+
+    rb = sub.add_parser("rollback", help="point a project's latest.json in the bucket back to an earlier revision")
+    rb.add_argument("project_id")
+    rb.add_argument("rev", help="the revision (job id) to make live again")
+    rb.set_defaults(func=cmd_rollback)
+
+    rec = sub.add_parser("reconcile", help="re-drive stuck jobs once")
+    rec.set_defaults(func=cmd_reconcile)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int)
+    api.set_defaults(func=cmd_api)
+
+    sub.add_parser("worker", help="start a Celery worker (arguments pass through)", add_help=False)
+    sub.add_parser("flower", help="start Flower on the broker (arguments pass through; FLOWER_BASIC_AUTH=user:pass)",
+                   add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "worker":
+        return cmd_worker(argv[1:])
+    if argv and argv[0] == "flower":
+        return cmd_flower(argv[1:])
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""What routes need of the app: its Celery app, its settings, the errors that mean "store unavailable".
+
+Routes import this, never api.app, so the factory can import the routes at the top of its module.
+"""
+
+from __future__ import annotations
+
+import redis
+from flask import Flask, current_app
+from kombu.exceptions import OperationalError
+
+from pipeline.settings import Settings
+from worker.repobuild_app import RepobuildCelery
+
+CELERY_KEY = "repobuild.celery"
+SETTINGS_KEY = "repobuild.settings"
+# Redis or the broker cannot be reached: the API answers 503 with a JSON error.
+UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError)
+
+
+def set_celery(app: Flask, celery: RepobuildCelery) -> None:
+    app.extensions[CELERY_KEY] = celery
+
+
+def celery_of(app: Flask | None = None) -> RepobuildCelery:
+    return (app or current_app).extensions[CELERY_KEY]  # type: ignore[no-any-return]
+
+
+def settings_of(app: Flask | None = None) -> Settings:
+    return (app or current_app).extensions[SETTINGS_KEY]  # type: ignore[no-any-return]

@@ -1,0 +1,72 @@
+"""Vectors at rest: the shared embedding cache and the matrices stages hand to each other.
+
+The cache is content-addressed by (model id, SHA-256 of the exact input text), so any job on any
+worker reuses a vector once computed: a rebuild after a one-post edit embeds about one post.
+Matrices are raw little-endian float32 (`<name>.f32`) beside a JSON header (`<name>.json`:
+model, dim, ids and per-row metadata), cheap to write, to read and to memory-map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.errors import PermanentError
+from pipeline.stores.artifacts import ArtifactStore
+
+Matrix = npt.NDArray[np.float32]
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _model_folder(model_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._@-]", "_", model_id)
+
+
+class VectorCache:
+    def __init__(self, artifacts: ArtifactStore, model_id: str, dim: int) -> None:
+        self.artifacts = artifacts
+        self.model_id = model_id
+        self.dim = dim
+        self.prefix = f"cache/vectors/{_model_folder(model_id)}"
+
+    def key(self, digest: str) -> str:
+        return f"{self.prefix}/{digest[:2]}/{digest}.f32"
+
+    def has(self, digest: str) -> bool:
+        return self.artifacts.exists(self.key(digest))
+
+    def get(self, digest: str) -> Matrix:
+        vec = np.frombuffer(self.artifacts.get_bytes(self.key(digest)), dtype="<f4")
+        if vec.shape != (self.dim,):
+            raise PermanentError(f"cached vector {digest} has {vec.size} values, expected {self.dim}")
+        return vec.astype(np.float32)
+
+    def put(self, digest: str, vector: Matrix) -> None:
+        self.artifacts.put_bytes(self.key(digest), np.asarray(vector, dtype="<f4").tobytes())
+
+
+def write_matrix(artifacts: ArtifactStore, key: str, matrix: Matrix, header: dict[str, Any]) -> None:
+    """`key`.f32 holds the rows; `key`.json the header (written last: its presence means complete)."""
+    rows = np.asarray(matrix, dtype="<f4")
+    artifacts.put_bytes(f"{key}.f32", rows.tobytes())
+    artifacts.put_json(f"{key}.json", {**header, "rows": int(rows.shape[0]), "dim": int(rows.shape[1])})
+
+
+def read_matrix(artifacts: ArtifactStore, key: str) -> tuple[Matrix, dict[str, Any]]:
+    header: dict[str, Any] = artifacts.get_json(f"{key}.json")
+    data = np.frombuffer(artifacts.get_bytes(f"{key}.f32"), dtype="<f4")
+    rows, dim = int(header["rows"]), int(header["dim"])
+    if data.size != rows * dim:
+        raise PermanentError(f"matrix {key} holds {data.size} values, header says {rows}x{dim}")
+    return data.reshape(rows, dim).astype(np.float32), header
+
+
+def has_matrix(artifacts: ArtifactStore, key: str) -> bool:
+    return artifacts.exists(f"{key}.json")

@@ -1,0 +1,49 @@
+"""The Celery app factory: every durability setting in one place."""
+
+from __future__ import annotations
+
+from kombu.entity import Queue
+
+from pipeline.settings import Settings
+from worker import tasks
+from worker.queues import QUEUE_IO, QUEUES, STAGE_QUEUES
+from worker.repobuild_app import RepobuildCelery
+
+
+def create_celery(settings: Settings) -> RepobuildCelery:
+    if not settings.redis_url:
+        raise ValueError("REPOBUILD_REDIS_URL is not set")
+    app = RepobuildCelery("repobuild", broker=settings.redis_url, set_as_current=False)
+    app.repobuild_settings = settings
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        # Our own job state in Redis is the source of truth; Celery results would only duplicate it.
+        task_ignore_result=True,
+        result_backend=None,
+        # A task's message is acked only after the task finished, and requeued if the process running
+        # it dies, so no stage is lost with a worker.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.soft_time_limit_s,
+        task_time_limit=settings.hard_time_limit_s,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            # Above the hard time limit: a live worker's message is never redelivered while it runs.
+            "visibility_timeout": settings.visibility_timeout_s,
+            # kombu scans for unacked messages of dead workers every throttle-th tick of the interval;
+            # the defaults (10 × 10 s) delay a dead worker's message by ~100 s more (FACTS.md).
+            "unacked_restore_throttle": 1,
+            "unacked_restore_interval": 1,
+        },
+        task_queues=[Queue(q) for q in QUEUES],
+        task_default_queue=QUEUE_IO,
+        task_routes={f"repobuild.{stage}": {"queue": q} for stage, q in STAGE_QUEUES.items()},
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+    )
+    tasks.register(app)
+    return app

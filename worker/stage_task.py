@@ -1,0 +1,201 @@
+"""The policy every stage task shares, in one place: lease, skip-if-done, checkpoint, budget and
+continuation, retry with backoff, dead-lettering. Stage tasks in tasks.py are a few lines each."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import redis
+from celery import Task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+
+from pipeline.errors import JobCancelled, LeaseLost, PermanentError, TransientError
+from pipeline.models import JobStatus, StageResult, StageState, StageStatus
+from pipeline.plans import NOTIFY
+from pipeline.stores.jobs import JobStore, JobView, build_finished
+from worker.context import LeaseKeeper, RedisStageContext
+from worker.inflight import batches_in_broker
+from worker.results import job_result
+
+log = logging.getLogger("repobuild.worker")
+
+StageFn = Callable[[RedisStageContext], StageResult]
+BATCH_TASK = "repobuild.batch"
+
+# Worth another try later; anything else is a bug or bad input and fails the stage at once.
+RETRYABLE: tuple[type[BaseException], ...] = (
+    TransientError,
+    SoftTimeLimitExceeded,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+class StageTask(Task):
+    abstract = True
+    stage_name: str = ""
+    acks_late = True
+    reject_on_worker_lost = True
+    autoretry_for = RETRYABLE
+    dont_autoretry_for = (PermanentError,)
+    retry_backoff = True
+    retry_jitter = True  # full jitter: countdown is uniform in [0, min(max, 2**n)]
+
+    @property
+    def store(self) -> JobStore:
+        return cast(JobStore, self.app.store)
+
+    def execute(self, job_id: str, stage_fn: StageFn, continuation: bool = False) -> str:
+        name = self.stage_name
+        store = self.store
+        try:
+            job = store.get(job_id)
+        except KeyError:
+            log.warning("job %s has no state (expired or never stored); dropping %s", job_id, name)
+            raise Ignore() from None
+        self._check_runnable(job)
+        if job.stage(name).status == StageStatus.DONE:
+            return "already-done"  # a redelivered or duplicated message: move on down the chain
+        settings = self.app.repobuild_settings
+        token = store.acquire_lease(job_id, name, settings.lease_ttl_s)
+        if token is None:
+            # Another worker runs this stage right now and will continue the chain itself.
+            store.event(job_id, "duplicate", f"{name}: already running elsewhere; duplicate message dropped",
+                        stage=name)
+            raise Ignore()
+        result: StageResult | None = None
+        with LeaseKeeper(store, job_id, name, token, settings.lease_ttl_s) as lease:
+            state = store.stage(job_id, name)
+            if state.status == StageStatus.DONE:
+                return "already-done"
+            self._mark_started(job, state, token, continuation)
+            ctx = RedisStageContext(job_id=job_id, stage=name, spec=job.spec, settings=settings,
+                                    artifacts=self.app.artifacts, store=store, job_secrets=store.secrets(job_id),
+                                    state=state, lease=lease, send_batch=self._batch_sender(job_id),
+                                    batches_in_broker=lambda: batches_in_broker(self.app, job_id, name))
+            t0 = time.monotonic()
+            try:
+                result = stage_fn(ctx)
+            except LeaseLost:
+                raise Ignore() from None
+            except JobCancelled:
+                state.status = StageStatus.CANCELLED
+                store.put_stage(job_id, state, token)
+                store.event(job_id, "cancelled", f"{name}: stopped, job cancelled", stage=name)
+                raise Ignore() from None
+            except RETRYABLE as exc:
+                state.status = StageStatus.QUEUED
+                state.error = f"{type(exc).__name__}: {exc}"
+                state.enqueued_at = time.time()
+                store.put_stage(job_id, state, token)
+                store.event(job_id, "retry", f"{name}: {state.error} (attempt {state.attempts})", stage=name)
+                raise
+            finally:
+                state.elapsed_s += time.monotonic() - t0
+            if not result.finished:
+                state.status = StageStatus.QUEUED
+                state.enqueued_at = time.time()
+                if not store.put_stage(job_id, state, token):
+                    raise Ignore()
+            else:
+                self._mark_done(job_id, state, result, token)
+        if not result.finished:
+            # Budget spent: continue in a fresh task; replace() keeps the rest of the chain. The lease
+            # is already released so the continuation can take it at once.
+            store.event(job_id, "continue", f"{name}: budget spent, continuing at {state.cursor}", stage=name)
+            follow = self.si(job_id, continuation=True)
+            raise self.replace(follow.set(countdown=result.wait_s) if result.wait_s else follow)
+        self._after_done(job_id, name)
+        return "done"
+
+    def _batch_sender(self, job_id: str) -> Callable[[int], None]:
+        task = self.app.tasks[BATCH_TASK]
+        return lambda n: task.apply_async((job_id, self.stage_name, n))
+
+    def _check_runnable(self, job: JobView) -> None:
+        name = self.stage_name
+        if name not in {s.name for s in job.stages}:
+            raise Ignore()
+        if name == NOTIFY:
+            # Notify runs for every terminal outcome, but only once the outcome is known.
+            if not (job.status in (JobStatus.FAILED, JobStatus.CANCELLED) or build_finished(job)):
+                raise Ignore()
+            return
+        if job.status in (JobStatus.CANCELLED, JobStatus.FAILED):
+            raise Ignore()  # a stale message from before the cancel or the dead-letter
+
+    def _mark_started(self, job: JobView, state: StageState, token: str, continuation: bool) -> None:
+        store, job_id, now = self.store, job.spec.job_id, time.time()
+        if continuation:
+            state.continuations += 1
+        else:
+            state.attempts += 1
+            if state.cursor is not None:
+                state.resumed_from = state.cursor
+                store.event(job_id, "resumed", f"{state.name}: resuming at {state.cursor}", stage=state.name)
+        state.status = StageStatus.RUNNING
+        state.started_at = state.started_at or now
+        state.error = None
+        if not store.put_stage(job_id, state, token):
+            raise Ignore()
+        if job.status == JobStatus.QUEUED:
+            store.set_job(job_id, JobStatus.RUNNING, started_at=now)
+        store.event(job_id, "started", f"{state.name}: started (attempt {state.attempts})", stage=state.name)
+
+    def _mark_done(self, job_id: str, state: StageState, result: StageResult, token: str) -> None:
+        state.status = StageStatus.DONE
+        state.finished_at = time.time()
+        state.summary = result.summary
+        state.error = None
+        if not self.store.put_stage(job_id, state, token):
+            raise Ignore()
+        self.store.event(job_id, "done", f"{state.name}: done in {state.elapsed_s:.2f}s", stage=state.name)
+
+    def _after_done(self, job_id: str, name: str) -> None:
+        store = self.store
+        job = store.get(job_id)
+        if name == NOTIFY:
+            notify = job.stage(NOTIFY)
+            store.set_job(job_id, callback={"status": "delivered" if notify.summary.get("delivered") else "none",
+                                            **notify.summary})
+            store.deactivate(job_id)
+            return
+        if job.status == JobStatus.RUNNING and build_finished(job):
+            store.set_job(job_id, JobStatus.COMPLETED, finished_at=time.time(), result=job_result(job))
+            store.event(job_id, "completed", "job completed")
+        # The chain sends the next stage's message right after we return: stamp it now, so the
+        # reconciler gives that message its grace period instead of re-driving the stage.
+        following = job.next_stage()
+        if following is not None and following.status == StageStatus.PENDING:
+            following.status = StageStatus.QUEUED
+            following.enqueued_at = time.time()
+            store.put_stage(job_id, following)
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   einfo: Any) -> None:
+        """Dead-letter: the stage failed for good (permanent error, or retries exhausted)."""
+        job_id, name, store = args[0], self.stage_name, self.store
+        message = str(exc) if isinstance(exc, PermanentError) else f"{type(exc).__name__}: {exc}"
+        try:
+            state = store.stage(job_id, name)
+        except KeyError:
+            return
+        state.status = StageStatus.FAILED
+        state.error = message
+        state.finished_at = time.time()
+        store.put_stage(job_id, state)
+        if name == NOTIFY:
+            # A failed callback never un-does a finished build: record it on the job, nothing more.
+            store.set_job(job_id, callback={"status": "failed", "error": message, "attempts": state.attempts})
+            store.event(job_id, "callback-failed", f"callback failed: {message}")
+            store.deactivate(job_id)
+            return
+        store.set_job(job_id, JobStatus.FAILED, finished_at=time.time(),
+                      error={"stage": name, "message": message, "attempts": state.attempts,
+                             "type": type(exc).__name__})
+        store.event(job_id, "failed", f"{name} failed after {state.attempts} attempt(s): {message}",
+                    stage=name, level="error")
+        self.app.tasks[f"repobuild.{NOTIFY}"].si(job_id).apply_async()
