@@ -1,9 +1,10 @@
 """The one retry policy for calls to an OpenAI-compatible API (embeddings, chat completions).
 
-Clients are built with the SDK's own retries off (`max_retries=0`) so that this module alone decides:
-a bounded number of attempts that the final error can name, exponential backoff with full jitter,
-a server's `Retry-After` / `retry-after-ms` honoured up to a cap, and the pipeline's error hierarchy
-(TransientError for what may pass, PermanentError for what will not) instead of the SDK's exceptions.
+Clients are built with the SDK's own retries off (`max_retries=0`) so that this module alone decides,
+through the retry helper of pipeline.http.retry: a bounded number of attempts that the final error can
+name, exponential backoff with full jitter, a server's `Retry-After` / `retry-after-ms` honoured up to a
+cap, and the pipeline's error hierarchy (TransientError for what may pass, PermanentError for what will
+not) instead of the SDK's exceptions.
 """
 
 from __future__ import annotations
@@ -11,17 +12,16 @@ from __future__ import annotations
 import email.utils
 import logging
 import math
-import random
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
 import openai
+import tenacity
 
 from pipeline.errors import PermanentError, TransientError
-from pipeline.http.backoff import full_jitter
+from pipeline.http.retry import backoff, retrying
 
 T = TypeVar("T")
 log = logging.getLogger("repobuild.openai")
@@ -69,8 +69,24 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-def backoff_s(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
-    return full_jitter(attempt, policy.base_delay_s, policy.max_delay_s, rng)
+class _Retryable(TransientError):
+    """One failed attempt worth another; `retry_after_s` is how long the server asked us to wait, if it did."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
+    """The server's Retry-After, capped at `max_retry_after_s`; without one, backoff with full jitter."""
+    jitter = backoff(policy.base_delay_s, policy.max_delay_s)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        failed = state.outcome.exception() if state.outcome else None
+        if isinstance(failed, _Retryable) and failed.retry_after_s is not None:
+            return min(failed.retry_after_s, policy.max_retry_after_s)
+        return jitter(state)
+    return wait
 
 
 def server_message(exc: openai.APIStatusError) -> str:
@@ -99,19 +115,17 @@ def mask(text: str, secrets: Iterable[str]) -> str:
 
 
 def call_with_retry(call: Callable[[], T], *, what: str, policy: RetryPolicy | None = None,
-                    secrets: Iterable[str] = (), sleep: Callable[[float], None] = time.sleep,
-                    rng: random.Random | None = None) -> T:
+                    secrets: Iterable[str] = ()) -> T:
     """`call()` until it succeeds, retrying 408/409/429/5xx, timeouts and connection errors.
 
     `what` names the request in every error ("embeddings batch 3 of 5 (inputs 4096-6143)"), so a failed
     job says which call gave up. Other 4xx raise PermanentError with the server's message at once.
     """
     policy = policy or RetryPolicy()
-    rng = rng or random.Random()
     hidden = list(secrets)
     attempts = max(1, policy.max_attempts)
-    for attempt in range(1, attempts + 1):
-        wait: float | None = None
+
+    def once() -> T:
         try:
             return call()
         except openai.APIStatusError as exc:
@@ -119,18 +133,13 @@ def call_with_retry(call: Callable[[], T], *, what: str, policy: RetryPolicy | N
             detail = mask(server_message(exc), hidden)
             if not is_retryable_status(status):
                 raise PermanentError(f"{what}: HTTP {status}: {detail}") from exc
-            problem = f"HTTP {status} ({detail})"
-            wait = retry_after_s(exc.response.headers)
-            error: Exception = exc
+            raise _Retryable(f"{what}: HTTP {status} ({detail})", retry_after_s(exc.response.headers)) from exc
         except openai.APITimeoutError as exc:
-            problem, error = "request timed out", exc
+            raise _Retryable(f"{what}: request timed out") from exc
         except openai.APIConnectionError as exc:
-            cause = exc.__cause__
-            problem = mask(f"connection error ({cause or exc})", hidden)
-            error = exc
-        if attempt == attempts:
-            raise TransientError(f"{what}: {problem} after {attempts} attempts") from error
-        delay = min(wait, policy.max_retry_after_s) if wait is not None else backoff_s(attempt, policy, rng)
-        log.warning("%s: %s; attempt %d of %d, retrying in %.2fs", what, problem, attempt, attempts, delay)
-        sleep(delay)
-    raise AssertionError("unreachable: the last attempt returns or raises")
+            raise _Retryable(f"{what}: " + mask(f"connection error ({exc.__cause__ or exc})", hidden)) from exc
+
+    try:
+        return retrying(attempts=attempts, wait=_wait(policy), on=_Retryable, log=log)(once)
+    except _Retryable as exc:
+        raise TransientError(f"{exc} after {attempts} attempts") from exc.__cause__

@@ -180,6 +180,8 @@ def generate_files(brief: str, *, api_key: str, model: str = DEFAULT_CHAT_MODEL,
     attempts = max(1, max_attempts)
     problem = ""
     with openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s) as client:
+        # A conversation, not a retry of a failed request (so no retry helper, no wait): the model did answer,
+        # and each turn is a new request carrying the whole exchange and what was wrong with the last reply.
         for attempt in range(1, attempts + 1):
             def call() -> ChatCompletion:
                 if temperature is None:

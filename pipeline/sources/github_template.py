@@ -9,18 +9,19 @@ The token is sent as a bearer token to the API and as basic auth to git, and is 
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+import tenacity
 from dulwich import porcelain
 from dulwich.client import HTTPUnauthorized
 from dulwich.errors import GitProtocolError, NotGitRepository
 from dulwich.refs import Ref
 
 from pipeline.errors import PermanentError, TransientError
+from pipeline.http.retry import retrying
 from pipeline.sources.git import _reason, mask_secrets, mask_url
 from pipeline.sources.git_write import branch_ref, cause, credentials, http_status
 
@@ -203,18 +204,23 @@ def _rate_limited(resp: httpx.Response, said: str) -> bool:
                                         or "retry-after" in resp.headers or "rate limit" in said.lower())
 
 
+class _NotYet(TransientError):
+    """What the new repository still lacks."""
+
+
 def wait_until_cloneable(clone_url: str, *, token: str | None = None, branch: str | None = None,
                          timeout: float = 60.0, interval: float = 1.0) -> str:
     """Poll `clone_url` until it has `branch` (or, without one, any commit); returns that commit's sha.
 
     404, an empty repository, a 5xx or a network failure mean "not yet" until `timeout` seconds have passed,
     then TransientError, so a stage retries later rather than failing the job. 401 and 403 are permanent at once.
+    A poll, not a retry of a failed request: GitHub answered, the repository is only not filled yet.
     """
     shown = mask_url(clone_url)
     want = branch_ref(branch) if branch else None
     username, password = credentials(clone_url, token)
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def look() -> str:
         try:
             refs = porcelain.ls_remote(clone_url, username=username, password=password).refs
         except HTTPUnauthorized as exc:
@@ -235,6 +241,10 @@ def wait_until_cloneable(clone_url: str, *, token: str | None = None, branch: st
                 head = refs.get(Ref(b"HEAD"))
                 return (head or heads[min(heads)]).decode()
             waiting_for = f"branch {branch!r}" if branch else "a first commit"
-        if time.monotonic() + interval > deadline:
-            raise TransientError(f"{shown} is not cloneable after {timeout:g}s: still waiting for {waiting_for}")
-        time.sleep(interval)
+        # raised here, outside the except blocks, so no unmasked dulwich error is chained to it
+        raise _NotYet(waiting_for)
+
+    try:
+        return retrying(within_s=timeout, wait=tenacity.wait_fixed(interval), on=_NotYet)(look)
+    except _NotYet as exc:
+        raise TransientError(f"{shown} is not cloneable after {timeout:g}s: still waiting for {exc}") from None

@@ -37,7 +37,6 @@ from pipeline.targets.s3_client import (
     as_pipeline_error,
     head_object,
     is_missing,
-    is_transient,
     list_objects,
     parse_s3_url,
     s3_client,
@@ -45,7 +44,6 @@ from pipeline.targets.s3_client import (
 
 TREES = ".repobuild-trees"
 _DELETE_BATCH = 1000  # DeleteObjects' limit
-_DOWNLOAD_ATTEMPTS = 3
 
 
 class S3ArtifactStore:
@@ -293,29 +291,26 @@ class S3ArtifactStore:
         dest = root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         _inside(root, dest)
-        for attempt in range(1, _DOWNLOAD_ATTEMPTS + 1):
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".download-")
-            try:
-                digest = hashlib.sha256()
-                with os.fdopen(fd, "wb") as fh:
-                    body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-                    for chunk in body.iter_chunks(MIB):
-                        fh.write(chunk)
-                        digest.update(chunk)
-                if digest.hexdigest() != sha256:
-                    raise TransientError(f"artifact {self._rel(key)!r} changed while its tree was read")
-                os.replace(tmp, dest)
-                return dest.stat()
-            except (ClientError, BotoCoreError) as exc:
-                Path(tmp).unlink(missing_ok=True)
-                if is_missing(exc):
-                    raise TransientError(f"artifact {self._rel(key)!r} of a tree vanished (rewritten?)") from exc
-                if attempt == _DOWNLOAD_ATTEMPTS or not is_transient(exc):
-                    raise as_pipeline_error(exc, f"downloading artifact {self._rel(key)!r}") from exc
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        raise AssertionError("unreachable")
+        # No loop of our own: botocore retries the GET (s3_client.py), and a body cut off mid-stream is a
+        # TransientError that retries the stage, whose next `tree()` skips every file it recorded as fetched.
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".download-")
+        try:
+            digest = hashlib.sha256()
+            with os.fdopen(fd, "wb") as fh:
+                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+                for chunk in body.iter_chunks(MIB):
+                    fh.write(chunk)
+                    digest.update(chunk)
+            if digest.hexdigest() != sha256:
+                raise TransientError(f"artifact {self._rel(key)!r} changed while its tree was read")
+            os.replace(tmp, dest)
+            return dest.stat()
+        except (ClientError, BotoCoreError) as exc:
+            if is_missing(exc):
+                raise TransientError(f"artifact {self._rel(key)!r} of a tree vanished (rewritten?)") from exc
+            raise as_pipeline_error(exc, f"downloading artifact {self._rel(key)!r}") from exc
+        finally:
+            Path(tmp).unlink(missing_ok=True)  # a no-op once it is in place
 
     def _drop_cached(self, full: str) -> None:
         if not self.cache_dir.is_dir():

@@ -22,7 +22,6 @@ import base64
 import hashlib
 import mimetypes
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from botocore.exceptions import (
 )
 
 from pipeline.errors import PermanentError, PipelineError, TransientError
-from pipeline.http.backoff import full_jitter
+from pipeline.http.retry import backoff, retrying
 from pipeline.settings import Settings
 from pipeline.targets.s3_client import (
     RemoteObject,
@@ -282,19 +281,27 @@ class S3Publisher:
             local = describe_file(path)
         except OSError as exc:
             return "failed", FailedUpload(key, str(path), f"reading {path}: {exc}", 0, False)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                if self._unchanged(key, local, remote, covered):
-                    return "skipped", local.sha256
-                self._put(key, local, meta)
-                return "uploaded", local.sha256
-            except (ClientError, BotoCoreError, S3UploadFailedError, PipelineError, OSError) as exc:
-                err = as_pipeline_error(exc, f"uploading {key}")
-                if attempt >= self.attempts or not isinstance(err, TransientError):
-                    return "failed", FailedUpload(key, str(path), str(err), attempt, isinstance(err, TransientError))
-            time.sleep(full_jitter(attempt, self.backoff_s, self.backoff_max_s))
+        tries = retrying(attempts=self.attempts, wait=backoff(self.backoff_s, self.backoff_max_s))
+        try:
+            return tries(self._send, key, local, remote, covered, meta)
+        except PipelineError as err:
+            return "failed", FailedUpload(key, str(path), str(err), int(tries.statistics["attempt_number"]),
+                                          isinstance(err, TransientError))
+
+    def _send(self, key: str, local: LocalFile, remote: RemoteObject | None, covered: bool,
+              meta: Mapping[str, str]) -> tuple[str, str]:
+        """One attempt at one file: ("uploaded"|"skipped", sha256), or the pipeline error of its failure.
+
+        A file is retried as a whole on top of botocore's retries of each request: a multipart upload that
+        lost a part is aborted by boto3 and must start again, and the skip decision is made again with it.
+        """
+        try:
+            if self._unchanged(key, local, remote, covered):
+                return "skipped", local.sha256
+            self._put(key, local, meta)
+            return "uploaded", local.sha256
+        except (ClientError, BotoCoreError, S3UploadFailedError, OSError) as exc:
+            raise as_pipeline_error(exc, f"uploading {key}") from exc
 
     def _unchanged(self, key: str, local: LocalFile, remote: RemoteObject | None, covered: bool) -> bool:
         if remote is None and covered:

@@ -8,14 +8,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.errors import PermanentError, TransientError
-from pipeline.http.backoff import full_jitter
+from pipeline.http.retry import backoff, retrying
 from pipeline.targets.s3_client import S3Client, as_pipeline_error, is_precondition_failed, read_bytes
 
 
@@ -39,6 +38,10 @@ def _seq(value: Any, seq_field: str) -> float | None:
     return float(seq) if isinstance(seq, int | float) and not isinstance(seq, bool) else None
 
 
+class _Contended(TransientError):
+    """The pointer changed between our read and our conditional write."""
+
+
 def move_pointer(client: S3Client, bucket: str, key: str, new: Mapping[str, Any], seq_field: str = "seq",
                  *, attempts: int = 20) -> bool:
     """Write `new` at `key` only if its `seq_field` is greater than the stored one. True when moved.
@@ -46,11 +49,14 @@ def move_pointer(client: S3Client, bucket: str, key: str, new: Mapping[str, Any]
     A compare-and-swap: the write is conditional on the ETag just read (`IfNoneMatch="*"` when there is
     no pointer yet), so two publishers racing cannot move it backwards; the loser re-reads and decides
     again. A stored pointer without a numeric seq (or not JSON at all) is treated as older than any.
+    That loop is ours, not botocore's (a 412 is an answer, not a failure) nor the stage's (a race settles
+    in milliseconds, and a stage retry would wait seconds and spend one of the job's attempts).
     """
     new_seq = _seq(new, seq_field)
     if new_seq is None:
         raise PermanentError(f"pointer {key}: {seq_field!r} must be a number, got {new.get(seq_field)!r}")
-    for attempt in range(1, attempts + 1):
+
+    def swap() -> bool:
         body, etag = read_bytes(client, bucket, key)
         if body is not None:
             try:
@@ -69,10 +75,14 @@ def move_pointer(client: S3Client, bucket: str, key: str, new: Mapping[str, Any]
                 _put_pointer(client, bucket, key, new, IfMatch=etag)
             return True
         except (ClientError, BotoCoreError) as exc:
-            if not is_precondition_failed(exc):
-                raise as_pipeline_error(exc, f"writing the pointer s3://{bucket}/{key}") from exc
-        time.sleep(full_jitter(attempt, 0.02, 0.5))
-    raise TransientError(f"pointer s3://{bucket}/{key}: still contended after {attempts} attempts")
+            if is_precondition_failed(exc):
+                raise _Contended(f"pointer s3://{bucket}/{key}: changed while it was written") from exc
+            raise as_pipeline_error(exc, f"writing the pointer s3://{bucket}/{key}") from exc
+
+    try:
+        return retrying(attempts=attempts, wait=backoff(0.02, 0.5), on=_Contended)(swap)
+    except _Contended:
+        raise TransientError(f"pointer s3://{bucket}/{key}: still contended after {attempts} attempts") from None
 
 
 def force_pointer(client: S3Client, bucket: str, key: str, new: Mapping[str, Any]) -> None:

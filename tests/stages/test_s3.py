@@ -367,6 +367,26 @@ def test_s3_tree_rewritten_under_a_reader_is_transient(s3: Settings, prefix: str
     assert not any(p.name.startswith(".download-") for p in (tmp_path / "c1").rglob("*"))
 
 
+def test_s3_tree_download_that_fails_is_resumed_by_the_next_read(s3: Settings, prefix: str, tmp_path: Path) -> None:
+    # No retry loop around a download: botocore retries the GET, and a failed tree() is a TransientError
+    # that retries the stage, whose next tree() must fetch only what the failed one did not.
+    settings = s3.with_(artifacts=f"s3://{s3.s3_bucket}/{prefix}art", artifacts_cache=str(tmp_path / "c1"))
+    store = S3ArtifactStore.from_settings(settings)
+    with store.write_tree("t") as staging:
+        write_files(staging, {"a.md": b"a", "b.md": b"b", "c.md": b"c"})
+    store.client.delete_object(Bucket=s3.s3_bucket, Key=f"{prefix}art/t/c.md")
+    with pytest.raises(TransientError, match="vanished"):
+        store.tree("t")
+    [cache] = (tmp_path / "c1").iterdir()
+    before = {rel: (cache / "tree" / rel).stat() for rel in ("a.md", "b.md")}
+    store.put_bytes("t/c.md", b"c")
+    tree = store.tree("t")
+    assert tree_content(tree) == {"a.md": b"a", "b.md": b"b", "c.md": b"c"}
+    for rel, st in before.items():
+        again = (tree / rel).stat()
+        assert (again.st_ino, again.st_mtime_ns) == (st.st_ino, st.st_mtime_ns), f"{rel} was fetched again"
+
+
 def test_artifact_store_factory(s3: Settings, tmp_path: Path) -> None:
     assert isinstance(artifact_store(s3.with_(artifacts=str(tmp_path / "a"))), LocalArtifactStore)
     store = artifact_store(s3.with_(artifacts=f"s3://{s3.s3_bucket}/some/prefix"))
