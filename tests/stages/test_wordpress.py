@@ -15,8 +15,9 @@ import pytest
 from pipeline.errors import PermanentError, TransientError
 from pipeline.markdown.frontmatter import split_frontmatter
 from pipeline.models import JSON
-from pipeline.sources.wordpress import ImportReport, convert_wxr, safe_name
+from pipeline.sources.wordpress import ImportReport, convert_wxr
 from pipeline.sources.wordpress_html import html_to_markdown
+from pipeline.sources.wordpress_names import safe_name
 
 PHOTO = b"\xff\xd8\xff\xe0JFIF-photo-bytes"
 PHOTO_SMALL = b"\xff\xd8\xff\xe0JFIF-small-bytes"
