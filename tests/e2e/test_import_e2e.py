@@ -34,7 +34,7 @@ from tests.e2e.test_deploy_s3 import client_of, keys_under, s3_settings
 from tests.fakes.github_api_server import GitHubApiServer
 from tests.fakes.gitserver import GitHttpServer, empty_remote
 from tests.fakes.openai_server import OpenAIServer
-from tests.stages.test_wordpress import BILLION_LAUGHS, UPLOADS, MediaServer, item, wxr
+from tests.fakes.wordpress_site import BILLION_LAUGHS, UPLOADS, MediaServer, item, wxr
 
 pytestmark = pytest.mark.e2e
 

@@ -25,9 +25,9 @@ from pipeline.stores.artifacts import LocalArtifactStore
 from tests.fakes.github_api_server import GitHubApiServer
 from tests.fakes.gitserver import GitHttpServer, empty_remote
 from tests.fakes.openai_server import OpenAIServer
+from tests.fakes.wordpress_site import BILLION_LAUGHS, PHOTO, UPLOADS, MediaServer, item, realistic, wxr
 from tests.stages.test_brief import project, reply
 from tests.stages.test_git_write import shown_anywhere
-from tests.stages.test_wordpress import BILLION_LAUGHS, PHOTO, UPLOADS, MediaServer, item, realistic, wxr
 
 TOKEN = "tok-source-7d2e"
 API_KEY = "sk-source-test-key"
