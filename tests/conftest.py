@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import httpx
 import pytest
@@ -18,6 +18,7 @@ from api.cli.local_services import PrivateRedis, WorkerProcess
 from pipeline.models import StageStatus
 from pipeline.settings import Settings
 from pipeline.stores.jobs import JobStore, JobView
+from tests.fakes.gitserver import GitHttpServer, empty_remote
 from worker.factory import create_celery
 from worker.repobuild_app import RepobuildCelery
 
@@ -25,6 +26,31 @@ ROOT = Path(__file__).resolve().parent.parent
 # CI clones the project with shared/ beside it; REPOBUILD_CORPORA points elsewhere when it is not.
 CORPORA = Path(os.environ.get("REPOBUILD_CORPORA") or ROOT.parent / "shared" / "corpora")
 DEMO_REPO = ROOT / "samples" / "demo-repo"
+# What the fake git and GitHub servers take; tests assert it never shows in job state, errors or callbacks.
+GIT_TOKEN = "tok-7d21e0"
+
+P = ParamSpec("P")
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Stoppable)
+
+
+def stopped_at_teardown(make: Callable[P, S]) -> Iterator[Callable[P, S]]:
+    """For a fixture that hands out a factory: `make`, and every server it made stopped when the test ends."""
+    made: list[S] = []
+
+    def tracked(*args: P.args, **kwargs: P.kwargs) -> S:
+        server = make(*args, **kwargs)
+        made.append(server)
+        return server
+
+    yield tracked
+    for server in made:
+        server.stop()
 
 
 @pytest.fixture
@@ -113,16 +139,7 @@ class ApiServer:
 
 @pytest.fixture
 def api_factory() -> Iterator[Callable[[Settings], ApiServer]]:
-    servers: list[ApiServer] = []
-
-    def make(settings: Settings) -> ApiServer:
-        s = ApiServer(settings)
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        s.stop()
+    yield from stopped_at_teardown(ApiServer)
 
 
 def wait_job(store: JobStore, job_id: str, timeout: float = 120,
@@ -176,16 +193,15 @@ class CallbackServer:
 
 @pytest.fixture
 def callback_server() -> Iterator[Callable[..., CallbackServer]]:
-    made: list[CallbackServer] = []
+    yield from stopped_at_teardown(CallbackServer)
 
-    def make(statuses: list[int] | None = None) -> CallbackServer:
-        c = CallbackServer(statuses)
-        made.append(c)
-        return c
 
-    yield make
-    for c in made:
-        c.stop()
+@pytest.fixture
+def remote(tmp_path: Path) -> Iterator[GitHttpServer]:
+    """A git smart-HTTP server with one empty bare repository, `site.git` (HEAD on main), taking only GIT_TOKEN."""
+    server = empty_remote(tmp_path, GIT_TOKEN)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

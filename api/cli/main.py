@@ -9,7 +9,6 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
 
 from api.schemas import secrets_of, source_spec
 from pipeline.models import JobSpec, JobStatus, SourceSpec
@@ -154,74 +153,21 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_query_embedder(db: Path, settings: Settings) -> Any:
-    """How a query is embedded to search the images of `db`: with the model their vectors came from.
-
-    CLIP vectors are searched with the CLIP text tower, caption vectors with the text model; the kind is
-    read from the bundle's manifest, else found by matching the stored model id with the local models.
-    """
-    from pipeline.bundle_db.search import image_vectors  # noqa: PLC0415
-    from pipeline.embedders.image import load_clip  # noqa: PLC0415
-    from pipeline.embedders.select import text_embedder  # noqa: PLC0415
-    from pipeline.errors import PermanentError  # noqa: PLC0415
-
-    model, kind = image_vectors(db)
-    if kind != "caption":
-        clip = load_clip(settings.clip_model_dir)
-        if clip is not None and clip.model_id == model:
-            return lambda text: clip.embed_texts([text])[0]
-        if kind == "clip":
-            if clip is None:
-                raise PermanentError(f"the images of {db} have CLIP vectors ({model}); searching them needs "
-                                     "that CLIP model: set REPOBUILD_CLIP_MODEL_DIR")
-            raise PermanentError(f"the images of {db} were embedded with the CLIP model {model}, "
-                                 f"REPOBUILD_CLIP_MODEL_DIR holds {clip.model_id}")
-    embedder = text_embedder(settings)
-    if embedder.model_id == model:
-        # Captions are embedded as they are, without the documents' instruction: so is the query.
-        return lambda text: embedder.embed([text])[0]
-    if kind == "caption":
-        raise PermanentError(f"the image captions of {db} were embedded with {model}, "
-                             f"this machine's text model is {embedder.model_id}")
-    raise PermanentError(f"the image vectors of {db} come from {model}, which is neither this machine's text "
-                         "model nor the configured CLIP model (REPOBUILD_CLIP_MODEL_DIR)")
-
-
 def cmd_search(args: argparse.Namespace) -> int:
-    from pipeline.bundle_db.search import models, search_medias, search_posts  # noqa: PLC0415
-    from pipeline.embedders.select import text_embedder  # noqa: PLC0415
+    from pipeline.bundle_db.search import search  # noqa: PLC0415
     from pipeline.errors import PermanentError  # noqa: PLC0415
 
-    bundle = Path(args.bundle)
-    db = bundle / "content.sqlite" if bundle.is_dir() else bundle
-    if not db.is_file():
-        print(f"repobuild: {db} does not exist (give a bundle folder or its content.sqlite)", file=sys.stderr)
+    try:
+        results = search(Path(args.bundle), args.query, args.k, args.images, Settings.from_env())
+    except PermanentError as exc:
+        print(f"repobuild: {exc}", file=sys.stderr)
         return 1
-    settings = Settings.from_env()
-    if args.images:
-        try:
-            hits = search_medias(db, _image_query_embedder(db, settings)(args.query), args.k)
-        except PermanentError as exc:
-            print(f"repobuild: {exc}", file=sys.stderr)
-            return 1
-    else:
-        stored = models(db)
-        embedder = text_embedder(settings) if "posts" in stored or "chunks" in stored else None
-        text_model = (stored.get("posts") or stored.get("chunks") or ("", 0))[0]
-        if embedder is not None and text_model and text_model != embedder.model_id:
-            print(f"repobuild: {db} was embedded with {text_model}, this machine has {embedder.model_id}; "
-                  "searching by keywords only", file=sys.stderr)
-            embedder = None
-
-        def embed(text: str) -> Any:
-            assert embedder is not None
-            return embedder.embed([text])[0]
-
-        hits = search_posts(db, args.query, args.k, embed if embedder is not None else None)
-    for n, hit in enumerate(hits, start=1):
+    if results.notice:
+        print(f"repobuild: {results.notice}", file=sys.stderr)
+    for n, hit in enumerate(results.hits, start=1):
         print(f"{n:2d}. {hit.title}  [{hit.slug}]  score {hit.score:.4f}")
         print(f"    {hit.snippet}")
-    if not hits:
+    if not results.hits:
         print("no results", file=sys.stderr)
     return 0
 
@@ -252,6 +198,16 @@ def cmd_flower(rest: list[str]) -> int:
     return 0
 
 
+def _job_options(sp: argparse.ArgumentParser, ids: tuple[str, str], token_help: str | None = None) -> None:
+    """The options `run` and `submit` share; `ids` keeps the order in which each command's help lists them."""
+    sp.add_argument("--task", default="process-all")
+    for option in ids:
+        sp.add_argument(option)
+    sp.add_argument("--branch")
+    sp.add_argument("--commit")
+    sp.add_argument("--token", help=token_help)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="repobuild", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -259,12 +215,7 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a job on a private Redis and worker, bundle to a folder")
     run.add_argument("source", help="a folder, a git repository path, or a git URL")
     run.add_argument("--out", help="bundle folder (default: $REPOBUILD_OUTPUT or ./repobuild-output)")
-    run.add_argument("--task", default="process-all")
-    run.add_argument("--project-id")
-    run.add_argument("--job-id")
-    run.add_argument("--branch")
-    run.add_argument("--commit")
-    run.add_argument("--token", help="git token for private repositories")
+    _job_options(run, ids=("--project-id", "--job-id"), token_help="git token for private repositories")
     run.add_argument("--subfolder", help="only this folder of the repository")
     run.add_argument("--concurrency", type=int, default=2)
     run.add_argument("--no-worker", action="store_true", help="use workers already running on REPOBUILD_REDIS_URL")
@@ -272,12 +223,7 @@ def parser() -> argparse.ArgumentParser:
 
     submit = sub.add_parser("submit", help="enqueue a job on REPOBUILD_REDIS_URL")
     submit.add_argument("source")
-    submit.add_argument("--task", default="process-all")
-    submit.add_argument("--job-id")
-    submit.add_argument("--project-id")
-    submit.add_argument("--branch")
-    submit.add_argument("--commit")
-    submit.add_argument("--token")
+    _job_options(submit, ids=("--job-id", "--project-id"))
     submit.add_argument("--callback-url")
     submit.set_defaults(func=cmd_submit)
 

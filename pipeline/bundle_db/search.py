@@ -2,6 +2,9 @@
 
 Reciprocal rank fusion (score = Σ 1/(60 + rank)) needs no score calibration between bm25 and
 cosine distance, which live on unrelated scales; 60 is the constant of the original RRF paper.
+
+`search` is the whole query path (the database of a bundle, the query embedder its vectors need, the
+ranking), so the command line and an HTTP endpoint answer alike.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.bundle_db.schema import FTS_TABLE
-from pipeline.bundle_db.vectors import CHUNK_VEC, MEDIA_VEC, POST_VEC, connect
+from pipeline.bundle_db.vectors import CHUNK_VEC, MEDIA_VEC, POST_VEC, connect, vector_blob
+from pipeline.embedders.image import load_clip
+from pipeline.embedders.select import text_embedder
 from pipeline.errors import PermanentError
+from pipeline.settings import Settings
 
 RRF_K = 60
 Embed = Callable[[str], "np.typing.NDArray[np.float32]"]
@@ -35,10 +41,6 @@ def fts_query(text: str) -> str:
     """Free text → an FTS5 expression that cannot be a syntax error: each word quoted, OR-ed."""
     words = [w for w in re.findall(r"\w+", text, flags=re.UNICODE) if w]
     return " OR ".join(f'"{w}"' for w in words)
-
-
-def _blob(vec: np.typing.NDArray[np.float32]) -> bytes:
-    return np.asarray(vec, dtype="<f4").tobytes()
 
 
 def models(db: Path) -> dict[str, tuple[str, int]]:
@@ -95,7 +97,7 @@ def search_posts(db: Path, query: str, k: int = 10, embed: Embed | None = None) 
             # The query goes in bare. MiniLM is not instruction-tuned: the original's instruction prefix,
             # kept on post vectors for compatibility, would make every post look alike to a query that
             # carried it too (all cosine distances ~0.25 on the demo), and passages carry no prefix at all.
-            qv = _blob(embed(query))
+            qv = vector_blob(embed(query))
             rows = con.execute(f"SELECT post_id FROM {POST_VEC} WHERE embedding MATCH ? AND k = ?", (qv, depth))
             for rank, (pid,) in enumerate(rows, start=1):
                 ranks.setdefault(str(pid), []).append(rank)
@@ -137,8 +139,76 @@ def search_medias(db: Path, query_vector: np.typing.NDArray[np.float32], k: int 
         rows = con.execute(
             f"SELECT v.media_id, v.distance, m.path, m.file_name FROM {MEDIA_VEC} v LEFT JOIN medias m "
             f"ON m._id = v.media_id WHERE v.embedding MATCH ? AND k = ? ORDER BY v.distance",
-            (_blob(query_vector), k))
+            (vector_blob(query_vector), k))
         return [Hit(str(mid), str(name or mid), str(path or ""), round(1.0 - float(dist), 6), str(path or ""))
                 for mid, dist, path, name in rows]
     finally:
         con.close()
+
+
+@dataclass
+class Results:
+    hits: list[Hit]
+    notice: str | None = None  # why vectors were left out of a posts search, for the user to see
+
+
+def bundle_database(bundle: Path) -> Path:
+    """The content.sqlite of a bundle folder, or the file itself."""
+    db = bundle / "content.sqlite" if bundle.is_dir() else bundle
+    if not db.is_file():
+        raise PermanentError(f"{db} does not exist (give a bundle folder or its content.sqlite)")
+    return db
+
+
+def image_query_embedder(db: Path, settings: Settings) -> Embed:
+    """How a query is embedded to search the images of `db`: with the model their vectors came from.
+
+    CLIP vectors are searched with the CLIP text tower, caption vectors with the text model; the kind is
+    read from the bundle's manifest, else found by matching the stored model id with the local models.
+    """
+    model, kind = image_vectors(db)
+    if kind != "caption":
+        clip = load_clip(settings.clip_model_dir)
+        if clip is not None and clip.model_id == model:
+            return lambda text: clip.embed_texts([text])[0]
+        if kind == "clip":
+            if clip is None:
+                raise PermanentError(f"the images of {db} have CLIP vectors ({model}); searching them needs "
+                                     "that CLIP model: set REPOBUILD_CLIP_MODEL_DIR")
+            raise PermanentError(f"the images of {db} were embedded with the CLIP model {model}, "
+                                 f"REPOBUILD_CLIP_MODEL_DIR holds {clip.model_id}")
+    embedder = text_embedder(settings)
+    if embedder.model_id == model:
+        # Captions are embedded as they are, without the documents' instruction: so is the query.
+        return lambda text: embedder.embed([text])[0]
+    if kind == "caption":
+        raise PermanentError(f"the image captions of {db} were embedded with {model}, "
+                             f"this machine's text model is {embedder.model_id}")
+    raise PermanentError(f"the image vectors of {db} come from {model}, which is neither this machine's text "
+                         "model nor the configured CLIP model (REPOBUILD_CLIP_MODEL_DIR)")
+
+
+def _post_query_embedder(db: Path, settings: Settings) -> tuple[Embed | None, str | None]:
+    """The text model, when the posts of `db` have vectors from it; else None and why (keywords only)."""
+    stored = models(db)
+    if "posts" not in stored and "chunks" not in stored:
+        return None, None
+    embedder = text_embedder(settings)
+    text_model = (stored.get("posts") or stored.get("chunks") or ("", 0))[0]
+    if text_model and text_model != embedder.model_id:
+        return None, (f"{db} was embedded with {text_model}, this machine has {embedder.model_id}; "
+                      "searching by keywords only")
+    return lambda text: embedder.embed([text])[0], None
+
+
+def search(bundle: Path, query: str, k: int, images: bool, settings: Settings) -> Results:
+    """The `k` best posts (or images) of a bundle folder or content.sqlite for a free-text query.
+
+    Raises PermanentError, with a message a user can act on, when the bundle or the model its vectors
+    need is missing.
+    """
+    db = bundle_database(bundle)
+    if images:
+        return Results(search_medias(db, image_query_embedder(db, settings)(query), k))
+    embed, notice = _post_query_embedder(db, settings)
+    return Results(search_posts(db, query, k, embed), notice)

@@ -7,6 +7,7 @@ Loaded through apsw, since Python's own sqlite3 here cannot load extensions. Que
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,21 @@ def connect(path: Path | str, readonly: bool = False) -> apsw.Connection:
     return con
 
 
-def _blob(vec: Matrix) -> bytes:
+def vector_blob(vec: Matrix) -> bytes:
+    """The bytes sqlite-vec reads as a float[] vector: little-endian float32, whatever the input dtype."""
     return np.asarray(vec, dtype="<f4").tobytes()
+
+
+def _vector_table(con: apsw.Connection, table: str, key: tuple[str, str], keys: Sequence[str | int], vecs: Matrix,
+                  name: str, model: str | None) -> None:
+    """A vec0 table of `vecs` under `keys` (column name, SQL type), and the model they came from."""
+    column, sql_type = key
+    dim = int(vecs.shape[1])
+    con.execute(f"CREATE VIRTUAL TABLE {table} USING vec0({column} {sql_type} PRIMARY KEY, "
+                f"embedding float[{dim}] distance_metric=cosine)")
+    con.executemany(f"INSERT INTO {table}({column}, embedding) VALUES (?, ?)",
+                    [(k, vector_blob(v)) for k, v in zip(keys, vecs, strict=True)])
+    con.execute("INSERT INTO vector_models VALUES (?, ?, ?)", (name, model, dim))
 
 
 def add_vectors(path: Path, *, model: str | None, posts: tuple[list[str], Matrix] | None,
@@ -42,33 +56,21 @@ def add_vectors(path: Path, *, model: str | None, posts: tuple[list[str], Matrix
         con.execute("CREATE TABLE vector_models (name TEXT PRIMARY KEY, model TEXT, dim INTEGER)")
         if posts is not None and len(posts[0]):
             ids, vecs = posts
-            con.execute(f"CREATE VIRTUAL TABLE {POST_VEC} USING vec0(post_id TEXT PRIMARY KEY, "
-                        f"embedding float[{vecs.shape[1]}] distance_metric=cosine)")
-            con.executemany(f"INSERT INTO {POST_VEC}(post_id, embedding) VALUES (?, ?)",
-                            [(i, _blob(v)) for i, v in zip(ids, vecs, strict=True)])
-            con.execute("INSERT INTO vector_models VALUES ('posts', ?, ?)", (model, int(vecs.shape[1])))
+            _vector_table(con, POST_VEC, ("post_id", "TEXT"), ids, vecs, "posts", model)
             counts["post_vectors"] = len(ids)
         if chunks is not None and len(chunks[0]):
             rows, vecs, plain = chunks
             con.execute("CREATE TABLE chunks (id INTEGER PRIMARY KEY, post_id TEXT NOT NULL, idx INTEGER, "
                         "start INTEGER, end INTEGER, text TEXT)")
             con.execute("CREATE INDEX chunks_post ON chunks(post_id)")
-            con.execute(f"CREATE VIRTUAL TABLE {CHUNK_VEC} USING vec0(chunk_id INTEGER PRIMARY KEY, "
-                        f"embedding float[{vecs.shape[1]}] distance_metric=cosine)")
             con.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)", [
                 (n, r["post"], r["index"], r["start"], r["end"], plain.get(r["post"], "")[r["start"]:r["end"]])
                 for n, r in enumerate(rows, start=1)])
-            con.executemany(f"INSERT INTO {CHUNK_VEC}(chunk_id, embedding) VALUES (?, ?)",
-                            [(n, _blob(v)) for n, v in enumerate(vecs, start=1)])
-            con.execute("INSERT INTO vector_models VALUES ('chunks', ?, ?)", (model, int(vecs.shape[1])))
+            _vector_table(con, CHUNK_VEC, ("chunk_id", "INTEGER"), range(1, len(vecs) + 1), vecs, "chunks", model)
             counts["chunk_vectors"] = len(rows)
         if medias is not None and len(medias[0]):
             ids, vecs, media_model = medias
-            con.execute(f"CREATE VIRTUAL TABLE {MEDIA_VEC} USING vec0(media_id TEXT PRIMARY KEY, "
-                        f"embedding float[{vecs.shape[1]}] distance_metric=cosine)")
-            con.executemany(f"INSERT INTO {MEDIA_VEC}(media_id, embedding) VALUES (?, ?)",
-                            [(i, _blob(v)) for i, v in zip(ids, vecs, strict=True)])
-            con.execute("INSERT INTO vector_models VALUES ('medias', ?, ?)", (media_model, int(vecs.shape[1])))
+            _vector_table(con, MEDIA_VEC, ("media_id", "TEXT"), ids, vecs, "medias", media_model)
             counts["media_vectors"] = len(ids)
     con.execute("VACUUM")
     con.close()

@@ -106,8 +106,8 @@ def _reply_json(text: str) -> Any:
             from exc
 
 
-def parse_files(text: str) -> list[GeneratedFile]:
-    """The files of a model reply; raises InvalidProject naming everything that is wrong with it."""
+def _reply_files(text: str) -> list[Any]:
+    """The array of file objects in a reply; InvalidProject when there is none, or not 5-10 of them."""
     if not text.strip():
         raise InvalidProject(["the reply is empty"])
     data = _reply_json(text)
@@ -117,44 +117,72 @@ def parse_files(text: str) -> list[GeneratedFile]:
         raise InvalidProject([f"the reply is a JSON {type(data).__name__}, expected an array of file objects"])
     if not MIN_FILES <= len(data) <= MAX_FILES:
         raise InvalidProject([f"expected between {MIN_FILES} and {MAX_FILES} files, got {len(data)}"])
-    problems: list[str] = []
-    files: list[GeneratedFile] = []
-    seen: dict[str, str] = {}
-    for i, item in enumerate(data, 1):
-        where = f"file {i}"
-        if not isinstance(item, dict):
-            problems.append(f"{where} is a JSON {type(item).__name__}, not an object")
-            continue
-        name = item.get("filename")
-        if not isinstance(name, str):
-            problems.append(f"{where} has no string \"filename\"")
-        else:
-            where = f"file {i} ({json.dumps(name)[:MAX_FILENAME_CHARS + 10]})"
-            why = filename_problem(name)
-            if why is not None:
-                problems.append(f"{where}: filename {why}")
-            elif name.casefold() in seen:
-                problems.append(f"{where}: filename repeats {json.dumps(seen[name.casefold()])} "
-                                "(names must differ in more than letter case)")
-            else:
-                seen[name.casefold()] = name
-        frontmatter = item.get("frontmatter")
-        if not isinstance(frontmatter, dict):
-            problems.append(f"{where}: \"frontmatter\" must be an object")
-        elif not isinstance(frontmatter.get("title"), str) or not frontmatter["title"].strip():
-            problems.append(f"{where}: frontmatter needs a non-empty string \"title\"")
-        content = item.get("content")
-        if not isinstance(content, str) or not content.strip():
-            problems.append(f"{where}: \"content\" must be a non-empty string")
-        elif content.lstrip().startswith("---"):
-            problems.append(f"{where}: \"content\" starts with ---; put the metadata in \"frontmatter\" instead")
-        if isinstance(name, str) and isinstance(frontmatter, dict) and isinstance(content, str):
-            files.append(GeneratedFile(name, frontmatter, content))
+    return data
+
+
+def _filename_check(i: int, name: Any, seen: dict[str, str]) -> tuple[str, str | None]:
+    """(how problems name file `i`, what is wrong with its filename or None); a good name joins `seen`."""
+    where = f"file {i}"
+    if not isinstance(name, str):
+        return where, f"{where} has no string \"filename\""
+    where = f"file {i} ({json.dumps(name)[:MAX_FILENAME_CHARS + 10]})"
+    why = filename_problem(name)
+    if why is not None:
+        return where, f"{where}: filename {why}"
+    if name.casefold() in seen:
+        return where, (f"{where}: filename repeats {json.dumps(seen[name.casefold()])} "
+                       "(names must differ in more than letter case)")
+    seen[name.casefold()] = name
+    return where, None
+
+
+def _frontmatter_problem(where: str, frontmatter: Any) -> str | None:
+    if not isinstance(frontmatter, dict):
+        return f"{where}: \"frontmatter\" must be an object"
+    if not isinstance(frontmatter.get("title"), str) or not frontmatter["title"].strip():
+        return f"{where}: frontmatter needs a non-empty string \"title\""
+    return None
+
+
+def _content_problem(where: str, content: Any) -> str | None:
+    if not isinstance(content, str) or not content.strip():
+        return f"{where}: \"content\" must be a non-empty string"
+    if content.lstrip().startswith("---"):
+        return f"{where}: \"content\" starts with ---; put the metadata in \"frontmatter\" instead"
+    return None
+
+
+def _check_file(i: int, item: Any, seen: dict[str, str], problems: list[str]) -> GeneratedFile | None:
+    """File `i` of a reply when it has the right types (adding what is wrong with it to `problems`)."""
+    if not isinstance(item, dict):
+        problems.append(f"file {i} is a JSON {type(item).__name__}, not an object")
+        return None
+    name, frontmatter, content = item.get("filename"), item.get("frontmatter"), item.get("content")
+    where, name_problem = _filename_check(i, name, seen)
+    found = (name_problem, _frontmatter_problem(where, frontmatter), _content_problem(where, content))
+    problems.extend(problem for problem in found if problem is not None)
+    if isinstance(name, str) and isinstance(frontmatter, dict) and isinstance(content, str):
+        return GeneratedFile(name, frontmatter, content)
+    return None
+
+
+def _project_problems(files: list[GeneratedFile]) -> list[str]:
+    """What is wrong with the files together: a name that is another's folder, no wiki link at all."""
     # A file named like another's folder ("a.md" beside "a.md/b.md") cannot be written.
     folders = {folder.casefold() for f in files for folder in _folders(f.filename)}
-    problems.extend(f"{json.dumps(f.filename)} is also a folder" for f in files if f.filename.casefold() in folders)
+    problems = [f"{json.dumps(f.filename)} is also a folder" for f in files if f.filename.casefold() in folders]
     if not any(_WIKI_LINK.search(f.content) for f in files):
         problems.append("no file links another with a [[wiki link]]")
+    return problems
+
+
+def parse_files(text: str) -> list[GeneratedFile]:
+    """The files of a model reply; raises InvalidProject naming everything that is wrong with it."""
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    checked = [_check_file(i, item, seen, problems) for i, item in enumerate(_reply_files(text), 1)]
+    files = [f for f in checked if f is not None]
+    problems.extend(_project_problems(files))
     if problems:
         raise InvalidProject(problems)
     return files

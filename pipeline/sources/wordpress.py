@@ -9,8 +9,7 @@ Layout written under `dest` (every path checked to stay inside it):
     <folder>/images/<name>           media referenced by that post or page, and its cover image
 
 Choices worth knowing:
-- The XML is parsed with defusedxml and any DTD is refused: WordPress never writes one, and a DTD is what entity
-  expansion (billion laughs) and external entities (XXE) need.
+- The XML is read by wordpress_wxr.py, which refuses any DTD; names on disk come from wordpress_names.py.
 - HTML becomes markdown with markdownify (BeautifulSoup underneath): it converts the whole tree including tables
   and code blocks, and lets us rewrite `img`/`a` in the parsed tree before converting instead of patching markdown
   text afterwards. html2text was the alternative; its output is tuned for reading, not for round-tripping.
@@ -27,25 +26,21 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import datetime as dt
 import html as htmllib
 import posixpath
-import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
-from xml.etree.ElementTree import Element, ParseError
 
 import yaml
-from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
-from defusedxml.ElementTree import fromstring
 
-from pipeline.errors import ItemError, PermanentError, PipelineError
+from pipeline.errors import ItemError, PipelineError
 from pipeline.http.safe_fetch import fetch_image
 from pipeline.models import JSON, Issue, Severity
 from pipeline.sources.wordpress_html import html_to_markdown, plain_excerpt
+from pipeline.sources.wordpress_names import NAME_MAX_BYTES, SLUG_MAX_BYTES, UniqueNames, safe_name
+from pipeline.sources.wordpress_wxr import WxrExport, WxrItem, iso_date, parse_wxr
 
 STAGE = "wordpress"
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -53,16 +48,10 @@ DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 # Fetches one URL and returns its bytes; raises a PipelineError (or OSError) when it cannot.
 Downloader = Callable[[str], bytes]
 
-_DRAFT_STATUSES = {"draft", "pending", "private", "future"}
 _SKIPPED_STATUSES = {"trash", "auto-draft"}
 _WRITTEN_TYPES = ("post", "page")
 _SECTIONS = {"post": "posts", "page": "pages"}
 _IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".avif", ".svg", ".bmp", ".tif", ".tiff", ".ico"}
-
-# Names Windows refuses whatever the extension; the repository may be checked out there.
-_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
-_SLUG_MAX_BYTES = 100
-_NAME_MAX_BYTES = 120
 
 
 @dataclass
@@ -91,207 +80,6 @@ class ImportReport:
             "issues": [i.to_json() for i in self.issues],
             "files": list(self.files),
         }
-
-
-# --------------------------------------------------------------------------------------------------- names
-
-
-def safe_name(raw: str, fallback: str, *, max_bytes: int = _NAME_MAX_BYTES, keep_extension: bool = False) -> str:
-    """One path component that is safe on disk and in a markdown link, or `fallback` when nothing usable is left.
-
-    Letters, marks and digits of any script are kept (a Chinese slug stays readable); everything else, including
-    `/`, `\\`, control characters, spaces and the characters markdown links or URLs give a meaning to (`#`, `%`,
-    `(`, `)`), becomes `-`. No leading dot or dash, no `..`, at most `max_bytes` of UTF-8. No leading underscore
-    either: static site generators skip `_name` folders, and a published slug must never be our `_drafts`.
-    """
-    text = unicodedata.normalize("NFC", raw)
-    chars = [ch if ch in "._-" or unicodedata.category(ch)[0] in "LMN" else "-" for ch in text]
-    # a run of dots and dashes is one dash when it has a dash, one dot otherwise: no `..` survives
-    text = re.sub(r"\.{2,}", ".", re.sub(r"[-.]*-[-.]*", "-", "".join(chars)))
-    text = text.strip("-._ ")
-    stem, ext = _split_ext(text) if keep_extension else (text, "")
-    stem = _truncate_utf8(stem, max_bytes - len(ext.encode())).rstrip("-._")
-    if not stem:
-        return fallback
-    if stem.lower() in _WINDOWS_RESERVED:
-        stem += "-"
-    return stem + ext
-
-
-def _split_ext(name: str) -> tuple[str, str]:
-    stem, dot, ext = name.rpartition(".")
-    if dot and stem and 0 < len(ext) <= 10 and ext.isascii() and ext.isalnum():
-        return stem, "." + ext.lower()
-    return name, ""
-
-
-def _truncate_utf8(text: str, max_bytes: int) -> str:
-    return text.encode()[: max(max_bytes, 0)].decode("utf-8", errors="ignore")
-
-
-class _Names:
-    """First-come unique names within one folder; compared case-insensitively for macOS and Windows checkouts."""
-
-    def __init__(self) -> None:
-        self._taken: set[str] = set()
-
-    def claim(self, name: str, max_bytes: int = _SLUG_MAX_BYTES, *, keep_extension: bool = False) -> str:
-        stem, ext = _split_ext(name) if keep_extension else (name, "")
-        candidate, n = name, 1
-        while candidate.casefold() in self._taken:
-            n += 1
-            suffix = f"-{n}"
-            candidate = _truncate_utf8(stem, max_bytes - len(suffix) - len(ext.encode())) + suffix + ext
-        self._taken.add(candidate.casefold())
-        return candidate
-
-
-# --------------------------------------------------------------------------------------------------- parsing
-
-
-_NS_FIXED = {
-    "http://purl.org/rss/1.0/modules/content/": "content",
-    "http://purl.org/dc/elements/1.1/": "dc",
-}
-_NS_WP = re.compile(r"^https?://wordpress\.org/export/\d+\.\d+/$")
-_NS_EXCERPT = re.compile(r"^https?://wordpress\.org/export/\d+\.\d+/excerpt/$")
-
-
-def _qname(tag: str) -> tuple[str, str]:
-    """(prefix we use, local name): WXR 1.0, 1.1 and 1.2 only differ by the version in their namespace URIs."""
-    if not tag.startswith("{"):
-        return "", tag
-    uri, _, local = tag[1:].partition("}")
-    if uri in _NS_FIXED:
-        return _NS_FIXED[uri], local
-    if _NS_WP.match(uri):
-        return "wp", local
-    if _NS_EXCERPT.match(uri):
-        return "excerpt", local
-    return uri, local
-
-
-def _children(el: Element, prefix: str, local: str) -> list[Element]:
-    return [c for c in el if _qname(c.tag) == (prefix, local)]
-
-
-def _text(el: Element, prefix: str, local: str) -> str:
-    found = _children(el, prefix, local)
-    return (found[0].text or "").strip() if found else ""
-
-
-def _raw(el: Element, prefix: str, local: str) -> str:
-    """Like _text without stripping: leading blank lines in content matter to wpautop."""
-    found = _children(el, prefix, local)
-    return (found[0].text or "") if found else ""
-
-
-@dataclass
-class WxrItem:
-    post_id: str
-    post_type: str
-    status: str
-    title: str
-    slug: str
-    creator: str
-    content: str
-    excerpt: str
-    date_gmt: str
-    date_local: str
-    categories: list[str]
-    tags: list[str]
-    meta: dict[str, str]
-    attachment_url: str
-
-    @property
-    def id_sort(self) -> tuple[int, str]:
-        return (int(self.post_id), self.post_id) if self.post_id.isdigit() else (2**63, self.post_id)
-
-
-@dataclass
-class WxrExport:
-    site_url: str
-    authors: dict[str, str]
-    items: list[WxrItem]
-
-
-def _parse_xml(xml: bytes) -> Element:
-    try:
-        root: Element = fromstring(xml, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except DTDForbidden as exc:
-        raise PermanentError("refused WXR file: it contains a DTD (<!DOCTYPE>); WordPress exports have none, and "
-                             "DTDs carry entity-expansion and external-entity attacks") from exc
-    except EntitiesForbidden as exc:
-        raise PermanentError("refused WXR file: it declares XML entities (entity expansion is not allowed)") from exc
-    except ExternalReferenceForbidden as exc:
-        raise PermanentError("refused WXR file: it references an external entity or DTD") from exc
-    except ParseError as exc:
-        raise PermanentError(f"WXR file is not well-formed XML: {exc}") from exc
-    return root
-
-
-def parse_wxr(xml: bytes) -> WxrExport:
-    root = _parse_xml(xml)
-    channel = root.find("channel") if _qname(root.tag) == ("", "rss") else None
-    if channel is None:
-        raise PermanentError("not a WordPress export: expected <rss><channel>")
-    site_url = _text(channel, "wp", "base_blog_url") or _text(channel, "", "link") or _text(channel, "wp",
-                                                                                            "base_site_url")
-    authors: dict[str, str] = {}
-    for author in _children(channel, "wp", "author"):
-        login = _text(author, "wp", "author_login")
-        name = _text(author, "wp", "author_display_name")
-        if not name:
-            name = " ".join(p for p in (_text(author, "wp", "author_first_name"),
-                                        _text(author, "wp", "author_last_name")) if p)
-        if login:
-            authors[login] = htmllib.unescape(name) if name else login
-    items = [_parse_item(el) for el in _children(channel, "", "item")]
-    return WxrExport(site_url=site_url, authors=authors, items=items)
-
-
-def _parse_item(el: Element) -> WxrItem:
-    categories: list[str] = []
-    tags: list[str] = []
-    for cat in _children(el, "", "category"):
-        name = htmllib.unescape((cat.text or "").strip()) or cat.get("nicename", "")
-        target = {"category": categories, "post_tag": tags}.get(cat.get("domain", ""))
-        if target is not None and name and name not in target:
-            target.append(name)
-    meta: dict[str, str] = {}
-    for pm in _children(el, "wp", "postmeta"):
-        key = _text(pm, "wp", "meta_key")
-        if key and key not in meta:
-            meta[key] = _text(pm, "wp", "meta_value")
-    return WxrItem(
-        post_id=_text(el, "wp", "post_id"),
-        post_type=_text(el, "wp", "post_type"),
-        status=_text(el, "wp", "status"),
-        title=htmllib.unescape(_text(el, "", "title")),
-        slug=_text(el, "wp", "post_name"),
-        creator=_text(el, "dc", "creator"),
-        content=_raw(el, "content", "encoded"),
-        excerpt=_raw(el, "excerpt", "encoded"),
-        date_gmt=_text(el, "wp", "post_date_gmt"),
-        date_local=_text(el, "wp", "post_date"),
-        categories=categories,
-        tags=tags,
-        meta=meta,
-        attachment_url=_text(el, "wp", "attachment_url"),
-    )
-
-
-def _iso_date(gmt: str, local: str) -> str | None:
-    """GMT as `...Z` when WordPress recorded it (drafts have 0000-00-00), else the site-local time without zone."""
-    for value, suffix in ((gmt, "Z"), (local, "")):
-        try:
-            return dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S").isoformat() + suffix
-        except ValueError:
-            continue
-    return None
-
-
-# --------------------------------------------------------------------------------------------------- run
 
 
 def default_downloader(*, allow_private: bool = False, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -337,7 +125,7 @@ class _Run:
         # url -> written file to copy from, or the reason it could not be fetched: each URL is fetched once per run
         self.fetched: dict[str, Path] = {}
         self.failed: dict[str, str] = {}
-        self.sections: dict[str, _Names] = {}
+        self.sections: dict[str, UniqueNames] = {}
         self.files: set[str] = set()
 
     def convert(self) -> None:
@@ -375,14 +163,14 @@ class _Run:
     def _issue(self, path: str, message: str, *, kind: str, severity: Severity = "warning") -> None:
         self.report.issues.append(Issue(stage=STAGE, path=path, message=message, severity=severity, kind=kind))
 
-    def _names(self, section: str) -> _Names:
-        return self.sections.setdefault(section, _Names())
+    def _names(self, section: str) -> UniqueNames:
+        return self.sections.setdefault(section, UniqueNames())
 
     def _folder(self, item: WxrItem) -> str:
         section = _SECTIONS[item.post_type]
         fallback_id = safe_name(item.post_id, "unknown")
         if item.status == "publish":
-            slug = safe_name(unquote(item.slug), f"{item.post_type}-{fallback_id}", max_bytes=_SLUG_MAX_BYTES)
+            slug = safe_name(unquote(item.slug), f"{item.post_type}-{fallback_id}", max_bytes=SLUG_MAX_BYTES)
             return f"{section}/{self._names(section).claim(slug)}"
         # an unknown status is treated as unpublished: publishing what the author did not is the worse mistake
         drafts = f"{section}/_drafts"
@@ -391,7 +179,7 @@ class _Run:
     def _write_item(self, item: WxrItem, folder: str) -> None:
         index = f"{folder}/index.md"
         draft = item.status != "publish"
-        images = _Names()
+        images = UniqueNames()
         names: dict[str, str] = {}
 
         def rewrite(url: str, is_img: bool) -> str | None:
@@ -404,7 +192,7 @@ class _Run:
         for note in notes:
             self._issue(index, note, kind="content")
         fm: JSON = {"title": item.title}
-        date = _iso_date(item.date_gmt, item.date_local)
+        date = iso_date(item.date_gmt, item.date_local)
         if date is not None:
             fm["date"] = date
         if item.creator:
@@ -430,7 +218,7 @@ class _Run:
         else:
             self.report.posts += 1
 
-    def _cover(self, item: WxrItem, folder: str, index: str, images: _Names, names: dict[str, str]) -> str | None:
+    def _cover(self, item: WxrItem, folder: str, index: str, images: UniqueNames, names: dict[str, str]) -> str | None:
         thumb = item.meta.get("_thumbnail_id", "")
         if not thumb:
             return None
@@ -456,7 +244,7 @@ class _Run:
             return False
         return is_img or posixpath.splitext(urlsplit(url).path)[1].lower() in _IMAGE_EXTENSIONS
 
-    def _media(self, url: str, folder: str, index: str, images: _Names, names: dict[str, str]) -> str | None:
+    def _media(self, url: str, folder: str, index: str, images: UniqueNames, names: dict[str, str]) -> str | None:
         """`images/<name>` once `url` is saved in the item's folder, or None (and an issue) when it cannot be."""
         if url in names:
             return f"images/{names[url]}"
@@ -481,7 +269,7 @@ class _Run:
             self._issue(index, f"media not downloaded, original URL kept: {url} ({reason})", kind="attachment")
             return None
         basename = unquote(posixpath.basename(urlsplit(url).path))
-        name = images.claim(safe_name(basename, "image", keep_extension=True), _NAME_MAX_BYTES, keep_extension=True)
+        name = images.claim(safe_name(basename, "image", keep_extension=True), NAME_MAX_BYTES, keep_extension=True)
         rel = f"{folder}/images/{name}"
         if data is None:
             data = self.fetched[url].read_bytes()

@@ -107,6 +107,15 @@ def html_to_markdown(content: str, rewrite: MediaRewriter | None = None) -> tupl
 
 
 def _prepare(soup: BeautifulSoup, rewrite: MediaRewriter | None) -> None:
+    """Reshape the tree where markdownify would lose or garble something, and rewrite media URLs."""
+    _iframes_as_links(soup)
+    _figures_as_blocks(soup)
+    _clean_images(soup, rewrite)
+    if rewrite is not None:
+        _rewrite_links(soup, rewrite)
+
+
+def _iframes_as_links(soup: BeautifulSoup) -> None:
     for frame in soup.find_all("iframe"):
         src = str(frame.get("src") or "")
         if src.startswith(("http://", "https://", "//")):
@@ -118,6 +127,9 @@ def _prepare(soup: BeautifulSoup, rewrite: MediaRewriter | None) -> None:
             frame.replace_with(para)
         else:
             frame.decompose()
+
+
+def _figures_as_blocks(soup: BeautifulSoup) -> None:
     for figure in soup.find_all("figure"):
         # markdownify treats <figure> as inline, so two image blocks in a row would share one paragraph
         figure.name = "div"
@@ -129,6 +141,9 @@ def _prepare(soup: BeautifulSoup, rewrite: MediaRewriter | None) -> None:
             for child in list(cap.contents):
                 em.append(child.extract())
             cap.append(em)
+
+
+def _clean_images(soup: BeautifulSoup, rewrite: MediaRewriter | None) -> None:
     for img in soup.find_all("img"):
         alt = " ".join(str(img.get("alt") or "").split())
         # markdownify writes alt text verbatim between [ and ]
@@ -141,13 +156,15 @@ def _prepare(soup: BeautifulSoup, rewrite: MediaRewriter | None) -> None:
             new = rewrite(src, True)
             if new is not None:
                 img["src"] = new
-    if rewrite is not None:
-        for a in soup.find_all("a"):
-            href = str(a.get("href") or "")
-            if href:
-                new = rewrite(href, False)
-                if new is not None:
-                    a["href"] = new
+
+
+def _rewrite_links(soup: BeautifulSoup, rewrite: MediaRewriter) -> None:
+    for a in soup.find_all("a"):
+        href = str(a.get("href") or "")
+        if href:
+            new = rewrite(href, False)
+            if new is not None:
+                a["href"] = new
 
 
 def plain_excerpt(excerpt: str) -> str:

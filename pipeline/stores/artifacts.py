@@ -39,6 +39,23 @@ class ArtifactStore(Protocol):
     def write_tree(self, prefix: str) -> Any: ...
 
 
+def write_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Readers of `path` see the old bytes or the new ones, never part: a temporary file beside it, renamed over it.
+
+    The temporary file is mkstemp's, private (0600) unless `mode` says otherwise.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class LocalArtifactStore:
     """A folder shared by every worker on the machine (or a shared volume)."""
 
@@ -52,14 +69,7 @@ class LocalArtifactStore:
     def put_bytes(self, key: str, data: bytes) -> None:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(target, data)
 
     def get_bytes(self, key: str) -> bytes:
         try:

@@ -16,13 +16,13 @@ import ctypes
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.errors import PermanentError
+from pipeline.stores.artifacts import write_atomic
 from pipeline.timestamps import now_iso
 
 LATEST = "latest"
@@ -117,16 +117,5 @@ class LocalFolderTarget:
             raise
         info = {"revision": rev, "path": str(self.root / rev),
                 "publishedAt": now_iso()}
-        write_atomic(self.root / LATEST_JSON, json.dumps(info, ensure_ascii=False, sort_keys=True).encode())
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide it from a web server running as another user
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        # 0644: mkstemp's 0600 would hide the pointer from a web server running as another user
+        write_atomic(self.root / LATEST_JSON, json.dumps(info, ensure_ascii=False, sort_keys=True).encode(), mode=0o644)

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from pipeline.models import JobSpec, JobStatus, StageStatus
@@ -22,26 +21,10 @@ from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.stores.jobs import JobStore, JobView
 from pipeline.targets.bucket_layout import object_keys
 from tests.conftest import CORPORA, DEMO_REPO, ApiServer, CallbackServer, Workers, wait_job
+from tests.e2e.api_jobs import start_services
+from tests.e2e.s3_bucket import keys_under, on_s3, s3_settings
 
 pytestmark = pytest.mark.e2e
-
-
-def s3_settings(settings: Settings, server: Any) -> Settings:
-    return settings.with_(s3_endpoint_url=server.endpoint, s3_access_key_id=server.access_key,
-                          s3_secret_access_key=server.secret_key, s3_bucket=server.bucket, s3_region="us-east-1")
-
-
-def client_of(server: Any) -> Any:
-    return boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=server.access_key,
-                        aws_secret_access_key=server.secret_key, region_name="us-east-1")
-
-
-def keys_under(s3: Any, bucket: str, prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            out[obj["Key"]] = obj
-    return out
 
 
 def latest(s3: Any, bucket: str, project: str) -> dict[str, Any]:
@@ -62,16 +45,12 @@ def deploy(api: ApiServer, store: JobStore, job_id: str, repo: Path, project: st
 def test_deploy_layout_skip_unchanged_upload_only_changes_and_rollback(
         settings: Settings, workers: Workers, store: JobStore, tmp_path: Path, s3_server: Any,
         api_factory: Callable[[Settings], ApiServer], callback_server: Callable[..., CallbackServer]) -> None:
-    settings = s3_settings(settings, s3_server)
-    s3, bucket = client_of(s3_server), s3_server.bucket
-    project = f"p-{uuid.uuid4().hex[:8]}"
+    settings, s3, bucket, project = on_s3(settings, s3_server)
     repo = tmp_path / "repo"
     shutil.copytree(DEMO_REPO, repo)
-    workers.start(settings)
-    api = api_factory(settings)
 
     # 1. the original's request shape; the callback carries publishInfo
-    cb = callback_server()
+    api, cb = start_services(settings, workers, api_factory, callback_server)
     body = {"jobId": "rev-1", "task": "deploy-repo", "callbackUrl": cb.url,
             "data": {"repoInfo": {"path": str(repo)}, "projectId": project, "orgId": "org-1"}}
     assert api.client.post("/process", json=body).status_code == 202
@@ -178,9 +157,7 @@ def test_deploy_layout_skip_unchanged_upload_only_changes_and_rollback(
 
 def test_latest_only_moves_forward_in_submission_order(settings: Settings, tmp_path: Path, s3_server: Any) -> None:
     """An older submission that finishes last stores its revision but never replaces the newer one."""
-    settings = s3_settings(settings, s3_server)
-    s3, bucket = client_of(s3_server), s3_server.bucket
-    project = f"p-{uuid.uuid4().hex[:8]}"
+    settings, s3, bucket, project = on_s3(settings, s3_server)
     store = LocalArtifactStore(tmp_path / "artifacts")
 
     def run_upload(job_id: str, seq: int, text: str) -> None:
@@ -220,9 +197,7 @@ def test_kill9_during_upload_resumes_without_reuploading(settings: Settings, wor
                                                         s3_server: Any,
                                                         api_factory: Callable[[Settings], ApiServer]) -> None:
     step = 5
-    settings = s3_settings(settings, s3_server).with_(upload_batch=step, s3_max_concurrency=2)
-    s3, bucket = client_of(s3_server), s3_server.bucket
-    project = f"p-{uuid.uuid4().hex[:8]}"
+    settings, s3, bucket, project = on_s3(settings.with_(upload_batch=step, s3_max_concurrency=2), s3_server)
     api = api_factory(settings)
     victim = workers.start(settings)
     api.client.post("/jobs", json={"task": "deploy-repo", "source": str(CORPORA / "opensource-guide"),
@@ -255,12 +230,8 @@ def test_kill9_during_upload_resumes_without_reuploading(settings: Settings, wor
 def test_tasks_on_a_dist_folder_enrich_publish_r2_and_build_files(
         settings: Settings, workers: Workers, store: JobStore, tmp_path: Path, s3_server: Any,
         api_factory: Callable[[Settings], ApiServer], callback_server: Callable[..., CallbackServer]) -> None:
-    settings = s3_settings(settings, s3_server)
-    s3, bucket = client_of(s3_server), s3_server.bucket
-    project = f"p-{uuid.uuid4().hex[:8]}"
-    workers.start(settings)
-    api = api_factory(settings)
-    cb = callback_server()
+    settings, s3, bucket, project = on_s3(settings, s3_server)
+    api, cb = start_services(settings, workers, api_factory, callback_server)
 
     def process(job_id: str, task: str, data: dict[str, Any]) -> JobView:
         body = {"jobId": job_id, "task": task, "callbackUrl": cb.url, "data": {"projectId": project, **data}}
@@ -308,9 +279,7 @@ def test_workers_sharing_only_redis_and_the_bucket(settings: Settings, workers: 
                                                    api_factory: Callable[[Settings], ApiServer]) -> None:
     """Two workers with no common folder: every artifact between stages goes through the bucket.
     The bundle is published under a folder of the bucket (REPOBUILD_PUBLISH_TARGET=s3://bucket/sites)."""
-    base = s3_settings(settings, s3_server).with_(s3_prefix="sites")
-    s3, bucket = client_of(s3_server), s3_server.bucket
-    project = f"p-{uuid.uuid4().hex[:8]}"
+    base, s3, bucket, project = on_s3(settings.with_(s3_prefix="sites"), s3_server)
     prefix = f"artifacts-{uuid.uuid4().hex[:8]}"
     for n in range(2):  # as on two machines: own temp and cache folders, own output folder
         workers.start(base.with_(artifacts=f"s3://{bucket}/{prefix}", temp_dir=str(tmp_path / f"m{n}"),

@@ -13,32 +13,30 @@ import hashlib
 import io
 import json
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dulwich import porcelain
-from dulwich.objects import Commit
-from dulwich.refs import Ref
 from dulwich.repo import Repo
 from PIL import Image
 
 from pipeline.markdown.frontmatter import split_frontmatter
 from pipeline.models import JobStatus
 from pipeline.settings import Settings
-from pipeline.stores.jobs import JobStore, JobView
-from tests.conftest import ApiServer, CallbackServer, Workers, wait_job
-from tests.e2e.test_deploy_s3 import client_of, keys_under, s3_settings
+from pipeline.stores.jobs import JobStore
+from tests.conftest import GIT_TOKEN as TOKEN
+from tests.conftest import ApiServer, CallbackServer, Workers
+from tests.e2e.api_jobs import callback_of, finished, job_json, start_services, submit_process
+from tests.e2e.git_remote import clone_back, files_of, head_of_main, remote_refs, with_token
+from tests.e2e.s3_bucket import keys_under, on_s3, s3_json, s3_settings
 from tests.fakes.github_api_server import GitHubApiServer
-from tests.fakes.gitserver import GitHttpServer, empty_remote
+from tests.fakes.gitserver import GitHttpServer
 from tests.fakes.openai_server import OpenAIServer
-from tests.stages.test_wordpress import BILLION_LAUGHS, UPLOADS, MediaServer, item, wxr
+from tests.fakes.wordpress_site import BILLION_LAUGHS, UPLOADS, MediaServer, item, wxr
 
 pytestmark = pytest.mark.e2e
 
-TOKEN = "tok-e2e-import-5f1c9a"
 API_KEY = "sk-e2e-import-key"
 CHAT = "/v1/chat/completions"
 ORG = "org-e2e"
@@ -55,76 +53,8 @@ DAWN = image_bytes("JPEG", (64, 48), (200, 120, 40))
 COVER = image_bytes("PNG", (40, 30), (20, 90, 160))
 
 
-# ------------------------------------------------------------------------------------------------ helpers
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> Iterator[GitHttpServer]:
-    """A git smart-HTTP server with one empty bare repository, `site.git`, that only takes TOKEN."""
-    server = empty_remote(tmp_path, TOKEN)
-    yield server
-    server.stop()
-
-
-def with_token(url: str) -> str:
-    return url.replace("http://", f"http://x-access-token:{TOKEN}@", 1)
-
-
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def submit_process(api: ApiServer, job_id: str, task: str, callback: str, data: dict[str, Any]) -> None:
-    r = api.client.post("/process", json={"jobId": job_id, "task": task, "callbackUrl": callback, "data": data})
-    assert r.status_code == 202, r.text
-    assert r.json() == {"status": "accepted", "jobId": job_id}
-
-
-def finished(store: JobStore, job_id: str, status: JobStatus) -> JobView:
-    job = wait_job(store, job_id, timeout=120)
-    assert job.status == status, job.error
-    return job
-
-
-def job_json(api: ApiServer, job_id: str) -> tuple[dict[str, Any], str]:
-    r = api.client.get(f"/jobs/{job_id}")
-    assert r.status_code == 200, r.text
-    value: dict[str, Any] = r.json()
-    return value, r.text
-
-
-def callback_of(cb: CallbackServer, job_id: str) -> tuple[dict[str, Any], bytes]:
-    bodies = [req["body"] for req in cb.accepted if json.loads(req["body"])["jobId"] == job_id]
-    assert len(bodies) == 1, f"{len(bodies)} callbacks for {job_id}"
-    payload: dict[str, Any] = json.loads(bodies[0])
-    return payload, bodies[0]
-
-
-def clone_back(url: str, dest: Path) -> Path:
-    """Clone a pushed repository with dulwich, authenticating as the worker did."""
-    porcelain.clone(url, str(dest), username="x-access-token", password=TOKEN, checkout=True).close()
-    return dest
-
-
-def files_of(root: Path) -> set[str]:
-    return {p.relative_to(root).as_posix() for p in root.rglob("*")
-            if p.is_file() and ".git" not in p.relative_to(root).parts}
-
-
-def head_of_main(repo_dir: Path) -> Commit:
-    with Repo(str(repo_dir)) as repo:
-        commit = repo[repo.refs[Ref(b"refs/heads/main")]]
-        assert isinstance(commit, Commit)
-        return commit
-
-
-def remote_refs(path: Path) -> dict[bytes, bytes]:
-    with Repo(str(path)) as repo:
-        return {k: v for k, v in repo.get_refs().items() if k != b"HEAD"}
-
-
-def s3_json(s3: Any, bucket: str, key: str) -> Any:
-    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 # ------------------------------------------------------------------------------------------------ wp-import
@@ -161,12 +91,8 @@ def test_wp_import_through_process_pushes_deploys_and_keeps_the_token_out(
         callback_server: Callable[..., CallbackServer]) -> None:
     media = MediaServer({f"{UPLOADS}/dawn.jpg": DAWN, f"{UPLOADS}/cover.png": COVER})
     try:
-        settings = s3_settings(settings, s3_server).with_(allow_private_image_urls=True)
-        s3, bucket = client_of(s3_server), s3_server.bucket
-        project = f"p-{uuid.uuid4().hex[:8]}"
-        workers.start(settings)
-        api = api_factory(settings)
-        cb = callback_server()
+        settings, s3, bucket, project = on_s3(settings.with_(allow_private_image_urls=True), s3_server)
+        api, cb = start_services(settings, workers, api_factory, callback_server)
         url = remote.url_for("site.git")
         submit_process(api, "wp-1", "wp-import", cb.url,
                        {"wpXml": b64(export_xml(media.base)), "projectId": project, "orgId": ORG,
@@ -234,12 +160,8 @@ def test_hostile_wxr_fails_at_source_and_leaves_nothing(
         settings: Settings, workers: Workers, store: JobStore, tmp_path: Path, s3_server: Any,
         remote: GitHttpServer, api_factory: Callable[[Settings], ApiServer],
         callback_server: Callable[..., CallbackServer], via: str) -> None:
-    settings = s3_settings(settings, s3_server)
-    s3, bucket = client_of(s3_server), s3_server.bucket
-    project = f"p-{uuid.uuid4().hex[:8]}"
-    workers.start(settings)
-    api = api_factory(settings)
-    cb = callback_server()
+    settings, s3, bucket, project = on_s3(settings, s3_server)
+    api, cb = start_services(settings, workers, api_factory, callback_server)
     url = remote.url_for("site.git")
     hostile = {
         "laughs": (BILLION_LAUGHS, "&lol9;"),
@@ -291,13 +213,9 @@ def test_projects_from_a_brief(settings: Settings, workers: Workers, store: JobS
                                remote: GitHttpServer, api_factory: Callable[[Settings], ApiServer],
                                callback_server: Callable[..., CallbackServer]) -> None:
     with OpenAIServer(api_key=API_KEY) as llm:
-        settings = s3_settings(settings, s3_server).with_(openai_base_url=llm.base_url, openai_api_key=API_KEY,
-                                                          openai_chat_model="chat-e2e")
-        s3, bucket = client_of(s3_server), s3_server.bucket
-        project = f"p-{uuid.uuid4().hex[:8]}"
-        workers.start(settings)
-        api = api_factory(settings)
-        cb = callback_server()
+        settings, s3, bucket, project = on_s3(settings.with_(openai_base_url=llm.base_url, openai_api_key=API_KEY,
+                                                             openai_chat_model="chat-e2e"), s3_server)
+        api, cb = start_services(settings, workers, api_factory, callback_server)
         url = remote.url_for("site.git")
 
         def chats() -> int:
@@ -386,9 +304,7 @@ def test_repositories_from_a_github_template(settings: Settings, workers: Worker
             "posts/second.md": b"---\ntitle: Second\n---\nBack to [[Hello]].\n",
         })
         settings = settings.with_(github_api_url=github.url)
-        workers.start(settings)
-        api = api_factory(settings)
-        cb = callback_server()
+        api, cb = start_services(settings, workers, api_factory, callback_server)
         template = "https://github.com/tmpl/site-template"
 
         # 1. new-repo-from-template with the token as `githubToken`
@@ -438,9 +354,7 @@ def test_a_large_export_is_kept_out_of_redis(settings: Settings, workers: Worker
                                                 content=paragraphs))
     assert len(b64(xml)) > 64 * 1024
     settings = s3_settings(settings, s3_server)
-    workers.start(settings)
-    api = api_factory(settings)
-    cb = callback_server()
+    api, cb = start_services(settings, workers, api_factory, callback_server)
     submit_process(api, "big-wp", "wp-import", cb.url, {"wpXml": b64(xml), "projectId": "p-big",
                                                         "skipEmbeddings": True})
     stored = store.get("big-wp").spec.options["wpXml"]

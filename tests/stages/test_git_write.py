@@ -22,10 +22,10 @@ from pipeline.sources.github_template import (
     parse_repo_ref,
     wait_until_cloneable,
 )
+from tests.conftest import GIT_TOKEN as TOKEN
 from tests.fakes.github_api_server import GitHubApiServer
-from tests.fakes.gitserver import GitHttpServer, empty_remote
+from tests.fakes.gitserver import GitHttpServer
 
-TOKEN = "tok-7d21e0"
 WHEN = 1_700_000_000
 
 
@@ -55,14 +55,6 @@ def shown_anywhere(exc: BaseException) -> str:
         shown += traceback.format_exception_only(current) + [repr(current.args)]
         current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return "".join(shown)
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> Iterator[GitHttpServer]:
-    # HEAD on main, as on a hosted repository whose default branch is main
-    server = empty_remote(tmp_path, TOKEN)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -22,14 +22,14 @@ from pipeline.sources.git import clone
 from pipeline.stages import fetch, source
 from pipeline.stages.context import LocalContext
 from pipeline.stores.artifacts import LocalArtifactStore
+from tests.conftest import GIT_TOKEN as TOKEN
 from tests.fakes.github_api_server import GitHubApiServer
-from tests.fakes.gitserver import GitHttpServer, empty_remote
+from tests.fakes.gitserver import GitHttpServer
 from tests.fakes.openai_server import OpenAIServer
+from tests.fakes.wordpress_site import BILLION_LAUGHS, PHOTO, UPLOADS, MediaServer, item, realistic, wxr
 from tests.stages.test_brief import project, reply
 from tests.stages.test_git_write import shown_anywhere
-from tests.stages.test_wordpress import BILLION_LAUGHS, PHOTO, UPLOADS, MediaServer, item, realistic, wxr
 
-TOKEN = "tok-source-7d2e"
 API_KEY = "sk-source-test-key"
 CHAT = "/v1/chat/completions"
 CREATED = 1_700_000_000.0
@@ -56,13 +56,6 @@ def media() -> Iterator[MediaServer]:
 def llm() -> Iterator[OpenAIServer]:
     with OpenAIServer(api_key=API_KEY) as server:
         yield server
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> Iterator[GitHttpServer]:
-    server = empty_remote(tmp_path, TOKEN)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

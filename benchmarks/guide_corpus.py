@@ -1,0 +1,52 @@
+"""The benchmark's corpus: the English posts of opensource-guide and their images, and the one-post edit.
+
+The corpora folder is found as the tests find it: `$REPOBUILD_CORPORA`, else `<project>/../shared/corpora`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPORA = Path(os.environ.get("REPOBUILD_CORPORA") or ROOT.parent / "shared" / "corpora")
+GUIDE = CORPORA / "opensource-guide"
+EDITED_POST = "getting-paid.md"
+EDIT_SENTENCE = " (The benchmark added this sentence to measure an incremental rebuild.)"
+IMAGE_LINK = re.compile(r"/assets/images/[^\s)\"'>]+")
+
+def english_corpus(dest: Path) -> tuple[Path, int, int]:
+    """The English posts (`_articles/*.md`, not `_articles/<lang>/`), the images they link to, the licence."""
+    articles = GUIDE / "_articles"
+    if not articles.is_dir():
+        raise SystemExit(f"corpus not found: {articles} (set REPOBUILD_CORPORA to the corpora folder)")
+    (dest / "_articles").mkdir(parents=True)
+    posts, links = 0, set()
+    for md in sorted(articles.glob("*.md")):  # top level only: the translations live in subfolders
+        shutil.copy2(md, dest / "_articles" / md.name)
+        links.update(IMAGE_LINK.findall(md.read_text(encoding="utf-8")))
+        posts += 1
+    images = 0
+    for link in sorted(links):
+        src = GUIDE / link.lstrip("/")
+        if src.is_file():
+            (dest / link.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / link.lstrip("/"))
+            images += 1
+    if (GUIDE / "LICENSE").is_file():
+        shutil.copy2(GUIDE / "LICENSE", dest / "LICENSE")
+    return dest, posts, images
+
+
+def edit_one_post(corpus: Path) -> str:
+    """Append a sentence to the middle prose paragraph of one post's body; returns that paragraph's start."""
+    path = corpus / "_articles" / EDITED_POST
+    text = path.read_text(encoding="utf-8")
+    body_at = text.index("\n---\n", 4) + 5  # after the frontmatter
+    body = text[body_at:]
+    paras = list(re.finditer(r"(?m)^[A-Z][^\n]{80,}$", body))  # prose: not headings, lists, HTML or tables
+    target = paras[len(paras) // 2]
+    path.write_text(text[:body_at] + body[:target.end()] + EDIT_SENTENCE + body[target.end():], encoding="utf-8")
+    return target.group()[:50]
