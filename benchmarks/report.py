@@ -60,7 +60,7 @@ def machine_info(settings: Settings, worker_threads: int) -> list[tuple[str, str
     except (OSError, IndexError, subprocess.SubprocessError):
         version = "?"
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    raw = os.environ.get("REPOBUILD_EMBED_THREADS", "")
+    raw = str(settings.embed_threads) if "embed_threads" in settings.model_fields_set else ""
     return [
         ("cores", f"{os.cpu_count()} ({usable} usable), {cpu}"),
         ("python / onnxruntime / tokenizers", f"{platform.python_version()} / {onnxruntime.__version__} / "

@@ -1,94 +1,209 @@
-"""Settings: the only place that reads the environment."""
+"""Settings: the only place that reads the environment.
+
+One pydantic-settings model. Each field names its environment variables: the first is the one `to_env()` writes,
+the others are the original service's names (`R2_*`, `TEMP_DIR`, `PORT`, `SKIP_EMBEDDINGS`…), read in order when
+the ones before them are unset or empty. `from_env()` and `to_env()` are both derived from these declarations, so a
+field added here is read, validated and handed to worker processes with nothing else to edit.
+
+The text formats are the service's own, not pydantic's: an empty variable counts as unset; a flag is true for
+1/true/yes/on (any case) and false for any other text; whole numbers accept "2.0" and "1e3"; a list is comma
+separated (pydantic-settings would expect JSON).
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
-def _bool(value: str | None, default: bool = False) -> bool:
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+def _flag(value: object) -> object:
+    # Lenient on purpose, as the original was: "maybe" means false, not a failed start.
+    return value.strip().lower() in _TRUE if isinstance(value, str) else value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+def _not_a_number(raw: str) -> PydanticCustomError:
+    return PydanticCustomError("number", "must be a number, got {raw}", {"raw": repr(raw)})
+
+
+def _number(value: object) -> object:
+    if not isinstance(value, str):
+        return value
     try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+        return float(value)
+    except ValueError:
+        raise _not_a_number(value) from None
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    return int(_float(env, name, default))
+def _whole(value: object) -> object:
+    # A whole number is read as a number and truncated, so "2.0" and "1e3" keep working.
+    if not isinstance(value, str):
+        return value
+    try:
+        return int(float(value))
+    except (ValueError, OverflowError):  # not a number, or nan / inf
+        raise _not_a_number(value) from None
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything configurable. Build it with `Settings.from_env()`; tests use `replace()`."""
+def _comma_list(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    return tuple(item.strip() for item in value.split(",") if item.strip())
 
-    redis_url: str | None = None
-    artifacts: str = field(default_factory=lambda: str(Path(tempfile.gettempdir()) / "repobuild" / "artifacts"))
-    output: str = field(default_factory=lambda: str(Path.cwd() / "repobuild-output"))
-    temp_dir: str = field(default_factory=tempfile.gettempdir)
-    task_budget_s: float = 60.0
-    api_keys: tuple[str, ...] = ()
-    callback_secret: str | None = None
-    port: int = 8080
-    github_token: str | None = None
-    openai_api_key: str | None = None
-    skip_embeddings: bool = False
-    keep_tmp_files: bool = False
-    key_prefix: str = "repobuild:"
-    state_ttl_s: int = 7 * 24 * 3600
-    lease_ttl_s: float = 15.0
-    parse_batch: int = 50
-    max_retries: int = 5
-    retry_backoff_max_s: int = 60
-    callback_timeout_s: float = 10.0
-    reconcile_interval_s: float = 5.0
-    events_max: int = 1000
-    media_prefix: str = "/_repo/medias"
-    note_prefix: str = "/_repo/notes"
-    # embeddings
-    embed_provider: str = "onnx"  # onnx (local MiniLM or REPOBUILD_TEXT_MODEL_DIR) | openai
-    text_model_dir: str | None = None
-    embed_batch: int = 32
-    embed_threads: int = 0  # 0: cores / 2, so two pool processes share the machine without oversubscribing
-    openai_base_url: str | None = None
-    openai_embed_model: str = "text-embedding-3-small"
-    openai_dimensions: int | None = None
-    clip_model_dir: str | None = None
+
+def _at_least(floor: int) -> AfterValidator:
+    return AfterValidator(lambda v: max(floor, v))
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Number = Annotated[float, BeforeValidator(_number)]
+Whole = Annotated[int, BeforeValidator(_whole)]
+# NoDecode: the variable is a comma-separated list, not JSON.
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
+NoTrailingSlash = Annotated[str, AfterValidator(lambda v: v.rstrip("/"))]
+
+
+def _env(*names: str, default: Any = None, factory: Callable[..., Any] | None = None) -> Any:
+    """A field read from these variables, first non-empty wins; `to_env()` writes the first name."""
+    if factory is not None:
+        return Field(default_factory=factory, validation_alias=AliasChoices(*names))
+    return Field(default, validation_alias=AliasChoices(*names))
+
+
+def _names(field: FieldInfo) -> list[str]:
+    alias = field.validation_alias
+    assert isinstance(alias, AliasChoices), "every Settings field declares its variables with _env()"
+    return [name for name in alias.choices if isinstance(name, str)]
+
+
+# Defaults computed from fields declared above them (pydantic passes the validated values so far).
+def _artifacts_default(data: dict[str, Any]) -> str:
+    return str(Path(data.get("temp_dir") or tempfile.gettempdir()) / "repobuild" / "artifacts")
+
+
+def _r2_endpoint(data: dict[str, Any]) -> str | None:
+    account = data.get("r2_account_id")
+    return f"https://{account}.r2.cloudflarestorage.com" if account else None
+
+
+def _region_default(data: dict[str, Any]) -> str | None:
+    # R2 accepts only the region "auto"; any other endpoint keeps boto3's own region lookup.
+    endpoint = data.get("s3_endpoint_url")
+    return "auto" if endpoint and ".r2.cloudflarestorage.com" in endpoint else None
+
+
+def _target(data: dict[str, Any]) -> tuple[str, str]:
+    bucket, _, prefix = (data.get("publish_target") or "").removeprefix("s3://").partition("/")
+    return bucket, prefix
+
+
+class _EnvironSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (a test's dict, a worker's future environment)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ  # read by super().__init__ through _load_env_vars
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Build it with `Settings.from_env()`; tests build it directly and use `with_()`."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        case_sensitive=True,
+        env_ignore_empty=True,
+        # Python code (tests) builds Settings by field name; the environment only by the declared names.
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    redis_url: str | None = _env("REPOBUILD_REDIS_URL")
+    temp_dir: str = _env("REPOBUILD_TEMP_DIR", "TEMP_DIR", factory=tempfile.gettempdir)
+    artifacts: str = _env("REPOBUILD_ARTIFACTS", factory=_artifacts_default)
+    output: str = _env("REPOBUILD_OUTPUT", factory=lambda: str(Path.cwd() / "repobuild-output"))
+    task_budget_s: Number = _env("REPOBUILD_TASK_BUDGET_S", default=60.0)
+    api_keys: CommaList = _env("REPOBUILD_API_KEYS", default=())
+    callback_secret: str | None = _env("REPOBUILD_CALLBACK_SECRET")
+    port: Whole = _env("REPOBUILD_PORT", "PORT", default=8080)
+    github_token: str | None = _env("GITHUB_TOKEN")
+    openai_api_key: str | None = _env("OPENAI_API_KEY")
+    skip_embeddings: Flag = _env("REPOBUILD_SKIP_EMBEDDINGS", "SKIP_EMBEDDINGS", default=False)
+    keep_tmp_files: Flag = _env("KEEP_TMP_FILES", default=False)
+    key_prefix: str = _env("REPOBUILD_KEY_PREFIX", default="repobuild:")
+    state_ttl_s: Whole = _env("REPOBUILD_STATE_TTL_S", default=7 * 24 * 3600)
+    lease_ttl_s: Number = _env("REPOBUILD_LEASE_TTL_S", default=15.0)
+    parse_batch: Whole = _env("REPOBUILD_PARSE_BATCH", default=50)
+    max_retries: Whole = _env("REPOBUILD_MAX_RETRIES", default=5)
+    retry_backoff_max_s: Whole = _env("REPOBUILD_RETRY_BACKOFF_MAX_S", default=60)
+    callback_timeout_s: Number = _env("REPOBUILD_CALLBACK_TIMEOUT_S", default=10.0)
+    reconcile_interval_s: Number = _env("REPOBUILD_RECONCILE_INTERVAL_S", default=5.0)
+    events_max: Whole = _env("REPOBUILD_EVENTS_MAX", default=1000)
+    media_prefix: str = _env("REPOBUILD_MEDIA_PREFIX", default="/_repo/medias")
+    note_prefix: str = _env("REPOBUILD_NOTE_PREFIX", default="/_repo/notes")
+    # embeddings: onnx (local MiniLM or REPOBUILD_TEXT_MODEL_DIR) | openai
+    embed_provider: Annotated[str, AfterValidator(str.lower)] = _env("REPOBUILD_EMBED_PROVIDER", default="onnx")
+    text_model_dir: str | None = _env("REPOBUILD_TEXT_MODEL_DIR")
+    embed_batch: Whole = _env("REPOBUILD_EMBED_BATCH", default=32)
+    # 0: cores / 2, so two pool processes share the machine without oversubscribing
+    embed_threads: Whole = _env("REPOBUILD_EMBED_THREADS", default=0)
+    openai_base_url: str | None = _env("REPOBUILD_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    openai_embed_model: str = _env("REPOBUILD_OPENAI_EMBED_MODEL", default="text-embedding-3-small")
+    # 0 or unset: the model's own size
+    openai_dimensions: Annotated[int | None, BeforeValidator(_whole), AfterValidator(lambda v: v or None)] = _env(
+        "REPOBUILD_OPENAI_DIMENSIONS")
+    clip_model_dir: str | None = _env("REPOBUILD_CLIP_MODEL_DIR")
     # the chat model that writes a project from a brief (generate-project-from-brief), on openai_base_url
-    openai_chat_model: str = "gpt-4o-mini"
+    openai_chat_model: str = _env("REPOBUILD_OPENAI_CHAT_MODEL", default="gpt-4o-mini")
     # GitHub's REST API, for new-repo-from-template (a GitHub Enterprise server: https://host/api/v3)
-    github_api_url: str = "https://api.github.com"
+    github_api_url: NoTrailingSlash = _env("REPOBUILD_GITHUB_API_URL", default="https://api.github.com")
     # imageUrl fetches of the inference API refuse private and loopback addresses (SSRF) unless allowed
-    allow_private_image_urls: bool = False
-    image_fetch_max_bytes: int = 20 * 1024 * 1024
+    allow_private_image_urls: Flag = _env("REPOBUILD_ALLOW_PRIVATE_IMAGE_URLS", default=False)
+    image_fetch_max_bytes: Whole = _env("REPOBUILD_IMAGE_FETCH_MAX_BYTES", default=20 * 1024 * 1024)
     # S3-compatible publishing (R2 by default) and S3 artifact stores (REPOBUILD_ARTIFACTS=s3://bucket/prefix).
     # None for the endpoint means AWS itself; None for the keys means boto3's own credential chain.
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
-    s3_bucket: str | None = None
-    # Keys go under this folder of the bucket (`REPOBUILD_PUBLISH_TARGET=s3://bucket/prefix`); "" = the root.
-    s3_prefix: str = ""
-    public_base_url: str = "https://static.repo.md"
-    s3_max_concurrency: int = 8
+    # The original's R2 account: the endpoint defaults to that account's R2.
+    r2_account_id: str | None = _env("R2_ACCOUNT_ID")
+    s3_endpoint_url: str | None = _env("REPOBUILD_S3_ENDPOINT_URL", factory=_r2_endpoint)
+    s3_region: str | None = _env("REPOBUILD_S3_REGION", factory=_region_default)
+    s3_access_key_id: str | None = _env("REPOBUILD_S3_ACCESS_KEY_ID", "R2_ACCESS_KEY_ID")
+    s3_secret_access_key: str | None = _env("REPOBUILD_S3_SECRET_ACCESS_KEY", "R2_SECRET_ACCESS_KEY")
+    # `s3://bucket/prefix`: the bucket and the folder below, unless REPOBUILD_S3_BUCKET / _PREFIX say otherwise.
+    publish_target: str | None = _env("REPOBUILD_PUBLISH_TARGET")
+    s3_bucket: str | None = _env("REPOBUILD_S3_BUCKET", "R2_BUCKET_NAME", factory=lambda d: _target(d)[0] or None)
+    # Keys go under this folder of the bucket; "" = the root.
+    s3_prefix: Annotated[str, AfterValidator(lambda v: v.strip("/"))] = _env(
+        "REPOBUILD_S3_PREFIX", factory=lambda d: _target(d)[1])
+    public_base_url: NoTrailingSlash = _env("REPOBUILD_PUBLIC_BASE_URL", default="https://static.repo.md")
+    s3_max_concurrency: Annotated[Whole, _at_least(1)] = _env("REPOBUILD_S3_MAX_CONCURRENCY", default=8)
     # Files above this go up in parts of this size (S3's minimum part is 5 MiB).
-    s3_multipart_threshold_mb: int = 16
+    s3_multipart_threshold_mb: Annotated[Whole, _at_least(5)] = _env("REPOBUILD_S3_MULTIPART_THRESHOLD_MB",
+                                                                       default=16)
     # Files per upload step: the cursor is saved after each, so a killed worker re-sends at most these.
-    upload_batch: int = 200
+    upload_batch: Annotated[Whole, _at_least(1)] = _env("REPOBUILD_UPLOAD_BATCH", default=200)
     # Where an S3 artifact store materialises `tree()` prefixes; None: <temp_dir>/repobuild/artifact-cache.
-    artifacts_cache: str | None = None
+    artifacts_cache: str | None = _env("REPOBUILD_ARTIFACTS_CACHE")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # `Settings(...)` is exactly what the caller wrote; only `from_env()` reads an environment.
+        return (init_settings,)
 
     @property
     def soft_time_limit_s(self) -> float:
@@ -107,113 +222,48 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        e = os.environ if env is None else env
-        base = cls()
-        r2_account = e.get("R2_ACCOUNT_ID") or None
-        target_bucket, _, target_prefix = (e.get("REPOBUILD_PUBLISH_TARGET") or "").removeprefix("s3://").partition("/")
-        s3_endpoint = e.get("REPOBUILD_S3_ENDPOINT_URL") or (
-            f"https://{r2_account}.r2.cloudflarestorage.com" if r2_account else None)
-        # R2 accepts only the region "auto"; any other endpoint keeps boto3's own region lookup.
-        r2 = s3_endpoint is not None and ".r2.cloudflarestorage.com" in s3_endpoint
-        temp_dir = e.get("REPOBUILD_TEMP_DIR") or e.get("TEMP_DIR") or base.temp_dir
-        keys = tuple(k.strip() for k in (e.get("REPOBUILD_API_KEYS") or "").split(",") if k.strip())
-        return cls(
-            redis_url=e.get("REPOBUILD_REDIS_URL") or None,
-            artifacts=e.get("REPOBUILD_ARTIFACTS") or str(Path(temp_dir) / "repobuild" / "artifacts"),
-            output=e.get("REPOBUILD_OUTPUT") or base.output,
-            temp_dir=temp_dir,
-            task_budget_s=_float(e, "REPOBUILD_TASK_BUDGET_S", base.task_budget_s),
-            api_keys=keys,
-            callback_secret=e.get("REPOBUILD_CALLBACK_SECRET") or None,
-            port=_int(e, "REPOBUILD_PORT", _int(e, "PORT", base.port)),
-            github_token=e.get("GITHUB_TOKEN") or None,
-            openai_api_key=e.get("OPENAI_API_KEY") or None,
-            skip_embeddings=_bool(e.get("REPOBUILD_SKIP_EMBEDDINGS") or e.get("SKIP_EMBEDDINGS")),
-            keep_tmp_files=_bool(e.get("KEEP_TMP_FILES")),
-            key_prefix=e.get("REPOBUILD_KEY_PREFIX") or base.key_prefix,
-            state_ttl_s=_int(e, "REPOBUILD_STATE_TTL_S", base.state_ttl_s),
-            lease_ttl_s=_float(e, "REPOBUILD_LEASE_TTL_S", base.lease_ttl_s),
-            parse_batch=_int(e, "REPOBUILD_PARSE_BATCH", base.parse_batch),
-            max_retries=_int(e, "REPOBUILD_MAX_RETRIES", base.max_retries),
-            retry_backoff_max_s=_int(e, "REPOBUILD_RETRY_BACKOFF_MAX_S", base.retry_backoff_max_s),
-            callback_timeout_s=_float(e, "REPOBUILD_CALLBACK_TIMEOUT_S", base.callback_timeout_s),
-            reconcile_interval_s=_float(e, "REPOBUILD_RECONCILE_INTERVAL_S", base.reconcile_interval_s),
-            embed_provider=(e.get("REPOBUILD_EMBED_PROVIDER") or base.embed_provider).lower(),
-            text_model_dir=e.get("REPOBUILD_TEXT_MODEL_DIR") or None,
-            embed_batch=_int(e, "REPOBUILD_EMBED_BATCH", base.embed_batch),
-            embed_threads=_int(e, "REPOBUILD_EMBED_THREADS", base.embed_threads),
-            openai_base_url=e.get("REPOBUILD_OPENAI_BASE_URL") or e.get("OPENAI_BASE_URL") or None,
-            openai_embed_model=e.get("REPOBUILD_OPENAI_EMBED_MODEL") or base.openai_embed_model,
-            openai_dimensions=_int(e, "REPOBUILD_OPENAI_DIMENSIONS", 0) or None,
-            clip_model_dir=e.get("REPOBUILD_CLIP_MODEL_DIR") or None,
-            openai_chat_model=e.get("REPOBUILD_OPENAI_CHAT_MODEL") or base.openai_chat_model,
-            github_api_url=(e.get("REPOBUILD_GITHUB_API_URL") or base.github_api_url).rstrip("/"),
-            allow_private_image_urls=_bool(e.get("REPOBUILD_ALLOW_PRIVATE_IMAGE_URLS")),
-            image_fetch_max_bytes=_int(e, "REPOBUILD_IMAGE_FETCH_MAX_BYTES", base.image_fetch_max_bytes),
-            s3_endpoint_url=s3_endpoint,
-            s3_region=e.get("REPOBUILD_S3_REGION") or ("auto" if r2 else None),
-            s3_access_key_id=e.get("REPOBUILD_S3_ACCESS_KEY_ID") or e.get("R2_ACCESS_KEY_ID") or None,
-            s3_secret_access_key=e.get("REPOBUILD_S3_SECRET_ACCESS_KEY") or e.get("R2_SECRET_ACCESS_KEY") or None,
-            s3_bucket=e.get("REPOBUILD_S3_BUCKET") or e.get("R2_BUCKET_NAME") or target_bucket or None,
-            s3_prefix=(e.get("REPOBUILD_S3_PREFIX") or target_prefix).strip("/"),
-            public_base_url=(e.get("REPOBUILD_PUBLIC_BASE_URL") or base.public_base_url).rstrip("/"),
-            s3_max_concurrency=max(1, _int(e, "REPOBUILD_S3_MAX_CONCURRENCY", base.s3_max_concurrency)),
-            s3_multipart_threshold_mb=max(
-                5, _int(e, "REPOBUILD_S3_MULTIPART_THRESHOLD_MB", base.s3_multipart_threshold_mb)),
-            upload_batch=max(1, _int(e, "REPOBUILD_UPLOAD_BATCH", base.upload_batch)),
-            artifacts_cache=e.get("REPOBUILD_ARTIFACTS_CACHE") or None,
-        )
+        """The settings `env` (default: this process's environment) names; a field it leaves unset keeps its default.
+
+        `model_fields_set` of the result holds the fields the environment set."""
+        environ = os.environ if env is None else env
+        # The source also looks a field up by its Python name; only the declared names count.
+        values = {k: v for k, v in _EnvironSource(cls, environ)().items() if k not in cls.model_fields}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            # A field that failed also stops the defaults computed from it; those follow-on errors say nothing.
+            errors = [e for e in exc.errors() if e["type"] != "default_factory_not_called"]
+            raise ValueError("; ".join(f"{cls._variable(str(e['loc'][0]), environ)} {e['msg']}"
+                                       for e in errors)) from exc
+
+    @classmethod
+    def _variable(cls, key: str, environ: Mapping[str, str]) -> str:
+        # The source files a value under a field's first name; an error names the variable that was read.
+        for field in cls.model_fields.values():
+            names = _names(field)
+            if key in names:
+                return next((n for n in names if environ.get(n)), key)
+        return key
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes `from_env()` in another process (a worker) give these settings."""
-        env = {
-            "REPOBUILD_ARTIFACTS": self.artifacts,
-            "REPOBUILD_OUTPUT": self.output,
-            "REPOBUILD_TEMP_DIR": self.temp_dir,
-            "REPOBUILD_TASK_BUDGET_S": repr(self.task_budget_s),
-            "REPOBUILD_KEY_PREFIX": self.key_prefix,
-            "REPOBUILD_STATE_TTL_S": str(self.state_ttl_s),
-            "REPOBUILD_LEASE_TTL_S": repr(self.lease_ttl_s),
-            "REPOBUILD_PARSE_BATCH": str(self.parse_batch),
-            "REPOBUILD_MAX_RETRIES": str(self.max_retries),
-            "REPOBUILD_RETRY_BACKOFF_MAX_S": str(self.retry_backoff_max_s),
-            "REPOBUILD_CALLBACK_TIMEOUT_S": repr(self.callback_timeout_s),
-            "REPOBUILD_RECONCILE_INTERVAL_S": repr(self.reconcile_interval_s),
-            "REPOBUILD_SKIP_EMBEDDINGS": "1" if self.skip_embeddings else "0",
-            "REPOBUILD_EMBED_PROVIDER": self.embed_provider,
-            "REPOBUILD_EMBED_BATCH": str(self.embed_batch),
-            "REPOBUILD_EMBED_THREADS": str(self.embed_threads),
-            "REPOBUILD_OPENAI_EMBED_MODEL": self.openai_embed_model,
-            "REPOBUILD_OPENAI_CHAT_MODEL": self.openai_chat_model,
-            "REPOBUILD_GITHUB_API_URL": self.github_api_url,
-            "REPOBUILD_PUBLIC_BASE_URL": self.public_base_url,
-            "REPOBUILD_S3_MAX_CONCURRENCY": str(self.s3_max_concurrency),
-            "REPOBUILD_S3_MULTIPART_THRESHOLD_MB": str(self.s3_multipart_threshold_mb),
-            "REPOBUILD_UPLOAD_BATCH": str(self.upload_batch),
-            "REPOBUILD_ALLOW_PRIVATE_IMAGE_URLS": "1" if self.allow_private_image_urls else "0",
-            "REPOBUILD_IMAGE_FETCH_MAX_BYTES": str(self.image_fetch_max_bytes),
-        }
-        for name, value in (("REPOBUILD_TEXT_MODEL_DIR", self.text_model_dir),
-                            ("REPOBUILD_OPENAI_BASE_URL", self.openai_base_url),
-                            ("REPOBUILD_OPENAI_DIMENSIONS", self.openai_dimensions),
-                            ("REPOBUILD_CLIP_MODEL_DIR", self.clip_model_dir),
-                            ("OPENAI_API_KEY", self.openai_api_key),
-                            ("REPOBUILD_S3_ENDPOINT_URL", self.s3_endpoint_url),
-                            ("REPOBUILD_S3_REGION", self.s3_region),
-                            ("REPOBUILD_S3_ACCESS_KEY_ID", self.s3_access_key_id),
-                            ("REPOBUILD_S3_SECRET_ACCESS_KEY", self.s3_secret_access_key),
-                            ("REPOBUILD_S3_BUCKET", self.s3_bucket),
-                            ("REPOBUILD_S3_PREFIX", self.s3_prefix),
-                            ("REPOBUILD_ARTIFACTS_CACHE", self.artifacts_cache)):
-            if value:
-                env[name] = str(value)
-        if self.redis_url:
-            env["REPOBUILD_REDIS_URL"] = self.redis_url
-        if self.callback_secret:
-            env["REPOBUILD_CALLBACK_SECRET"] = self.callback_secret
-        if self.api_keys:
-            env["REPOBUILD_API_KEYS"] = ",".join(self.api_keys)
+        env = {}
+        for name, field in type(self).model_fields.items():
+            text = _env_text(getattr(self, name))
+            if text:  # unset and empty are the same to from_env()
+                env[_names(field)[0]] = text
         return env
 
     def with_(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
+        """A copy with these fields changed (not validated, like `dataclasses.replace`)."""
+        return self.model_copy(update=changes)
+
+
+def _env_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)

@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not settings.redis_url:
             private = PrivateRedis().start()
             settings = settings.with_(redis_url=private.url)
-        if not os.environ.get("REPOBUILD_ARTIFACTS"):
+        if "artifacts" not in settings.model_fields_set:  # REPOBUILD_ARTIFACTS unset: this run's own folder
             settings = settings.with_(artifacts=str(Path(workdir) / "artifacts"))
         env = {"REPOBUILD_REDIS_URL": settings.redis_url or "", "REPOBUILD_ARTIFACTS": settings.artifacts,
                "REPOBUILD_OUTPUT": out}
