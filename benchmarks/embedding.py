@@ -55,6 +55,7 @@ from pipeline.settings import Settings
 from pipeline.stages.context import LocalContext, job_key
 from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.stores.jobs import JobStore, JobView
+from pipeline.stores.jobs_redis import RedisJobStore
 from pipeline.stores.vectors import VectorCache, text_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -302,7 +303,7 @@ class Harness:
     workers: list[WorkerProcess] = field(default_factory=list)
     server: Any = None
     client: httpx.Client | None = None
-    store: JobStore | None = None
+    store: RedisJobStore | None = None
     started: int = 0
 
     def groups(self) -> set[int]:
@@ -321,7 +322,7 @@ class Harness:
         self.server = make_server("127.0.0.1", 0, create_app(self.base), threaded=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.server.server_port}", timeout=30)
-        self.store = JobStore.from_url(self.redis.url, prefix=self.base.key_prefix)
+        self.store = RedisJobStore.from_url(self.redis.url, prefix=self.base.key_prefix)
         return self
 
     def settings(self, artifacts: Path) -> Settings:
