@@ -1,4 +1,5 @@
-"""The fan-out task: one batch of a stage, on any worker. Joined by a Redis set (stores/batches.py)."""
+"""The fan-out task: one batch of a stage, on any worker. Joined by a Redis set (stores/batches.py);
+its retry policy is worker/policy.py's, as the stage tasks'."""
 
 from __future__ import annotations
 
@@ -13,14 +14,11 @@ from pipeline.stages.context import BatchFn
 from pipeline.stores.jobs import JobStore
 from pipeline.stores.keys import lease_holder
 from worker.context import LeaseKeeper, RedisJobContext
+from worker.policy import failure_message
 
 
 class BatchTask(Task):
     abstract = True
-    acks_late = True
-    reject_on_worker_lost = True
-    retry_backoff = True
-    retry_jitter = True
     batch_functions: dict[str, BatchFn] = {}
 
     @property
@@ -55,6 +53,5 @@ class BatchTask(Task):
     def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                    einfo: Any) -> None:
         job_id, stage, n = args
-        message = str(exc) if isinstance(exc, PermanentError) else f"{type(exc).__name__}: {exc}"
         # The waiting stage sees this and fails with it (dead-letter with the batch named).
-        self.store.batches(job_id, stage).mark_failed(int(n), message)
+        self.store.batches(job_id, stage).mark_failed(int(n), failure_message(exc))
