@@ -22,6 +22,7 @@ from pipeline.settings import Settings
 from pipeline.stages.context import job_key
 from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.stores.jobs import JobStore, JobView
+from pipeline.stores.jobs_redis import RedisJobStore
 
 JOB_TIMEOUT_S = 3600.0  # only so that a wedged pipeline cannot hang the benchmark for ever
 BATCH_LOG = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}): \w+/[^\]]*\] "
@@ -86,7 +87,7 @@ class Harness:
     workers: list[WorkerProcess] = field(default_factory=list)
     server: Any = None
     client: httpx.Client | None = None
-    store: JobStore | None = None
+    store: RedisJobStore | None = None
     started: int = 0
 
     def groups(self) -> set[int]:
@@ -105,7 +106,7 @@ class Harness:
         self.server = make_server("127.0.0.1", 0, create_app(self.base), threaded=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.server.server_port}", timeout=30)
-        self.store = JobStore.from_url(self.redis.url, prefix=self.base.key_prefix)
+        self.store = RedisJobStore.from_url(self.redis.url, prefix=self.base.key_prefix)
         return self
 
     def settings(self, artifacts: Path) -> Settings:

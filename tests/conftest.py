@@ -18,6 +18,7 @@ from api.cli.local_services import PrivateRedis, WorkerProcess
 from pipeline.models import StageStatus
 from pipeline.settings import Settings
 from pipeline.stores.jobs import JobStore, JobView
+from pipeline.stores.jobs_redis import RedisJobStore
 from tests.fakes.gitserver import GitHttpServer, empty_remote
 from worker.factory import create_celery
 from worker.repobuild_app import RepobuildCelery
@@ -80,8 +81,11 @@ def celery_app(settings: Settings) -> RepobuildCelery:
 
 
 @pytest.fixture
-def store(celery_app: RepobuildCelery) -> JobStore:
-    return celery_app.store
+def store(celery_app: RepobuildCelery) -> RedisJobStore:
+    """The app's own store: the real Redis one, which the tests of durability need."""
+    store = celery_app.store
+    assert isinstance(store, RedisJobStore)
+    return store
 
 
 class Workers:

@@ -1,4 +1,5 @@
-"""The fan-out task: one batch of a stage, on any worker. Joined by a Redis set (batch_state.py)."""
+"""The fan-out task: one batch of a stage, on any worker. Joined by a Redis set (stores/batches.py);
+its retry policy is worker/policy.py's, as the stage tasks'."""
 
 from __future__ import annotations
 
@@ -10,17 +11,14 @@ from celery.exceptions import Ignore
 from pipeline.errors import PermanentError
 from pipeline.models import JobStatus
 from pipeline.stages.context import BatchFn
-from pipeline.stores.batches import BatchState
 from pipeline.stores.jobs import JobStore
+from pipeline.stores.keys import lease_holder
 from worker.context import LeaseKeeper, RedisJobContext
+from worker.policy import failure_message
 
 
 class BatchTask(Task):
     abstract = True
-    acks_late = True
-    reject_on_worker_lost = True
-    retry_backoff = True
-    retry_jitter = True
     batch_functions: dict[str, BatchFn] = {}
 
     @property
@@ -32,17 +30,18 @@ class BatchTask(Task):
         status = store.status(job_id)
         if status is None or status in (JobStatus.CANCELLED, JobStatus.FAILED):
             raise Ignore()
-        state = BatchState(store, job_id, stage)
+        state = store.batches(job_id, stage)
         if state.is_done(n):
             return "already-done"
         settings = self.app.repobuild_settings
-        token = store.acquire_lease(job_id, f"{stage}#{n}", settings.lease_ttl_s)
+        holder = lease_holder(stage, n)
+        token = store.acquire_lease(job_id, holder, settings.lease_ttl_s)
         if token is None:
             raise Ignore()  # the same batch runs elsewhere right now
         fn = self.batch_functions.get(stage)
         if fn is None:
             raise PermanentError(f"stage {stage} has no batches")
-        with LeaseKeeper(store, job_id, f"{stage}#{n}", token, settings.lease_ttl_s):
+        with LeaseKeeper(store, job_id, holder, token, settings.lease_ttl_s):
             state.mark_started(n)
             job = store.get(job_id)
             ctx = RedisJobContext(job_id=job_id, stage=stage, spec=job.spec, settings=settings,
@@ -54,6 +53,5 @@ class BatchTask(Task):
     def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                    einfo: Any) -> None:
         job_id, stage, n = args
-        message = str(exc) if isinstance(exc, PermanentError) else f"{type(exc).__name__}: {exc}"
         # The waiting stage sees this and fails with it (dead-letter with the batch named).
-        BatchState(self.store, job_id, stage).mark_failed(int(n), message)
+        self.store.batches(job_id, stage).mark_failed(int(n), failure_message(exc))

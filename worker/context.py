@@ -13,7 +13,6 @@ from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.settings import Settings
 from pipeline.stages.context import job_key
 from pipeline.stores.artifacts import ArtifactStore
-from pipeline.stores.batches import BatchState
 from pipeline.stores.jobs import JobStore
 
 log = logging.getLogger("repobuild.worker")
@@ -129,12 +128,12 @@ class RedisStageContext(RedisJobContext):
     def fan_out(self, batches: Sequence[int]) -> None:
         assert self.send_batch is not None
         todo = list(batches)
-        BatchState(self.store, self.job_id, self.stage).mark_sent(todo)
+        self.store.batches(self.job_id, self.stage).mark_sent(todo)
         for n in todo:
             self.send_batch(n)
 
     def batches_pending(self, total: int) -> set[int]:
-        state = BatchState(self.store, self.job_id, self.stage)
+        state = self.store.batches(self.job_id, self.stage)
         failed = state.failed()
         if failed:
             n, error = min(failed.items())

@@ -1,4 +1,4 @@
-"""The Celery app factory: every durability setting in one place."""
+"""The Celery app factory: every app-wide durability setting in one place (the per-task policy is policy.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from kombu.entity import Queue
 
 from pipeline.settings import Settings
 from worker import tasks
+from worker.policy import app_defaults
 from worker.queues import QUEUE_IO, QUEUES, STAGE_QUEUES
 from worker.repobuild_app import RepobuildCelery
 
@@ -21,10 +22,7 @@ def create_celery(settings: Settings) -> RepobuildCelery:
         # Our own job state in Redis is the source of truth; Celery results would only duplicate it.
         task_ignore_result=True,
         result_backend=None,
-        # A task's message is acked only after the task finished, and requeued if the process running
-        # it dies, so no stage is lost with a worker.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
+        # Each process reserves one message at a time: a dead worker strands only what it was running.
         worker_prefetch_multiplier=1,
         task_soft_time_limit=settings.soft_time_limit_s,
         task_time_limit=settings.hard_time_limit_s,
@@ -44,6 +42,7 @@ def create_celery(settings: Settings) -> RepobuildCelery:
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        **app_defaults(),
     )
     tasks.register(app)
     return app

@@ -17,6 +17,7 @@ import redis
 from pipeline.models import JobStatus, StageState, StageStatus
 from pipeline.plans import NOTIFY
 from pipeline.stores.jobs import JobStore, JobView, build_finished
+from pipeline.stores.keys import RedisKeys
 from worker.chains import enqueue_from
 from worker.inflight import jobs_in_broker, overdue_after_s
 from worker.repobuild_app import RepobuildCelery
@@ -84,7 +85,7 @@ class Reconciler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="repobuild-reconciler", daemon=True)
         self.broker: Any = redis.Redis.from_url(cast(str, app.repobuild_settings.redis_url), socket_timeout=10)
-        self.lock_key = f"{app.repobuild_settings.key_prefix}reconciler"
+        self.lock_key = RedisKeys(app.repobuild_settings.key_prefix).reconciler_lock
 
     def start(self) -> None:
         self._thread.start()

@@ -14,10 +14,14 @@ from pipeline.settings import Settings
 from pipeline.stores.artifacts import ArtifactStore
 from pipeline.stores.artifacts_s3 import artifact_store
 from pipeline.stores.jobs import JobStore
+from pipeline.stores.jobs_redis import RedisJobStore
 
 
 class RepobuildCelery(Celery):
-    """A Celery app that carries its Settings and opens its stores lazily (after fork)."""
+    """A Celery app that carries its Settings and opens its stores lazily (after fork).
+
+    Assigning `store` before first use replaces the Redis store: unit tests of the tasks give it a
+    MemoryJobStore and need no Redis."""
 
     repobuild_settings: Settings
 
@@ -25,7 +29,7 @@ class RepobuildCelery(Celery):
     def store(self) -> JobStore:
         s = self.repobuild_settings
         assert s.redis_url, "REPOBUILD_REDIS_URL is required"
-        return JobStore.from_url(s.redis_url, prefix=s.key_prefix, ttl_s=s.state_ttl_s, events_max=s.events_max)
+        return RedisJobStore.from_url(s.redis_url, prefix=s.key_prefix, ttl_s=s.state_ttl_s, events_max=s.events_max)
 
     @cached_property
     def artifacts(self) -> ArtifactStore:

@@ -1,5 +1,6 @@
-"""The policy every stage task shares, in one place: lease, skip-if-done, checkpoint, budget and
-continuation, retry with backoff, dead-lettering. Stage tasks in tasks.py are a few lines each."""
+"""What every stage task does around its stage, in one place: lease, skip-if-done, checkpoint, budget and
+continuation, recording retries, dead-lettering. The retry policy itself is worker/policy.py; stage
+tasks in tasks.py are a few lines each."""
 
 from __future__ import annotations
 
@@ -8,16 +9,16 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-import redis
 from celery import Task
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import Ignore
 
-from pipeline.errors import JobCancelled, LeaseLost, PermanentError, TransientError
+from pipeline.errors import JobCancelled, LeaseLost
 from pipeline.models import JobStatus, StageResult, StageState, StageStatus
 from pipeline.plans import NOTIFY
 from pipeline.stores.jobs import JobStore, JobView, build_finished
 from worker.context import LeaseKeeper, RedisStageContext
 from worker.inflight import batches_in_broker
+from worker.policy import RETRYABLE, failure_message
 from worker.results import job_result
 
 log = logging.getLogger("repobuild.worker")
@@ -25,24 +26,10 @@ log = logging.getLogger("repobuild.worker")
 StageFn = Callable[[RedisStageContext], StageResult]
 BATCH_TASK = "repobuild.batch"
 
-# Worth another try later; anything else is a bug or bad input and fails the stage at once.
-RETRYABLE: tuple[type[BaseException], ...] = (
-    TransientError,
-    SoftTimeLimitExceeded,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
-
 
 class StageTask(Task):
     abstract = True
     stage_name: str = ""
-    acks_late = True
-    reject_on_worker_lost = True
-    autoretry_for = RETRYABLE
-    dont_autoretry_for = (PermanentError,)
-    retry_backoff = True
-    retry_jitter = True  # full jitter: countdown is uniform in [0, min(max, 2**n)]
 
     @property
     def store(self) -> JobStore:
@@ -88,7 +75,7 @@ class StageTask(Task):
                 raise Ignore() from None
             except RETRYABLE as exc:
                 state.status = StageStatus.QUEUED
-                state.error = f"{type(exc).__name__}: {exc}"
+                state.error = failure_message(exc)
                 state.enqueued_at = time.time()
                 store.put_stage(job_id, state, token)
                 store.event(job_id, "retry", f"{name}: {state.error} (attempt {state.attempts})", stage=name)
@@ -178,7 +165,7 @@ class StageTask(Task):
                    einfo: Any) -> None:
         """Dead-letter: the stage failed for good (permanent error, or retries exhausted)."""
         job_id, name, store = args[0], self.stage_name, self.store
-        message = str(exc) if isinstance(exc, PermanentError) else f"{type(exc).__name__}: {exc}"
+        message = failure_message(exc)
         try:
             state = store.stage(job_id, name)
         except KeyError:

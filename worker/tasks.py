@@ -1,4 +1,5 @@
-"""One thin Celery task per stage. The policy is in base.StageTask; the work is in pipeline.stages."""
+"""One thin Celery task per stage. What runs around a stage is stage_task.StageTask, the retry policy
+policy.task_options; the work is in pipeline.stages."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from pipeline.stages import (
 from pipeline.stages.context import BatchFn
 from worker.batch_task import BatchTask
 from worker.notifications import run_notify
-from worker.stage_task import BATCH_TASK, RETRYABLE, StageFn, StageTask
+from worker.policy import task_options
+from worker.stage_task import BATCH_TASK, StageFn, StageTask
 
 STAGE_FUNCTIONS: dict[str, StageFn] = {
     "source": source.run,
@@ -44,22 +46,21 @@ BATCH_FUNCTIONS: dict[str, BatchFn] = {
 
 
 def register(app: Any) -> None:
-    settings = app.repobuild_settings
+    options = task_options(app.repobuild_settings)
     for stage, fn in STAGE_FUNCTIONS.items():
-        _register_stage(app, stage, fn, settings.max_retries, settings.retry_backoff_max_s)
+        _register_stage(app, stage, fn, options)
 
     def batch_task(self: BatchTask, job_id: str, stage: str, n: int) -> str:
         return self.execute(job_id, stage, n)
 
     app.task(base=BatchTask, bind=True, shared=False, name=BATCH_TASK, batch_functions=BATCH_FUNCTIONS,
-             autoretry_for=RETRYABLE, max_retries=settings.max_retries,
-             retry_backoff_max=settings.retry_backoff_max_s)(batch_task)
+             **options)(batch_task)
 
 
-def _register_stage(app: Any, stage: str, fn: StageFn, max_retries: int, backoff_max: int) -> None:
+def _register_stage(app: Any, stage: str, fn: StageFn, options: dict[str, Any]) -> None:
     def stage_task(self: StageTask, job_id: str, continuation: bool = False) -> str:
         return self.execute(job_id, fn, continuation)
 
     stage_task.__name__ = f"{stage}_task"
     app.task(base=StageTask, bind=True, shared=False, name=f"repobuild.{stage}", stage_name=stage,
-             max_retries=max_retries, retry_backoff_max=backoff_max)(stage_task)
+             **options)(stage_task)

@@ -1,4 +1,4 @@
-"""Redis state of a stage's fanned-out batches: which finished, which failed, when each was sent.
+"""State of a stage's fanned-out batches: which finished, which failed, when each was sent.
 
 The join of a fan-out is a set in Redis (no Celery chord): a batch is finished once its number is
 in the `done` set; the stage polls the set. Batches that vanished (their worker died and their
@@ -8,77 +8,101 @@ message is not back yet) are found by the stage and sent again; doing a batch tw
 from __future__ import annotations
 
 import time
-from typing import cast
+from typing import Any, Protocol, cast
 
-from pipeline.stores.jobs import JobStore
+import redis
+
+from pipeline.stores.keys import RedisKeys, lease_holder
 
 
-class BatchState:
-    def __init__(self, store: JobStore, job_id: str, stage: str) -> None:
-        self.store, self.job_id, self.stage = store, job_id, stage
-        base = f"{store.prefix}job:{job_id}:batches:{stage}"
-        self.k_done, self.k_failed, self.k_sent = f"{base}:done", f"{base}:failed", f"{base}:sent"
-        self.k_runs = f"{base}:runs"  # how often each batch was started: proof that finished ones are not redone
+class BatchState(Protocol):
+    """One stage's batches of one job. `JobStore.batches(job_id, stage)` hands it out."""
 
-    def lease_key(self, n: int) -> str:
-        return self.store.k_lease(self.job_id, f"{self.stage}#{n}")
+    def mark_sent(self, batches: list[int]) -> None: ...
 
-    def _expire(self, pipe: object) -> None:
-        for k in (self.k_done, self.k_failed, self.k_sent, self.k_runs):
-            pipe.expire(k, self.store.ttl_s)  # type: ignore[attr-defined]
+    def mark_started(self, n: int) -> None: ...
+
+    def runs(self) -> dict[int, int]:
+        """How often each batch was started."""
+        ...
+
+    def mark_done(self, n: int) -> None:
+        """Batch n finished; a failure recorded for it before (then retried) no longer counts."""
+        ...
+
+    def mark_failed(self, n: int, error: str) -> None: ...
+
+    def done(self) -> set[int]: ...
+
+    def is_done(self, n: int) -> bool: ...
+
+    def failed(self) -> dict[int, str]: ...
+
+    def sent_at(self) -> dict[int, float]: ...
+
+    def leased(self, batches: set[int]) -> set[int]:
+        """Those of `batches` that a worker holds the lease of right now."""
+        ...
+
+
+class RedisBatchState:
+    def __init__(self, client: redis.Redis, keys: RedisKeys, ttl_s: int, job_id: str, stage: str) -> None:
+        self.r, self.keys, self.ttl_s, self.job_id, self.stage = client, keys, ttl_s, job_id, stage
+        self.k = keys.batches(job_id, stage)
+
+    def _expire(self, pipe: Any) -> None:
+        for k in self.k.all():
+            pipe.expire(k, self.ttl_s)
 
     def mark_sent(self, batches: list[int]) -> None:
         if not batches:
             return
         now = time.time()
-        with self.store.r.pipeline() as pipe:
-            pipe.hset(self.k_sent, mapping={str(n): repr(now) for n in batches})
+        with self.r.pipeline() as pipe:
+            pipe.hset(self.k.sent, mapping={str(n): repr(now) for n in batches})
             self._expire(pipe)
             pipe.execute()
 
     def mark_started(self, n: int) -> None:
-        with self.store.r.pipeline() as pipe:
-            pipe.hincrby(self.k_runs, str(n), 1)
+        with self.r.pipeline() as pipe:
+            pipe.hincrby(self.k.runs, str(n), 1)
             self._expire(pipe)
             pipe.execute()
 
     def runs(self) -> dict[int, int]:
-        return {int(k): int(v) for k, v in cast(dict[str, str], self.store.r.hgetall(self.k_runs)).items()}
+        return {int(k): int(v) for k, v in cast(dict[str, str], self.r.hgetall(self.k.runs)).items()}
 
     def mark_done(self, n: int) -> None:
-        with self.store.r.pipeline() as pipe:
-            pipe.sadd(self.k_done, str(n))
-            pipe.hdel(self.k_failed, str(n))
+        with self.r.pipeline() as pipe:
+            pipe.sadd(self.k.done, str(n))
+            pipe.hdel(self.k.failed, str(n))
             self._expire(pipe)
             pipe.execute()
 
     def mark_failed(self, n: int, error: str) -> None:
-        with self.store.r.pipeline() as pipe:
-            pipe.hset(self.k_failed, str(n), error)
+        with self.r.pipeline() as pipe:
+            pipe.hset(self.k.failed, str(n), error)
             self._expire(pipe)
             pipe.execute()
 
     def done(self) -> set[int]:
-        return {int(x) for x in cast(set[str], self.store.r.smembers(self.k_done))}
+        return {int(x) for x in cast(set[str], self.r.smembers(self.k.done))}
 
     def is_done(self, n: int) -> bool:
-        return bool(self.store.r.sismember(self.k_done, str(n)))
+        return bool(self.r.sismember(self.k.done, str(n)))
 
     def failed(self) -> dict[int, str]:
-        return {int(k): v for k, v in cast(dict[str, str], self.store.r.hgetall(self.k_failed)).items()}
+        return {int(k): v for k, v in cast(dict[str, str], self.r.hgetall(self.k.failed)).items()}
 
     def sent_at(self) -> dict[int, float]:
-        return {int(k): float(v) for k, v in cast(dict[str, str], self.store.r.hgetall(self.k_sent)).items()}
+        return {int(k): float(v) for k, v in cast(dict[str, str], self.r.hgetall(self.k.sent)).items()}
 
     def leased(self, batches: set[int]) -> set[int]:
         if not batches:
             return set()
         ordered = sorted(batches)
-        with self.store.r.pipeline() as pipe:
+        with self.r.pipeline() as pipe:
             for n in ordered:
-                pipe.exists(self.lease_key(n))
+                pipe.exists(self.keys.lease(self.job_id, lease_holder(self.stage, n)))
             flags = pipe.execute()
         return {n for n, held in zip(ordered, flags, strict=True) if held}
-
-    def clear_failures(self) -> None:
-        self.store.r.delete(self.k_failed)

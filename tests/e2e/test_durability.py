@@ -122,14 +122,12 @@ def english_guide(tmp_path: Path) -> Path:
 def test_kill9_during_embed_text_resumes_from_batches_then_second_job_hits_the_cache(
         settings: Settings, workers: Workers, store: JobStore, tmp_path: Path,
         api_factory: Callable[[Settings], ApiServer]) -> None:
-    from pipeline.stores.batches import BatchState
-
     settings = settings.with_(embed_batch=8, task_budget_s=10)
     corpus = english_guide(tmp_path)
     api = api_factory(settings)
     victim = workers.start(settings)
     api.client.post("/jobs", json={"task": "process-all", "source": str(corpus), "job_id": "emb"})
-    batches = BatchState(store, "emb", "embed_text")
+    batches = store.batches("emb", "embed_text")
 
     def some_batches_done(job: JobView) -> bool:
         return len(batches.done()) >= 4

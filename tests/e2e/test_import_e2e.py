@@ -25,6 +25,7 @@ from pipeline.markdown.frontmatter import split_frontmatter
 from pipeline.models import JobStatus
 from pipeline.settings import Settings
 from pipeline.stores.jobs import JobStore
+from pipeline.stores.jobs_redis import RedisJobStore
 from tests.conftest import GIT_TOKEN as TOKEN
 from tests.conftest import ApiServer, CallbackServer, Workers
 from tests.e2e.api_jobs import callback_of, finished, job_json, start_services, submit_process
@@ -344,7 +345,8 @@ def test_repositories_from_a_github_template(settings: Settings, workers: Worker
         github.stop()
 
 
-def test_a_large_export_is_kept_out_of_redis(settings: Settings, workers: Workers, store: JobStore, s3_server: Any,
+def test_a_large_export_is_kept_out_of_redis(settings: Settings, workers: Workers, store: RedisJobStore,
+                                              s3_server: Any,
                                               api_factory: Callable[[Settings], ApiServer],
                                               callback_server: Callable[..., CallbackServer]) -> None:
     """A big `wpXml` goes to the artifact store at submission; the job state keeps its key only."""
@@ -359,7 +361,7 @@ def test_a_large_export_is_kept_out_of_redis(settings: Settings, workers: Worker
                                                         "skipEmbeddings": True})
     stored = store.get("big-wp").spec.options["wpXml"]
     assert isinstance(stored, dict) and stored["artifact"].startswith("inputs/") and stored["bytes"] > 64 * 1024
-    raw = store.r.hget(store.k_job("big-wp"), "spec") or ""
+    raw = store.r.hget(store.keys.job("big-wp"), "spec") or ""
     assert len(raw) < 4096  # the export itself is not in Redis
     job = finished(store, "big-wp", JobStatus.COMPLETED)
     assert job.stage("parse").summary["posts"] == 1

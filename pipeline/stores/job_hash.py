@@ -1,0 +1,87 @@
+"""A job as both job stores keep it: one hash of strings (spec, status, times, `stage:<name>` states),
+an issue as a JSON string, an event as a dict of strings. One encoding, so the Redis store and its
+in-memory twin cannot drift in what they store, and jobs already in Redis read back as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, cast
+
+from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
+from pipeline.stores.jobs import JobView
+
+
+def new_fields(spec: JobSpec, stages: tuple[str, ...], now: float) -> dict[str, str]:
+    fields: dict[str, str] = {
+        "spec": spec.model_dump_json(),
+        "fingerprint": spec.fingerprint(),
+        "status": JobStatus.QUEUED.value,
+        "created_at": repr(now),
+        "updated_at": repr(now),
+        "plan": json.dumps(list(stages)),
+    }
+    for name in stages:
+        fields[f"stage:{name}"] = encode_stage(StageState(name=name, enqueued_at=now))
+    return fields
+
+
+def encode_stage(state: StageState) -> str:
+    return json.dumps(state.to_json())
+
+
+def decode_stage(raw: str) -> StageState:
+    return StageState.from_json(json.loads(raw))
+
+
+def encode_issue(issue: Issue) -> str:
+    return json.dumps(issue.to_json())
+
+
+def decode_issue(raw: str) -> JSON:
+    return cast(JSON, json.loads(raw))
+
+
+def field_values(status: JobStatus | None, fields: dict[str, Any]) -> dict[str, str]:
+    """What `set_job` writes: strings as they are, floats exactly (repr), anything else as JSON."""
+    mapping: dict[str, str] = {}
+    if status is not None:
+        mapping["status"] = status.value
+    for name, value in fields.items():
+        mapping[name] = value if isinstance(value, str) else json.dumps(value) if not isinstance(
+            value, float) else repr(value)
+    return mapping
+
+
+def view(job_id: str, raw: dict[str, str]) -> JobView:
+    """The job hash read back; KeyError when there is no job (or only stray fields of an expired one)."""
+    if not raw or "spec" not in raw:
+        raise KeyError(job_id)
+    plan: list[str] = json.loads(raw["plan"])
+    stages = [decode_stage(raw[f"stage:{n}"]) for n in plan]
+
+    def num(name: str) -> float | None:
+        return float(raw[name]) if raw.get(name) else None
+
+    def obj(name: str) -> JSON | None:
+        return cast(JSON, json.loads(raw[name])) if raw.get(name) else None
+
+    return JobView(
+        spec=JobSpec.model_validate_json(raw["spec"]),
+        status=JobStatus(raw["status"]),
+        stages=stages,
+        created_at=float(raw["created_at"]),
+        updated_at=float(raw["updated_at"]),
+        started_at=num("started_at"),
+        finished_at=num("finished_at"),
+        error=obj("error"),
+        result=obj("result"),
+        callback=obj("callback"),
+    )
+
+
+def event_fields(kind: str, message: str, extra: dict[str, Any]) -> dict[str, str]:
+    fields = {"type": kind, "message": message, "ts": repr(time.time())}
+    fields.update({k: str(v) for k, v in extra.items()})
+    return fields

@@ -1,0 +1,198 @@
+"""The JobStore the worker runs on: one hash per job in Redis, fenced by lease tokens in Lua."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import redis
+
+from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
+from pipeline.stores import job_hash
+from pipeline.stores.batches import RedisBatchState
+from pipeline.stores.jobs import Event, JobExists, JobView, pick_jobs
+from pipeline.stores.keys import RedisKeys
+
+# Write a job field only while holding the stage lease (KEYS: lease, job hash; ARGV: token, field, value, ttl).
+_FENCED_HSET = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+
+
+class RedisJobStore:
+    def __init__(self, client: redis.Redis, prefix: str = "repobuild:", ttl_s: int = 7 * 24 * 3600,
+                 events_max: int = 1000) -> None:
+        self.r = client
+        self.keys = RedisKeys(prefix)
+        self.ttl_s = ttl_s
+        self.events_max = events_max
+        self._fenced_hset = self.r.register_script(_FENCED_HSET)
+        self._renew = self.r.register_script(_RENEW)
+        self._release = self.r.register_script(_RELEASE)
+
+    @classmethod
+    def from_url(cls, url: str, **kw: Any) -> RedisJobStore:
+        client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5,
+                                      health_check_interval=30)
+        return cls(client, **kw)
+
+    # create / read ------------------------------------------------------
+    def create(self, spec: JobSpec, stages: tuple[str, ...],
+               job_secrets: dict[str, str] | None = None) -> tuple[JobView, bool]:
+        key = self.keys.job(spec.job_id)
+        fingerprint = spec.fingerprint()
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    existing = pipe.hget(key, "fingerprint")
+                    if existing is not None:
+                        pipe.unwatch()
+                        if existing != fingerprint:
+                            raise JobExists(spec.job_id)
+                        return self.get(spec.job_id), False
+                    now = time.time()
+                    fields = job_hash.new_fields(spec, stages, now)
+                    pipe.multi()
+                    if spec.project_id:
+                        # Submission order within a project: a revision only replaces the project's
+                        # latest one if it was submitted later (see stages/upload.py).
+                        pipe.incr(self.keys.project_seq(spec.project_id))
+                    pipe.hset(key, mapping=cast(Any, fields))
+                    if job_secrets:
+                        pipe.hset(self.keys.secrets(spec.job_id), mapping=cast(Any, job_secrets))
+                    pipe.zadd(self.keys.index, {spec.job_id: now})
+                    pipe.zadd(self.keys.active, {spec.job_id: now})
+                    self._event(pipe, spec.job_id, "queued", f"job queued: {spec.task}")
+                    for k in self.keys.job_keys(spec.job_id):
+                        pipe.expire(k, self.ttl_s)
+                    replies = pipe.execute()
+                    if spec.project_id:
+                        self.r.hset(key, "project_seq", str(int(replies[0])))
+                    return self.get(spec.job_id), True
+                except redis.WatchError:
+                    continue
+
+    def exists(self, job_id: str) -> bool:
+        return bool(self.r.exists(self.keys.job(job_id)))
+
+    def get(self, job_id: str) -> JobView:
+        return job_hash.view(job_id, cast(dict[str, str], self.r.hgetall(self.keys.job(job_id))))
+
+    def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[JobView]:
+        ids = cast(list[str], self.r.zrevrange(self.keys.index, 0, -1))
+        return pick_jobs(ids, self.get, lambda job_id: self.r.zrem(self.keys.index, job_id), status, limit)
+
+    def active_ids(self) -> list[str]:
+        return cast(list[str], self.r.zrange(self.keys.active, 0, -1))
+
+    def secrets(self, job_id: str) -> dict[str, str]:
+        return cast(dict[str, str], self.r.hgetall(self.keys.secrets(job_id)))
+
+    def stage(self, job_id: str, name: str) -> StageState:
+        raw = self.r.hget(self.keys.job(job_id), f"stage:{name}")
+        if raw is None:
+            raise KeyError(f"{job_id}/{name}")
+        return job_hash.decode_stage(cast(str, raw))
+
+    def status(self, job_id: str) -> JobStatus | None:
+        raw = self.r.hget(self.keys.job(job_id), "status")
+        return JobStatus(cast(str, raw)) if raw else None
+
+    def project_seq(self, job_id: str) -> int | None:
+        raw = self.r.hget(self.keys.job(job_id), "project_seq")
+        return int(cast(str, raw)) if raw else None
+
+    # writes ---------------------------------------------------------------
+    def _touch(self, pipe: Any, job_id: str) -> None:
+        pipe.hset(self.keys.job(job_id), "updated_at", repr(time.time()))
+        for k in self.keys.job_keys(job_id):
+            pipe.expire(k, self.ttl_s)
+
+    def put_stage(self, job_id: str, state: StageState, token: str | None = None) -> bool:
+        value = job_hash.encode_stage(state)
+        if token is None:
+            with self.r.pipeline() as pipe:
+                pipe.hset(self.keys.job(job_id), f"stage:{state.name}", value)
+                self._touch(pipe, job_id)
+                pipe.execute()
+            return True
+        ok = self._fenced_hset(keys=[self.keys.lease(job_id, state.name), self.keys.job(job_id)],
+                               args=[token, f"stage:{state.name}", value, self.ttl_s])
+        return bool(ok)
+
+    def set_job(self, job_id: str, status: JobStatus | None = None, **fields: Any) -> None:
+        with self.r.pipeline() as pipe:
+            pipe.hset(self.keys.job(job_id), mapping=cast(Any, job_hash.field_values(status, fields)))
+            if status is not None and not status.terminal:
+                pipe.zadd(self.keys.active, {job_id: time.time()})
+            self._touch(pipe, job_id)
+            pipe.execute()
+
+    def deactivate(self, job_id: str) -> None:
+        self.r.zrem(self.keys.active, job_id)
+
+    def add_issue(self, job_id: str, issue: Issue) -> None:
+        with self.r.pipeline() as pipe:
+            pipe.rpush(self.keys.issues(job_id), job_hash.encode_issue(issue))
+            pipe.expire(self.keys.issues(job_id), self.ttl_s)
+            pipe.execute()
+
+    def issues(self, job_id: str) -> list[JSON]:
+        return [job_hash.decode_issue(x) for x in cast(list[str], self.r.lrange(self.keys.issues(job_id), 0, -1))]
+
+    def issue_count(self, job_id: str) -> int:
+        return int(self.r.llen(self.keys.issues(job_id)))
+
+    def _event(self, pipe: Any, job_id: str, kind: str, message: str, **extra: Any) -> None:
+        pipe.xadd(self.keys.events(job_id), job_hash.event_fields(kind, message, extra), maxlen=self.events_max,
+                  approximate=True)
+        pipe.expire(self.keys.events(job_id), self.ttl_s)
+
+    def event(self, job_id: str, kind: str, message: str, **extra: Any) -> None:
+        with self.r.pipeline() as pipe:
+            self._event(pipe, job_id, kind, message, **extra)
+            pipe.execute()
+
+    def events(self, job_id: str, after: str = "-", count: int = 1000) -> list[Event]:
+        start = "-" if after == "-" else f"({after}"
+        return cast(list[Event], self.r.xrange(self.keys.events(job_id), start, "+", count=count))
+
+    def follow_events(self, job_id: str, after: str = "0-0", block_ms: int = 1000) -> Iterator[Event]:
+        res = self.r.xread({self.keys.events(job_id): after}, block=block_ms, count=100)
+        for _stream, entries in cast(list[tuple[str, list[Event]]], res or []):
+            yield from entries
+
+    # leases ---------------------------------------------------------------
+    def acquire_lease(self, job_id: str, stage: str, ttl_s: float) -> str | None:
+        token = secrets.token_hex(12)
+        ok = self.r.set(self.keys.lease(job_id, stage), token, nx=True, px=int(ttl_s * 1000))
+        return token if ok else None
+
+    def renew_lease(self, job_id: str, stage: str, token: str, ttl_s: float) -> bool:
+        return bool(self._renew(keys=[self.keys.lease(job_id, stage)], args=[token, int(ttl_s * 1000)]))
+
+    def release_lease(self, job_id: str, stage: str, token: str) -> None:
+        self._release(keys=[self.keys.lease(job_id, stage)], args=[token])
+
+    def lease_held(self, job_id: str, stage: str) -> bool:
+        return bool(self.r.exists(self.keys.lease(job_id, stage)))
+
+    def batches(self, job_id: str, stage: str) -> RedisBatchState:
+        return RedisBatchState(self.r, self.keys, self.ttl_s, job_id, stage)
+
+    def ping(self) -> bool:
+        return bool(self.r.ping())

@@ -1,0 +1,115 @@
+"""`stuck_stage`, the reconciler's decision, case by case, on the in-memory store: which stage of a job
+to re-drive, given its state, its lease, the messages in the broker and the time."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.models import JobStatus, StageStatus
+from pipeline.stores.jobs_memory import MemoryJobStore
+from tests.worker.in_memory import FakeClock, make_job
+from worker.reconciler import GRACE_S, stuck_stage
+
+PLAN = ("fetch", "parse", "notify")
+
+
+def set_stage(store: MemoryJobStore, name: str, status: StageStatus, enqueued_at: float | None = None,
+              job_id: str = "j1") -> None:
+    state = store.stage(job_id, name)
+    state.status = status
+    if enqueued_at is not None:
+        state.enqueued_at = enqueued_at
+    store.put_stage(job_id, state)
+
+
+def stuck(store: MemoryJobStore, now: float, in_broker: frozenset[str] = frozenset()) -> str | None:
+    found = stuck_stage(store, store.get("j1"), set(in_broker), now)
+    return found.name if found is not None else None
+
+
+@pytest.mark.parametrize(("job_status", "stage"), [(JobStatus.RUNNING, "fetch"), (JobStatus.CANCELLED, "notify")])
+def test_running_with_its_lease_held_is_not_stuck(memory_store: MemoryJobStore, job_status: JobStatus,
+                                                  stage: str) -> None:
+    make_job(memory_store, stages=PLAN)
+    memory_store.set_job("j1", job_status)
+    set_stage(memory_store, stage, StageStatus.RUNNING, enqueued_at=0.0)
+    memory_store.acquire_lease("j1", stage, 3)
+    assert stuck(memory_store, now=1e12) is None
+
+
+def test_running_with_its_lease_expired_is_stuck_at_once(memory_store: MemoryJobStore, clock: FakeClock) -> None:
+    make_job(memory_store, stages=PLAN)
+    memory_store.set_job("j1", JobStatus.RUNNING)
+    set_stage(memory_store, "fetch", StageStatus.RUNNING, enqueued_at=0.0)
+    memory_store.acquire_lease("j1", "fetch", 3)
+    clock.advance(3)  # the worker died: nobody renewed it
+    # Even with a message in the broker and inside the grace period: a running stage has been taken.
+    assert stuck(memory_store, now=0.0, in_broker=frozenset({"j1"})) == "fetch"
+
+
+def test_waiting_with_its_message_in_the_broker_is_not_stuck(memory_store: MemoryJobStore) -> None:
+    make_job(memory_store, stages=PLAN)
+    set_stage(memory_store, "fetch", StageStatus.QUEUED, enqueued_at=0.0)
+    assert stuck(memory_store, now=1e12, in_broker=frozenset({"j1"})) is None
+
+
+@pytest.mark.parametrize("status", [StageStatus.QUEUED, StageStatus.PENDING])
+def test_waiting_without_a_message_is_stuck_only_after_the_grace_period(memory_store: MemoryJobStore,
+                                                                        status: StageStatus) -> None:
+    make_job(memory_store, stages=PLAN)
+    set_stage(memory_store, "fetch", StageStatus.DONE)
+    set_stage(memory_store, "parse", status, enqueued_at=100.0)
+    assert stuck(memory_store, now=100.0 + GRACE_S - 0.1) is None  # its message may still be on its way
+    assert stuck(memory_store, now=100.0 + GRACE_S) == "parse"  # the chain lost its tail
+
+
+def test_a_never_enqueued_stage_is_stuck_once_its_grace_is_over(memory_store: MemoryJobStore) -> None:
+    make_job(memory_store, stages=PLAN)
+    set_stage(memory_store, "fetch", StageStatus.DONE)
+    state = memory_store.stage("j1", "parse")
+    state.enqueued_at = None
+    memory_store.put_stage("j1", state)
+    assert stuck(memory_store, now=GRACE_S) == "parse"
+
+
+def test_a_failed_stage_is_left_to_a_retry_request(memory_store: MemoryJobStore) -> None:
+    make_job(memory_store, stages=PLAN)
+    memory_store.set_job("j1", JobStatus.RUNNING)
+    set_stage(memory_store, "fetch", StageStatus.FAILED, enqueued_at=0.0)
+    assert stuck(memory_store, now=1e12) is None
+
+
+def test_a_completed_job_drives_its_notify(memory_store: MemoryJobStore) -> None:
+    make_job(memory_store, stages=PLAN)
+    for name in ("fetch", "parse"):
+        set_stage(memory_store, name, StageStatus.DONE)
+    memory_store.set_job("j1", JobStatus.COMPLETED)
+    set_stage(memory_store, "notify", StageStatus.QUEUED, enqueued_at=0.0)
+    assert stuck(memory_store, now=1e12) == "notify"
+    set_stage(memory_store, "notify", StageStatus.DONE)
+    assert stuck(memory_store, now=1e12) is None
+
+
+def test_a_completed_job_whose_build_is_not_done_is_left_alone(memory_store: MemoryJobStore) -> None:
+    make_job(memory_store, stages=PLAN)
+    set_stage(memory_store, "fetch", StageStatus.DONE)
+    memory_store.set_job("j1", JobStatus.COMPLETED)
+    assert stuck(memory_store, now=1e12) is None
+
+
+@pytest.mark.parametrize("status", [JobStatus.FAILED, JobStatus.CANCELLED])
+def test_a_failed_or_cancelled_job_still_notifies(memory_store: MemoryJobStore, status: JobStatus) -> None:
+    make_job(memory_store, stages=PLAN)
+    memory_store.set_job("j1", status)
+    set_stage(memory_store, "fetch", StageStatus.FAILED if status == JobStatus.FAILED else StageStatus.CANCELLED)
+    set_stage(memory_store, "notify", StageStatus.PENDING, enqueued_at=0.0)
+    assert stuck(memory_store, now=1e12) == "notify"
+    set_stage(memory_store, "notify", StageStatus.FAILED)  # the callback was dead-lettered: nothing more to do
+    assert stuck(memory_store, now=1e12) is None
+
+
+def test_a_finished_job_without_notify_is_never_stuck(memory_store: MemoryJobStore) -> None:
+    make_job(memory_store, stages=("fetch", "parse"))
+    memory_store.set_job("j1", JobStatus.FAILED)
+    set_stage(memory_store, "fetch", StageStatus.FAILED, enqueued_at=0.0)
+    assert stuck(memory_store, now=1e12) is None
