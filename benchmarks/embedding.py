@@ -49,10 +49,11 @@ import numpy as np
 import numpy.typing as npt
 
 from api.cli.local_services import PrivateRedis, WorkerProcess, redis_server_binary
+from pipeline.catalog import job_key
 from pipeline.models import JobSpec, JobStatus, SourceSpec, StageState, StageStatus
 from pipeline.plans import NOTIFY
 from pipeline.settings import Settings
-from pipeline.stages.context import LocalContext, job_key
+from pipeline.stages.context import LocalContext
 from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.stores.jobs import JobStore, JobView
 from pipeline.stores.vectors import VectorCache, text_key

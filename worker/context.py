@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from pipeline.catalog import job_key
 from pipeline.errors import JobCancelled, LeaseLost, PermanentError
 from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.settings import Settings
-from pipeline.stages.context import job_key
 from pipeline.stores.artifacts import ArtifactStore
 from pipeline.stores.batches import BatchState
 from pipeline.stores.jobs import JobStore
@@ -60,8 +60,8 @@ class RedisJobContext:
     store: JobStore
     job_secrets: dict[str, str]
 
-    def key(self, name: str, stage: str | None = None) -> str:
-        return job_key(self.job_id, stage or self.stage, name)
+    def key(self, name: str) -> str:
+        return job_key(self.job_id, self.stage, name)
 
     def record_issue(self, issue: Issue) -> None:
         self.store.add_issue(self.job_id, issue)

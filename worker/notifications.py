@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from pipeline.catalog import CALLBACK_PAYLOAD, FAILED_UPLOAD
 from pipeline.http import callbacks
 from pipeline.models import JSON, JobStatus, StageResult
-from pipeline.stages import notify, upload
-from pipeline.stages.context import job_key
+from pipeline.stages import notify
 from pipeline.stores.jobs import JobView
 from worker.context import RedisStageContext
 
@@ -38,7 +38,7 @@ def build_payload(ctx: RedisStageContext, job: JobView) -> JSON:
     else:
         error = (job.error or {}).get("message", "job failed")
     payload = callbacks.failure_payload(ctx.job_id, error, finished, job_logs(ctx))
-    failed_upload = job_key(ctx.job_id, "upload", upload.FAILED_INFO)
+    failed_upload = FAILED_UPLOAD.key(ctx.job_id)
     if ctx.artifacts.exists(failed_upload):
         # Which files did not make it, in the original's shape (the revision was not published).
         payload["publishInfo"] = ctx.artifacts.get_json(failed_upload)
@@ -46,7 +46,7 @@ def build_payload(ctx: RedisStageContext, job: JobView) -> JSON:
 
 
 def run_notify(ctx: RedisStageContext) -> StageResult:
-    key = ctx.key("payload.json")
+    key = CALLBACK_PAYLOAD.key(ctx.job_id)
     # Built once per outcome, so every retry delivers the same bytes (receivers dedupe on the delivery id).
     if not ctx.artifacts.exists(key):
         ctx.artifacts.put_json(key, build_payload(ctx, ctx.store.get(ctx.job_id)))

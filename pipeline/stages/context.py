@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pipeline.catalog import job_key
 from pipeline.models import JSON, Issue, JobSpec, StageResult
 from pipeline.settings import Settings
 from pipeline.stores.artifacts import ArtifactStore
@@ -26,7 +27,7 @@ class BatchContext(Protocol):
     settings: Settings
     artifacts: ArtifactStore
 
-    def key(self, name: str, stage: str | None = None) -> str: ...
+    def key(self, name: str) -> str: ...
 
     def record_issue(self, issue: Issue) -> None: ...
 
@@ -50,8 +51,8 @@ class StageContext(Protocol):
         """The last saved cursor: None on a stage's first run, else where it stopped."""
         ...
 
-    def key(self, name: str, stage: str | None = None) -> str:
-        """Artifact key of `name` under this job's folder for `stage` (default: this stage)."""
+    def key(self, name: str) -> str:
+        """Artifact key of `name` in this stage's folder of the job. What other stages read is in catalog.py."""
         ...
 
     def save_cursor(self, cursor: JSON) -> None:
@@ -87,10 +88,6 @@ class StageContext(Protocol):
         ...
 
 
-def job_key(job_id: str, stage: str, name: str) -> str:
-    return f"jobs/{job_id}/{stage}/{name}"
-
-
 @dataclass
 class LocalContext:
     """In-memory context for running stages without Redis or Celery."""
@@ -112,8 +109,8 @@ class LocalContext:
     seq: int | None = None
     _started: float = field(default_factory=time.monotonic)
 
-    def key(self, name: str, stage: str | None = None) -> str:
-        return job_key(self.job_id, stage or self.stage, name)
+    def key(self, name: str) -> str:
+        return job_key(self.job_id, self.stage, name)
 
     def save_cursor(self, cursor: JSON) -> None:
         self.cursor = cursor

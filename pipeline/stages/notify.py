@@ -7,18 +7,17 @@ A failed delivery raises; the task's retry policy decides what happens next.
 
 from __future__ import annotations
 
+from pipeline.catalog import CALLBACK_PAYLOAD
 from pipeline.http import callbacks
 from pipeline.models import StageResult
 from pipeline.stages.context import StageContext
-
-PAYLOAD = "payload.json"
 
 
 def run(ctx: StageContext) -> StageResult:
     url = ctx.spec.callback_url
     if not url:
         return StageResult.done(delivered=False)
-    payload = ctx.artifacts.get_json(ctx.key(PAYLOAD, stage="notify"))
+    payload = ctx.artifacts.get_json(CALLBACK_PAYLOAD.key(ctx.job_id))
     settings = ctx.settings
     # Defence in depth: no stage should put a secret in a result or a log, but none may leave here.
     payload = callbacks.redact(payload, (ctx.secret("git_token"), settings.callback_secret,
