@@ -50,8 +50,8 @@ import numpy.typing as npt
 
 from api.cli.local_services import PrivateRedis, WorkerProcess, redis_server_binary
 from pipeline.catalog import job_key
-from pipeline.models import JobSpec, JobStatus, SourceSpec, StageState, StageStatus
-from pipeline.plans import NOTIFY
+from pipeline.models import JobSpec, JobStatus, SourceSpec, StageState
+from pipeline.plans import NOTIFY, job_is_over
 from pipeline.settings import Settings
 from pipeline.stages.context import LocalContext
 from pipeline.stores.artifacts import LocalArtifactStore
@@ -361,9 +361,7 @@ class Harness:
         deadline = time.monotonic() + JOB_TIMEOUT_S
         while True:
             job = self.store.get(job_id)
-            notify_over = all(s.status in (StageStatus.DONE, StageStatus.FAILED) for s in job.stages
-                              if s.name == NOTIFY)
-            if job.status.terminal and notify_over:
+            if job_is_over(job):
                 break
             if not all(w.alive() for w in self.workers):
                 raise RuntimeError(f"a worker process exited during {label} (run with --keep for its log)")

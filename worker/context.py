@@ -14,7 +14,7 @@ from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.settings import Settings
 from pipeline.stores.artifacts import ArtifactStore
 from pipeline.stores.batches import BatchState
-from pipeline.stores.jobs import JobStore
+from pipeline.stores.jobs import JobStore, JobView
 
 log = logging.getLogger("repobuild.worker")
 
@@ -125,6 +125,12 @@ class RedisStageContext(RedisJobContext):
 
     def submission_seq(self) -> int | None:
         return self.store.project_seq(self.job_id)
+
+    def job(self) -> JobView:
+        return self.store.get(self.job_id)
+
+    def events(self) -> list[dict[str, str]]:
+        return [event for _id, event in self.store.events(self.job_id)]
 
     def fan_out(self, batches: Sequence[int]) -> None:
         assert self.send_batch is not None

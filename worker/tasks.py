@@ -8,15 +8,13 @@ from typing import Any
 
 from pipeline.stages.registry import STAGES
 from worker.batch_task import BatchTask
-from worker.notifications import run_notify
 from worker.stage_task import BATCH_TASK, RETRYABLE, StageFn, StageTask
 
 
 def register(app: Any) -> None:
     settings = app.repobuild_settings
     for stage in STAGES:
-        fn: StageFn = run_notify if stage.name == "notify" else stage.run
-        _register_stage(app, stage.name, fn, settings.max_retries, settings.retry_backoff_max_s)
+        _register_stage(app, stage.name, stage.run, settings.max_retries, settings.retry_backoff_max_s)
 
     def batch_task(self: BatchTask, job_id: str, stage: str, n: int) -> str:
         return self.execute(job_id, stage, n)

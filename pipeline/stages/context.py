@@ -16,6 +16,7 @@ from pipeline.catalog import job_key
 from pipeline.models import JSON, Issue, JobSpec, StageResult
 from pipeline.settings import Settings
 from pipeline.stores.artifacts import ArtifactStore
+from pipeline.stores.jobs import JobView
 
 
 class BatchContext(Protocol):
@@ -77,6 +78,14 @@ class StageContext(Protocol):
         """This job's place in its project's submission order (1, 2, ...); None without a project."""
         ...
 
+    def job(self) -> JobView:
+        """The job as readers see it now: status, stages, result, error (what notify reports)."""
+        ...
+
+    def events(self) -> list[dict[str, str]]:
+        """The job's events so far, oldest first: type, message, ts, and level or stage when they have one."""
+        ...
+
     def fan_out(self, batches: Sequence[int]) -> None:
         """Have this stage's `run_batch(ctx, n)` run for each n, on whichever workers are free."""
         ...
@@ -107,6 +116,8 @@ class LocalContext:
     batch_fn: BatchFn | None = None
     done_batches: set[int] = field(default_factory=set)
     seq: int | None = None
+    job_view: JobView | None = None
+    job_events: list[dict[str, str]] = field(default_factory=list)
     _started: float = field(default_factory=time.monotonic)
 
     def key(self, name: str) -> str:
@@ -133,6 +144,14 @@ class LocalContext:
 
     def submission_seq(self) -> int | None:
         return self.seq
+
+    def job(self) -> JobView:
+        if self.job_view is None:
+            raise RuntimeError(f"LocalContext for {self.stage} was given no job_view")
+        return self.job_view
+
+    def events(self) -> list[dict[str, str]]:
+        return list(self.job_events)
 
     def fan_out(self, batches: Sequence[int]) -> None:
         # In-process: run them right here, in order (pure tests and benchmarks).

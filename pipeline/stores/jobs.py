@@ -19,7 +19,6 @@ import redis
 
 from pipeline.errors import PermanentError
 from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState, StageStatus
-from pipeline.plans import NOTIFY
 
 # Write a job field only while holding the stage lease (KEYS: lease, job hash; ARGV: token, field, value, ttl).
 _FENCED_HSET = """
@@ -324,11 +323,6 @@ class JobStore:
         return bool(self.r.ping())
 
 
-def build_finished(job: JobView) -> bool:
-    """Every stage but notify is done: the bundle exists, the job is `completed`."""
-    return all(s.status == StageStatus.DONE for s in job.stages if s.name != NOTIFY)
-
-
 def require_job(store: JobStore, job_id: str) -> JobView:
     try:
         return store.get(job_id)
@@ -336,4 +330,4 @@ def require_job(store: JobStore, job_id: str) -> JobView:
         raise PermanentError(f"job {job_id} does not exist (or its state expired)") from None
 
 
-__all__ = ["JobStore", "JobView", "JobExists", "NOTIFY", "build_finished", "require_job"]
+__all__ = ["JobStore", "JobView", "JobExists", "require_job"]
