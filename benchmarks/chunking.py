@@ -10,9 +10,10 @@ from typing import Any
 from benchmarks.floor import plain_tokenizer
 from benchmarks.guide_corpus import ROOT
 from benchmarks.harness import Run
+from pipeline.catalog import POSTS
 from pipeline.models import JobSpec, SourceSpec
 from pipeline.settings import Settings
-from pipeline.stages.context import LocalContext, job_key
+from pipeline.stages.context import LocalContext
 from pipeline.stores.artifacts import LocalArtifactStore
 
 
@@ -36,7 +37,7 @@ def diagnose_chunking(settings: Settings, run: Run) -> tuple[list[Chunking], tup
 
     artifacts = LocalArtifactStore(settings.artifacts)
     job_id = run.job.spec.job_id
-    posts: list[dict[str, Any]] = artifacts.get_json(job_key(job_id, "parse", "result/posts.json"))
+    posts: list[dict[str, Any]] = artifacts.get_json(POSTS.key(job_id))
     tok = plain_tokenizer(settings)
 
     def true_count(text: str) -> int:

@@ -16,8 +16,8 @@ import numpy.typing as npt
 
 from benchmarks.cpu_use import Cpu
 from benchmarks.harness import Run
+from pipeline.catalog import job_key
 from pipeline.settings import Settings
-from pipeline.stages.context import job_key
 from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.stores.vectors import VectorCache, text_key
 

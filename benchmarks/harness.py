@@ -16,10 +16,10 @@ import httpx
 
 from api.cli.local_services import PrivateRedis, WorkerProcess
 from benchmarks.cpu_use import Cpu, cpu_now
-from pipeline.models import JobStatus, StageState, StageStatus
-from pipeline.plans import NOTIFY
+from pipeline.catalog import job_key
+from pipeline.models import JobStatus, StageState
+from pipeline.plans import job_is_over
 from pipeline.settings import Settings
-from pipeline.stages.context import job_key
 from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.stores.jobs import JobStore, JobView
 from pipeline.stores.jobs_redis import RedisJobStore
@@ -145,9 +145,7 @@ class Harness:
         deadline = time.monotonic() + JOB_TIMEOUT_S
         while True:
             job = self.store.get(job_id)
-            notify_over = all(s.status in (StageStatus.DONE, StageStatus.FAILED) for s in job.stages
-                              if s.name == NOTIFY)
-            if job.status.terminal and notify_over:
+            if job_is_over(job):
                 break
             if not all(w.alive() for w in self.workers):
                 raise RuntimeError(f"a worker process exited during {label} (run with --keep for its log)")

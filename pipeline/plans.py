@@ -1,8 +1,11 @@
-"""Task name → ordered stages. Declared once; the worker builds its Celery chains from this."""
+"""Task name → ordered stages, and what that order means for a job. Declared once; the worker builds its
+Celery chains from the plans and asks the rules below when a stage may run and when a job is over."""
 
 from __future__ import annotations
 
 from pipeline.errors import PermanentError, UnknownTask
+from pipeline.models import JSON, JobStatus, StageState, StageStatus
+from pipeline.stores.jobs import JobView
 
 NOTIFY = "notify"
 
@@ -56,6 +59,51 @@ def stages_for(task: str) -> tuple[str, ...]:
         raise UnknownTask(task) from None
 
 
-def build_stages(task: str) -> tuple[str, ...]:
-    """The stages whose completion makes the job `completed` (everything but notify)."""
-    return tuple(s for s in stages_for(task) if s != NOTIFY)
+# ------------------------------------------------------------------------------------------------ a job's life
+# Every plan builds, then notifies: the job is `completed` when its last build stage is done; notify then
+# reports the outcome (completed, failed or cancelled), and its own failure never changes that outcome.
+
+
+def build_finished(job: JobView) -> bool:
+    """Every stage but notify is done: the bundle exists, the job is `completed`."""
+    return all(s.status == StageStatus.DONE for s in job.stages if s.name != NOTIFY)
+
+
+def job_is_over(job: JobView) -> bool:
+    """Nothing is left to run or to report: the outcome is known and notify delivered it, had nothing to
+    deliver or gave up (or the plan has no notify)."""
+    return job.status.terminal and all(s.status in (StageStatus.DONE, StageStatus.FAILED)
+                                       for s in job.stages if s.name == NOTIFY)
+
+
+def may_run(job: JobView, stage: str) -> bool:
+    """Whether a message for `stage` is to be run now, rather than dropped."""
+    if stage == NOTIFY:
+        # It reports the outcome, so it runs for every outcome, but only once the outcome is known.
+        return job.status in (JobStatus.FAILED, JobStatus.CANCELLED) or build_finished(job)
+    # Otherwise it is a stale message from before the cancel or the dead-letter.
+    return job.status not in (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def fails_job(stage: str) -> bool:
+    """Whether a stage that failed for good fails its job: a failed callback never un-does a finished build."""
+    return stage != NOTIFY
+
+
+def stage_to_drive(job: JobView) -> StageState | None:
+    """The stage the job waits on: its first not done while it runs, notify once its outcome is known."""
+    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return job.next_stage()
+    if any(s.name == NOTIFY for s in job.stages) and may_run(job, NOTIFY):
+        return job.stage(NOTIFY)
+    return None
+
+
+def callback_record(job: JobView) -> JSON | None:
+    """The job's `callback` field once notify is over: delivered, none (no callback URL) or failed."""
+    if not any(s.name == NOTIFY for s in job.stages):
+        return None
+    notify = job.stage(NOTIFY)
+    if notify.status == StageStatus.FAILED:
+        return {"status": "failed", "error": notify.error, "attempts": notify.attempts}
+    return {"status": "delivered" if notify.summary.get("delivered") else "none", **notify.summary}

@@ -15,7 +15,7 @@ from werkzeug.serving import make_server
 
 from api.app import create_app
 from api.cli.local_services import PrivateRedis, WorkerProcess
-from pipeline.models import StageStatus
+from pipeline.plans import job_is_over
 from pipeline.settings import Settings
 from pipeline.stores.jobs import JobStore, JobView
 from pipeline.stores.jobs_redis import RedisJobStore
@@ -155,8 +155,7 @@ def wait_job(store: JobStore, job_id: str, timeout: float = 120,
         if until is not None:
             if until(job):
                 return job
-        elif job.status.terminal and all(
-                s.status in (StageStatus.DONE, StageStatus.FAILED) for s in job.stages if s.name == "notify"):
+        elif job_is_over(job):
             return job
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} not finished in {timeout}s: {store.get(job_id)}")

@@ -8,12 +8,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from pipeline.catalog import job_key
 from pipeline.errors import JobCancelled, LeaseLost, PermanentError
 from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.settings import Settings
-from pipeline.stages.context import job_key
 from pipeline.stores.artifacts import ArtifactStore
-from pipeline.stores.jobs import JobStore
+from pipeline.stores.jobs import JobStore, JobView
 
 log = logging.getLogger("repobuild.worker")
 
@@ -59,8 +59,8 @@ class RedisJobContext:
     store: JobStore
     job_secrets: dict[str, str]
 
-    def key(self, name: str, stage: str | None = None) -> str:
-        return job_key(self.job_id, stage or self.stage, name)
+    def key(self, name: str) -> str:
+        return job_key(self.job_id, self.stage, name)
 
     def record_issue(self, issue: Issue) -> None:
         self.store.add_issue(self.job_id, issue)
@@ -124,6 +124,12 @@ class RedisStageContext(RedisJobContext):
 
     def submission_seq(self) -> int | None:
         return self.store.project_seq(self.job_id)
+
+    def job(self) -> JobView:
+        return self.store.get(self.job_id)
+
+    def events(self) -> list[dict[str, str]]:
+        return [event for _id, event in self.store.events(self.job_id)]
 
     def fan_out(self, batches: Sequence[int]) -> None:
         assert self.send_batch is not None

@@ -5,9 +5,10 @@ from __future__ import annotations
 from kombu.entity import Queue
 
 from pipeline.settings import Settings
+from pipeline.stages.registry import STAGES
 from worker import tasks
 from worker.policy import app_defaults
-from worker.queues import QUEUE_IO, QUEUES, STAGE_QUEUES
+from worker.queues import QUEUE_IO, QUEUES, stage_queues
 from worker.repobuild_app import RepobuildCelery
 
 
@@ -37,7 +38,7 @@ def create_celery(settings: Settings) -> RepobuildCelery:
         },
         task_queues=[Queue(q) for q in QUEUES],
         task_default_queue=QUEUE_IO,
-        task_routes={f"repobuild.{stage}": {"queue": q} for stage, q in STAGE_QUEUES.items()},
+        task_routes={f"repobuild.{stage}": {"queue": q} for stage, q in stage_queues(STAGES).items()},
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,

@@ -1,12 +1,27 @@
-"""Queue names and which queue each stage's task goes to. Imports nothing of the app."""
+"""Queue names and which queue each stage's task goes to. Imports nothing of the app, nor the stages."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
 
 # Slow CPU work and fast I/O work on separate queues, so each can be scaled on its own length.
 QUEUE_CPU = "repobuild.cpu"
 QUEUE_IO = "repobuild.io"
 QUEUES = (QUEUE_CPU, QUEUE_IO)
-# The embed stages only plan, wait and assemble (io); their batches do the CPU work.
-STAGE_QUEUES = {"fetch": QUEUE_IO, "parse": QUEUE_CPU, "embed_text": QUEUE_IO, "embed_images": QUEUE_IO,
-                "build_db": QUEUE_CPU, "enrich": QUEUE_CPU, "publish": QUEUE_IO, "upload": QUEUE_IO,
-                "source": QUEUE_IO, "existing": QUEUE_IO, "notify": QUEUE_IO, "batch": QUEUE_CPU}
+_QUEUE_OF_WORK = {"cpu": QUEUE_CPU, "io": QUEUE_IO}
+
+
+class RoutedStage(Protocol):
+    """What routing needs of an entry of pipeline.stages.registry.STAGES."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def work(self) -> str: ...
+
+
+def stage_queues(stages: Iterable[RoutedStage]) -> dict[str, str]:
+    """Stage name → queue, by the kind of work its task does; the batch task's work is CPU work."""
+    return {**{s.name: _QUEUE_OF_WORK[s.work] for s in stages}, "batch": QUEUE_CPU}

@@ -14,9 +14,9 @@ from typing import Any, cast
 
 import redis
 
-from pipeline.models import JobStatus, StageState, StageStatus
-from pipeline.plans import NOTIFY
-from pipeline.stores.jobs import JobStore, JobView, build_finished
+from pipeline.models import StageState, StageStatus
+from pipeline.plans import job_is_over, stage_to_drive
+from pipeline.stores.jobs import JobStore, JobView
 from pipeline.stores.keys import RedisKeys
 from worker.chains import enqueue_from
 from worker.inflight import jobs_in_broker, overdue_after_s
@@ -28,14 +28,7 @@ GRACE_S = 10.0  # time a freshly enqueued message has to show up before we call 
 
 
 def stuck_stage(store: JobStore, job: JobView, in_broker: set[str], now: float) -> StageState | None:
-    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-        stage = job.next_stage()
-    elif job.status == JobStatus.COMPLETED or (job.status in (JobStatus.FAILED, JobStatus.CANCELLED)):
-        stage = job.stage(NOTIFY) if any(s.name == NOTIFY for s in job.stages) else None
-        if job.status == JobStatus.COMPLETED and not build_finished(job):
-            stage = None
-    else:
-        stage = None
+    stage = stage_to_drive(job)
     if stage is None or stage.status in (StageStatus.DONE, StageStatus.FAILED):
         return None
     job_id = job.spec.job_id
@@ -61,8 +54,7 @@ def reconcile_once(app: RepobuildCelery, broker: redis.Redis) -> list[tuple[str,
         except KeyError:
             store.deactivate(job_id)
             continue
-        if job.status in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.COMPLETED) and not any(
-                s.name == NOTIFY for s in job.stages):
+        if job_is_over(job):
             store.deactivate(job_id)
             continue
         stage = stuck_stage(store, job, in_broker, now)

@@ -14,8 +14,8 @@ from celery.exceptions import Ignore
 
 from pipeline.errors import JobCancelled, LeaseLost
 from pipeline.models import JobStatus, StageResult, StageState, StageStatus
-from pipeline.plans import NOTIFY
-from pipeline.stores.jobs import JobStore, JobView, build_finished
+from pipeline.plans import NOTIFY, build_finished, callback_record, fails_job, job_is_over, may_run
+from pipeline.stores.jobs import JobStore, JobView
 from worker.context import LeaseKeeper, RedisStageContext
 from worker.inflight import batches_in_broker
 from worker.policy import RETRYABLE, failure_message
@@ -45,7 +45,11 @@ class StageTask(Task):
             raise Ignore() from None
         self._check_runnable(job)
         if job.stage(name).status == StageStatus.DONE:
-            return "already-done"  # a redelivered or duplicated message: move on down the chain
+            # A redelivered or duplicated message: move on down the chain. The copy that did the work
+            # may have died between marking the stage done and completing the job, so finish that here
+            # (every step of _after_done is idempotent).
+            self._after_done(job_id, name)
+            return "already-done"
         settings = self.app.repobuild_settings
         token = store.acquire_lease(job_id, name, settings.lease_ttl_s)
         if token is None:
@@ -57,6 +61,7 @@ class StageTask(Task):
         with LeaseKeeper(store, job_id, name, token, settings.lease_ttl_s) as lease:
             state = store.stage(job_id, name)
             if state.status == StageStatus.DONE:
+                self._after_done(job_id, name)
                 return "already-done"
             self._mark_started(job, state, token, continuation)
             ctx = RedisStageContext(job_id=job_id, stage=name, spec=job.spec, settings=settings,
@@ -104,15 +109,8 @@ class StageTask(Task):
 
     def _check_runnable(self, job: JobView) -> None:
         name = self.stage_name
-        if name not in {s.name for s in job.stages}:
+        if name not in {s.name for s in job.stages} or not may_run(job, name):
             raise Ignore()
-        if name == NOTIFY:
-            # Notify runs for every terminal outcome, but only once the outcome is known.
-            if not (job.status in (JobStatus.FAILED, JobStatus.CANCELLED) or build_finished(job)):
-                raise Ignore()
-            return
-        if job.status in (JobStatus.CANCELLED, JobStatus.FAILED):
-            raise Ignore()  # a stale message from before the cancel or the dead-letter
 
     def _mark_started(self, job: JobView, state: StageState, token: str, continuation: bool) -> None:
         store, job_id, now = self.store, job.spec.job_id, time.time()
@@ -144,15 +142,14 @@ class StageTask(Task):
     def _after_done(self, job_id: str, name: str) -> None:
         store = self.store
         job = store.get(job_id)
-        if name == NOTIFY:
-            notify = job.stage(NOTIFY)
-            store.set_job(job_id, callback={"status": "delivered" if notify.summary.get("delivered") else "none",
-                                            **notify.summary})
-            store.deactivate(job_id)
-            return
         if job.status == JobStatus.RUNNING and build_finished(job):
             store.set_job(job_id, JobStatus.COMPLETED, finished_at=time.time(), result=job_result(job))
             store.event(job_id, "completed", "job completed")
+            job = store.get(job_id)
+        if job_is_over(job):
+            store.set_job(job_id, callback=callback_record(job))
+            store.deactivate(job_id)
+            return
         # The chain sends the next stage's message right after we return: stamp it now, so the
         # reconciler gives that message its grace period instead of re-driving the stage.
         following = job.next_stage()
@@ -174,9 +171,8 @@ class StageTask(Task):
         state.error = message
         state.finished_at = time.time()
         store.put_stage(job_id, state)
-        if name == NOTIFY:
-            # A failed callback never un-does a finished build: record it on the job, nothing more.
-            store.set_job(job_id, callback={"status": "failed", "error": message, "attempts": state.attempts})
+        if not fails_job(name):
+            store.set_job(job_id, callback=callback_record(store.get(job_id)))
             store.event(job_id, "callback-failed", f"callback failed: {message}")
             store.deactivate(job_id)
             return

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
+from pipeline.catalog import CALLBACK_PAYLOAD
 from pipeline.errors import PermanentError
 from pipeline.models import JobSpec, JobStatus, StageStatus
 from pipeline.plans import NEEDS_PROJECT, NEEDS_SOURCE, NOTIFY, stages_for
-from pipeline.stages.context import job_key
 from pipeline.stores.inputs import offload_large_options
 from pipeline.stores.jobs import JobStore, JobView
 from worker.chains import enqueue_from
@@ -59,7 +59,7 @@ def retry(app: RepobuildCelery, job_id: str) -> JobView:
             state.error = None
             store.put_stage(job_id, state)
     # The failure callback was delivered; the retried outcome gets a fresh payload.
-    app.artifacts.delete_prefix(job_key(job_id, NOTIFY, "payload.json"))
+    app.artifacts.delete_prefix(CALLBACK_PAYLOAD.key(job_id))
     store.set_job(job_id, JobStatus.QUEUED, error="", finished_at="")
     store.event(job_id, "retry-requested", "job retried by request")
     enqueue_from(app, job_id)

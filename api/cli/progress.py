@@ -10,13 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from api.cli.local_services import WorkerProcess
 from pipeline.models import StageStatus
-from pipeline.plans import NOTIFY
+from pipeline.plans import job_is_over
 from pipeline.stores.jobs import JobStore, JobView
-
-
-def _finished(job: JobView) -> bool:
-    notify_over = all(s.status in (StageStatus.DONE, StageStatus.FAILED) for s in job.stages if s.name == NOTIFY)
-    return job.status.terminal and notify_over
 
 
 def watch_job(store: JobStore, job_id: str, worker: WorkerProcess | None = None, poll_s: float = 0.2) -> JobView:
@@ -41,7 +36,7 @@ def watch_job(store: JobStore, job_id: str, worker: WorkerProcess | None = None,
                     # no terminal (CI, a log file): one line per stage transition instead of bars
                     seen[s.name] = s.status.value
                     console.print(f"{s.name}: {s.status.value}" + (f" ({s.error})" if s.error else ""))
-            if _finished(job):
+            if job_is_over(job):
                 return job
             if worker is not None and not worker.alive():
                 raise SystemExit(f"repobuild: the worker process exited (log: {worker.log_path})")

@@ -14,7 +14,7 @@ from api.extensions import celery_of
 from api.schemas import BadRequest, JobRequest, first_error, job_view
 from pipeline.errors import PermanentError
 from pipeline.models import JobSpec, JobStatus
-from pipeline.plans import stages_for
+from pipeline.plans import job_is_over, stages_for
 from pipeline.stores.jobs import JobExists
 from worker import submission
 
@@ -124,8 +124,7 @@ def job_events(job_id: str) -> Any:
                 idle_since = time.monotonic()
                 continue
             job = store.get(job_id)
-            notify_over = all(s.status.value in ("done", "failed") for s in job.stages if s.name == "notify")
-            if job.status.terminal and notify_over:
+            if job_is_over(job):
                 yield f"event: end\ndata: {json.dumps({'status': job.status.value})}\n\n"
                 return
             if time.monotonic() - idle_since > 15:

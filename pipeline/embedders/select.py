@@ -1,13 +1,19 @@
-"""Which text embedder a job uses, from the settings."""
+"""Which text embedder a job uses, from the settings, and whether it embeds at all."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from pipeline.embedders.text import TextEmbedder, load_text_embedder
 from pipeline.errors import PermanentError
 from pipeline.settings import Settings
+
+
+def embeddings_skipped(settings: Settings, options: Mapping[str, Any]) -> bool:
+    """No vectors for this job: turned off for the service (SKIP_EMBEDDINGS) or by the job's `skipEmbeddings`."""
+    return bool(settings.skip_embeddings or options.get("skipEmbeddings"))
 
 
 def _threads(settings: Settings) -> int:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.canonical_json import canonical_json
+
 POST_HASH_FIELDS = ("fileName", "slug", "title", "frontmatter", "originalFilePath", "html", "url")
-
-
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def post_hash(entry: dict[str, Any]) -> str:

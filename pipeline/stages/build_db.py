@@ -1,7 +1,7 @@
 """build_db: posts, medias and graph of the parse stage → content.sqlite (see pipeline/bundle_db/schema.py).
 
 Two modes. In a pipeline the inputs are the parse stage's artifacts and the database becomes this
-stage's artifact. For the original's `build-database` task (`assets.distFolder` or `distFolder`
+stage's artifact (CONTENT_DB). For the original's `build-database` task (`assets.distFolder` or `distFolder`
 in the options) the inputs are read from that folder and content.sqlite is written there, replaced
 in one rename so a reader of the folder never sees half a database.
 """
@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.bundle_db.schema import DbCounts, write_content_db
 from pipeline.bundle_db.vectors import add_vectors
+from pipeline.catalog import CHUNK_VECTORS, CONTENT_DB, GRAPH, MEDIA_VECTORS, MEDIAS, POST_VECTORS, POSTS
 from pipeline.errors import PermanentError
 from pipeline.models import Issue, StageResult
 from pipeline.sources.dist_folder import dist_folder, read_dist_json
@@ -33,12 +34,10 @@ def _read_folder(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any
 
 
 def _read_artifacts(ctx: StageContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:
-    def key(name: str) -> str:
-        return ctx.key(f"result/{name}", stage="parse")
-
-    posts = ctx.artifacts.get_json(key("posts.json"))
-    medias = ctx.artifacts.get_json(key("medias.json")) if ctx.artifacts.exists(key("medias.json")) else []
-    graph = ctx.artifacts.get_json(key("graph.json")) if ctx.artifacts.exists(key("graph.json")) else None
+    store, job_id = ctx.artifacts, ctx.job_id
+    posts = store.get_json(POSTS.key(job_id))
+    medias = store.get_json(MEDIAS.key(job_id)) if store.exists(MEDIAS.key(job_id)) else []
+    graph = store.get_json(GRAPH.key(job_id)) if store.exists(GRAPH.key(job_id)) else None
     return posts, medias, graph
 
 
@@ -65,7 +64,7 @@ def build(folder: Path, posts: list[dict[str, Any]], medias: list[dict[str, Any]
 def run(ctx: StageContext) -> StageResult:
     # A job that parsed a repository builds from its own parse output even if its options also name
     # a dist folder; the folder is the input only of jobs without a parse stage (build-database).
-    parsed = ctx.artifacts.exists(ctx.key("result/posts.json", stage="parse"))
+    parsed = ctx.artifacts.exists(POSTS.key(ctx.job_id))
     folder = None if parsed else dist_folder(ctx.spec.options)
     if folder is not None:
         if not folder.is_dir():
@@ -85,7 +84,7 @@ def run(ctx: StageContext) -> StageResult:
         if folder is not None:
             os.replace(tmp, folder / DB_NAME)
         else:
-            ctx.artifacts.put_bytes(ctx.key(DB_NAME), tmp.read_bytes())
+            ctx.artifacts.put_bytes(CONTENT_DB.key(ctx.job_id), tmp.read_bytes())
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -107,8 +106,7 @@ def run(ctx: StageContext) -> StageResult:
 def _add_vectors(ctx: StageContext, db: Path, posts: list[dict[str, Any]]) -> dict[str, int]:
     """The embed stages' matrices as sqlite-vec tables, when this job computed them."""
     store = ctx.artifacts
-    post_key, chunk_key = ctx.key("result/posts", stage="embed_text"), ctx.key("result/chunks", stage="embed_text")
-    media_key = ctx.key("result/medias", stage="embed_images")
+    post_key, chunk_key, media_key = (a.key(ctx.job_id) for a in (POST_VECTORS, CHUNK_VECTORS, MEDIA_VECTORS))
     model = None
     post_vecs = chunk_vecs = media_vecs = None
     if has_matrix(store, post_key):

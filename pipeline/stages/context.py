@@ -12,9 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pipeline.catalog import job_key
 from pipeline.models import JSON, Issue, JobSpec, StageResult
 from pipeline.settings import Settings
 from pipeline.stores.artifacts import ArtifactStore
+from pipeline.stores.jobs import JobView
 
 
 class BatchContext(Protocol):
@@ -26,7 +28,7 @@ class BatchContext(Protocol):
     settings: Settings
     artifacts: ArtifactStore
 
-    def key(self, name: str, stage: str | None = None) -> str: ...
+    def key(self, name: str) -> str: ...
 
     def record_issue(self, issue: Issue) -> None: ...
 
@@ -50,8 +52,8 @@ class StageContext(Protocol):
         """The last saved cursor: None on a stage's first run, else where it stopped."""
         ...
 
-    def key(self, name: str, stage: str | None = None) -> str:
-        """Artifact key of `name` under this job's folder for `stage` (default: this stage)."""
+    def key(self, name: str) -> str:
+        """Artifact key of `name` in this stage's folder of the job. What other stages read is in catalog.py."""
         ...
 
     def save_cursor(self, cursor: JSON) -> None:
@@ -76,6 +78,14 @@ class StageContext(Protocol):
         """This job's place in its project's submission order (1, 2, ...); None without a project."""
         ...
 
+    def job(self) -> JobView:
+        """The job as readers see it now: status, stages, result, error (what notify reports)."""
+        ...
+
+    def events(self) -> list[dict[str, str]]:
+        """The job's events so far, oldest first: type, message, ts, and level or stage when they have one."""
+        ...
+
     def fan_out(self, batches: Sequence[int]) -> None:
         """Have this stage's `run_batch(ctx, n)` run for each n, on whichever workers are free."""
         ...
@@ -85,10 +95,6 @@ class StageContext(Protocol):
 
         Raises PermanentError when a batch failed for good."""
         ...
-
-
-def job_key(job_id: str, stage: str, name: str) -> str:
-    return f"jobs/{job_id}/{stage}/{name}"
 
 
 @dataclass
@@ -110,10 +116,12 @@ class LocalContext:
     batch_fn: BatchFn | None = None
     done_batches: set[int] = field(default_factory=set)
     seq: int | None = None
+    job_view: JobView | None = None
+    job_events: list[dict[str, str]] = field(default_factory=list)
     _started: float = field(default_factory=time.monotonic)
 
-    def key(self, name: str, stage: str | None = None) -> str:
-        return job_key(self.job_id, stage or self.stage, name)
+    def key(self, name: str) -> str:
+        return job_key(self.job_id, self.stage, name)
 
     def save_cursor(self, cursor: JSON) -> None:
         self.cursor = cursor
@@ -136,6 +144,14 @@ class LocalContext:
 
     def submission_seq(self) -> int | None:
         return self.seq
+
+    def job(self) -> JobView:
+        if self.job_view is None:
+            raise RuntimeError(f"LocalContext for {self.stage} was given no job_view")
+        return self.job_view
+
+    def events(self) -> list[dict[str, str]]:
+        return list(self.job_events)
 
     def fan_out(self, batches: Sequence[int]) -> None:
         # In-process: run them right here, in order (pure tests and benchmarks).

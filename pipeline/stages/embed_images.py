@@ -5,7 +5,7 @@ In the plan → batches → assemble shape of `fanout.py`:
    (`batches/NNNNN.json`); variants are cached by the source's SHA-256, vectors by (model, input);
 2. batches: resize (and embed) a few images each, on whichever worker takes them; a bad image is an
    item error, cached too, so it is decoded once and reported by every job that meets it;
-3. assemble: `result/variants.json` ({hash: [variant info]}) for publish, and `result/medias`, the
+3. assemble: VARIANTS ({hash: [variant info]}) for publish, and MEDIA_VECTORS, the
    image vectors with a header naming the model and the kind of vector:
    - `clip`: a CLIP image tower, when a CLIP model is configured (clip-by-text searches them);
    - `caption`: the text model over what the repository says about the image (captions.py).
@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.catalog import MEDIA_VECTORS, MEDIAS, PARSE_META, POSTS, SOURCE_TREE, VARIANTS, VARIANTS_IN_BUCKET
 from pipeline.embedders.image import ClipEmbedder, load_clip
-from pipeline.embedders.select import text_embedder
+from pipeline.embedders.select import embeddings_skipped, text_embedder
 from pipeline.embedders.text import TextEmbedder
 from pipeline.errors import ItemError, PermanentError
 from pipeline.images.captions import image_captions
@@ -27,9 +28,8 @@ from pipeline.images.variant_cache import VariantCache
 from pipeline.images.variants import make_variants
 from pipeline.markdown.media import entry_resized
 from pipeline.models import JSON, Issue, StageResult
+from pipeline.previous_revision import previous_variants, previous_vectors
 from pipeline.stages.context import BatchContext, StageContext
-from pipeline.stages.embed_text import skipped as embeddings_skipped
-from pipeline.stages.existing import previous_variants, previous_vectors
 from pipeline.stages.fanout import run_fanned
 from pipeline.stores.vectors import VectorCache, text_key, write_matrix
 
@@ -64,8 +64,8 @@ def run(ctx: StageContext) -> StageResult:
 
 
 def _items(ctx: StageContext) -> list[JSON]:
-    medias: list[JSON] = ctx.artifacts.get_json(ctx.key("result/medias.json", stage="parse"))
-    posts: list[JSON] = ctx.artifacts.get_json(ctx.key("result/posts.json", stage="parse"))
+    medias: list[JSON] = ctx.artifacts.get_json(MEDIAS.key(ctx.job_id))
+    posts: list[JSON] = ctx.artifacts.get_json(POSTS.key(ctx.job_id))
     captions = image_captions(posts, medias)
     items: dict[str, JSON] = {}
     for media in sorted(medias, key=lambda m: str(m["originalPath"])):
@@ -79,7 +79,7 @@ def _plan(ctx: StageContext) -> int:
     items = _items(ctx)
     variants = VariantCache(ctx.artifacts)
     remote = previous_variants(ctx)  # already resized in the project's bucket: not encoded again
-    vectors = None if embeddings_skipped(ctx) else _Vectors(ctx)
+    vectors = None if embeddings_skipped(ctx.settings, ctx.spec.options) else _Vectors(ctx)
     old = previous_vectors(ctx, vectors.model_id, ("medias",))["medias"] if vectors and vectors.kind == "clip" else {}
     todo = []
     for item in items:
@@ -111,11 +111,11 @@ def _plan(ctx: StageContext) -> int:
 
 def run_batch(ctx: BatchContext, n: int) -> None:
     """Resize and embed one batch into the shared caches. Idempotent: a redelivered batch redoes nothing."""
-    batch: dict[str, Any] = ctx.artifacts.get_json(ctx.key(f"batches/{n:05d}.json", stage=STAGE))
-    meta: JSON = ctx.artifacts.get_json(ctx.key("result/meta.json", stage="parse"))
-    root = ctx.artifacts.tree(ctx.key("tree", stage="fetch")) / str(meta.get("root") or "")
+    batch: dict[str, Any] = ctx.artifacts.get_json(ctx.key(f"batches/{n:05d}.json"))
+    meta: JSON = ctx.artifacts.get_json(PARSE_META.key(ctx.job_id))
+    root = ctx.artifacts.tree(SOURCE_TREE.key(ctx.job_id)) / str(meta.get("root") or "")
     variants = VariantCache(ctx.artifacts)
-    plan: JSON = ctx.artifacts.get_json(ctx.key("plan.json", stage=STAGE))
+    plan: JSON = ctx.artifacts.get_json(ctx.key("plan.json"))
     vectors = _Vectors(ctx) if plan.get("vectors") else None
     readable: list[tuple[JSON, bytes]] = []
     for item in batch["items"]:
@@ -176,9 +176,9 @@ def _assemble(ctx: StageContext, total: int) -> StageResult:
                                    kind="item"))
             continue
         sizes[sha] = [i._asdict() for i in infos]
-    ctx.artifacts.put_json(ctx.key("result/variants.json"), sizes)
+    ctx.artifacts.put_json(VARIANTS.key(ctx.job_id), sizes)
     # In the bucket already: publish lists them in medias.json without copying their files.
-    ctx.artifacts.put_json(ctx.key("result/variants-remote.json"), sorted(remote_used))
+    ctx.artifacts.put_json(VARIANTS_IN_BUCKET.key(ctx.job_id), sorted(remote_used))
     vectors = plan.get("vectors")
     embedded = 0
     if vectors:
@@ -194,7 +194,7 @@ def _assemble(ctx: StageContext, total: int) -> StageResult:
                 ctx.record_issue(Issue(stage=STAGE, path=str(item["path"]), severity="warning", kind="item",
                                        message=f"no {vectors['kind']} vector: the model could not read the image"))
         matrix = np.stack(rows) if rows else np.zeros((0, int(vectors["dim"])), dtype=np.float32)
-        write_matrix(ctx.artifacts, ctx.key("result/medias"), matrix,
+        write_matrix(ctx.artifacts, MEDIA_VECTORS.key(ctx.job_id), matrix,
                      {"model": vectors["model"], "kind": vectors["kind"], "ids": ids})
         embedded = len(ids)
     return StageResult.done(images=len(plan["items"]), processed=int(plan["processed"]), cached=int(plan["cached"]),

@@ -5,7 +5,7 @@ In the plan → batches → assemble shape of `fanout.py`:
    text), and cut the misses into length-sorted batches (`batches/NNNNN.json`), so padding to the
    longest in a batch costs little;
 2. batches: each embeds its texts on whichever worker takes it, writing the vectors to the cache;
-3. assemble: post and passage matrices in a fixed order from the cache → `result/posts`, `result/chunks`.
+3. assemble: post and passage matrices in a fixed order from the cache → POST_VECTORS, CHUNK_VECTORS.
 """
 
 from __future__ import annotations
@@ -14,24 +14,20 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.embedders.select import text_embedder, token_counter
+from pipeline.catalog import CHUNK_VECTORS, POST_VECTORS, POSTS
+from pipeline.embedders.select import embeddings_skipped, text_embedder, token_counter
 from pipeline.models import JSON, StageResult
+from pipeline.previous_revision import previous_vectors
 from pipeline.stages.context import BatchContext, StageContext
-from pipeline.stages.existing import previous_vectors
 from pipeline.stages.fanout import run_fanned
 from pipeline.stores.vectors import Matrix, VectorCache, text_key, write_matrix
 
-STAGE = "embed_text"
 DOC_INSTRUCTION = "Represent the document for semantic search:"
 CHUNK_TOKENS = 256
 
 
-def skipped(ctx: StageContext) -> bool:
-    return bool(ctx.settings.skip_embeddings or ctx.spec.options.get("skipEmbeddings"))
-
-
 def run(ctx: StageContext) -> StageResult:
-    if skipped(ctx):
+    if embeddings_skipped(ctx.settings, ctx.spec.options):
         return StageResult.done(skipped=True)
     return run_fanned(ctx, _plan, _assemble)
 
@@ -40,7 +36,7 @@ def _inputs(ctx: StageContext) -> tuple[list[JSON], list[str]]:
     """Every text to embed with what it belongs to, in a fixed order: posts, then their chunks."""
     from pipeline.embedders.chunks import chunk_text, post_embedding_input  # noqa: PLC0415
 
-    posts: list[JSON] = ctx.artifacts.get_json(ctx.key("result/posts.json", stage="parse"))
+    posts: list[JSON] = ctx.artifacts.get_json(POSTS.key(ctx.job_id))
     count = token_counter(ctx.settings)
     items: list[JSON] = []
     texts: list[str] = []
@@ -92,7 +88,7 @@ def _plan(ctx: StageContext) -> int:
 
 def run_batch(ctx: BatchContext, n: int) -> None:
     """Embed one batch into the shared cache. Idempotent: a redelivered batch rewrites the same vectors."""
-    batch: dict[str, Any] = ctx.artifacts.get_json(ctx.key(f"batches/{n:05d}.json", stage=STAGE))
+    batch: dict[str, Any] = ctx.artifacts.get_json(ctx.key(f"batches/{n:05d}.json"))
     embedder = text_embedder(ctx.settings)
     cache = VectorCache(ctx.artifacts, embedder.model_id, embedder.dim)
     todo = [(k, t) for k, t in zip(batch["keys"], batch["texts"], strict=True) if not cache.has(k)]
@@ -115,9 +111,9 @@ def _assemble(ctx: StageContext, total: int) -> StageResult:
         return np.stack([cache.get(str(r["key"])) for r in rows])
 
     header = {"model": plan["model"]}
-    write_matrix(ctx.artifacts, ctx.key("result/posts"), matrix(posts),
+    write_matrix(ctx.artifacts, POST_VECTORS.key(ctx.job_id), matrix(posts),
                  {**header, "ids": [p["post"] for p in posts], "slugs": [p["slug"] for p in posts]})
-    write_matrix(ctx.artifacts, ctx.key("result/chunks"), matrix(chunks),
+    write_matrix(ctx.artifacts, CHUNK_VECTORS.key(ctx.job_id), matrix(chunks),
                  {**header, "ids": [c["post"] for c in chunks],
                   "chunks": [{"post": c["post"], "index": c["index"], "start": c["start"], "end": c["end"]}
                              for c in chunks]})

@@ -1,8 +1,8 @@
 """enrich: related posts, backlinks and reading time, all deterministic.
 
-- `result/posts-similarity.json`: `{"<hA>-<hB>": cosine}` for every pair with hA < hB (the original's file);
-- `result/posts-similar-hash.json`: `{hash: [top 10 hashes, most similar first]}`;
-- `result/enrichment.json`: `{hash: {backlinks: [...], readingTime: minutes}}`, merged into posts by publish.
+- POST_SIMILARITY (`posts-similarity.json`): `{"<hA>-<hB>": cosine}` for every pair with hA < hB (the original's);
+- SIMILAR_POSTS (`posts-similar-hash.json`): `{hash: [top 10 hashes, most similar first]}`;
+- ENRICHMENT: `{hash: {backlinks: [...], readingTime: minutes}}`, merged into posts by publish.
 Cosines are rounded to 6 decimals so float noise between machines never changes the bundle.
 """
 
@@ -17,14 +17,18 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.canonical_json import canonical_json
+from pipeline.catalog import ENRICHMENT, POST_SIMILARITY, POST_VECTORS, POSTS, SIMILAR_POSTS, Artifact
 from pipeline.models import JSON, StageResult
 from pipeline.sources.dist_folder import dist_folder, read_dist_json
 from pipeline.stages.context import StageContext
-from pipeline.stages.publish import dumps
 from pipeline.stores.vectors import has_matrix, read_matrix
 
 TOP_K = 10
 WORDS_PER_MINUTE = 200
+# What enrich writes, by the name of its file in a bundle (or in the dist folder it enriches in place).
+OUTPUTS: dict[str, Artifact] = {"enrichment.json": ENRICHMENT, "posts-similarity.json": POST_SIMILARITY,
+                                "posts-similar-hash.json": SIMILAR_POSTS}
 
 
 def similarity(ids: list[str], vectors: np.ndarray) -> tuple[dict[str, float], dict[str, list[str]]]:
@@ -53,19 +57,19 @@ def backlinks(posts: list[JSON]) -> dict[str, list[str]]:
 
 
 def run(ctx: StageContext) -> StageResult:
-    posts_key = ctx.key("result/posts.json", stage="parse")
+    posts_key = POSTS.key(ctx.job_id)
     folder = dist_folder(ctx.spec.options)
     if not ctx.artifacts.exists(posts_key) and folder is not None:
         return _run_on_folder(ctx, folder)
     posts: list[JSON] = ctx.artifacts.get_json(posts_key)
-    vectors_key = ctx.key("result/posts", stage="embed_text")
+    vectors_key = POST_VECTORS.key(ctx.job_id)
     ids: list[str] = []
     vectors = np.zeros((0, 0), dtype=np.float32)
     if has_matrix(ctx.artifacts, vectors_key):
         vectors, header = read_matrix(ctx.artifacts, vectors_key)
         ids = [str(i) for i in header["ids"]]
-    return _enrich(ctx, posts, ids, vectors, write=lambda name, value: ctx.artifacts.put_json(ctx.key(
-        f"result/{name}"), value))
+    return _enrich(ctx, posts, ids, vectors, write=lambda name, value: ctx.artifacts.put_json(
+        OUTPUTS[name].key(ctx.job_id), value))
 
 
 def _run_on_folder(ctx: StageContext, folder: Path) -> StageResult:
@@ -77,10 +81,10 @@ def _run_on_folder(ctx: StageContext, folder: Path) -> StageResult:
 
     def write(name: str, value: Any) -> None:
         if name == "enrichment.json":
-            ctx.artifacts.put_json(ctx.key(f"result/{name}"), value)
+            ctx.artifacts.put_json(ENRICHMENT.key(ctx.job_id), value)
             return
         tmp = folder / f".{name}.tmp"
-        tmp.write_bytes(dumps(value))  # the bundle's own encoding, then one rename
+        tmp.write_bytes(canonical_json(value))  # the bundle's own encoding, then one rename
         os.replace(tmp, folder / name)
 
     return _enrich(ctx, posts, ids, vectors, write)

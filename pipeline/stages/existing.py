@@ -6,30 +6,25 @@ The original's fetch-existing / `previousRev`. Before building, it lists the pro
 another machine): embed_images takes the variants already in `_shared/medias/` instead of encoding
 them again, and embed_text takes the vectors of unchanged posts and passages from the old database.
 
-Outputs: `result/existing.json` {rev, medias: {sha: [variant info]}} and `content.sqlite`, if any.
+Outputs: LIVE_REVISION {rev, medias: {sha: [variant info]}} and LIVE_DATABASE, if any (catalog.py);
+previous_revision.py reads them for the later stages.
 """
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import apsw
-import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipeline.bundle_db.vectors import CHUNK_VEC, MEDIA_VEC, POST_VEC, connect
+from pipeline.catalog import LIVE_DATABASE, LIVE_REVISION
 from pipeline.images.variants import SIZES, VariantInfo, variant_filename
 from pipeline.models import JSON, StageResult
 from pipeline.stages.context import StageContext
-from pipeline.stores.vectors import Matrix, text_key
 from pipeline.targets.bucket_layout import project_prefix
 from pipeline.targets.s3 import S3Publisher
 from pipeline.targets.s3_client import as_pipeline_error, is_missing
-
-STAGE = "existing"
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -40,7 +35,7 @@ def run(ctx: StageContext) -> StageResult:
         pointer: Any = pub.get_json(f"{base}/latest.json")
         rev = pointer.get("rev") if isinstance(pointer, dict) else None
     if not rev:
-        ctx.artifacts.put_json(ctx.key("result/existing.json"), {"rev": None, "medias": {}})
+        ctx.artifacts.put_json(LIVE_REVISION.key(ctx.job_id), {"rev": None, "medias": {}})
         return StageResult.done(rev=None, medias=0, database=False)
     rev = str(rev)
     listed = {key.rsplit("/", 1)[1]: obj.size for key, obj in pub.list_objects(f"{base}/_shared/medias/").items()}
@@ -52,7 +47,7 @@ def run(ctx: StageContext) -> StageResult:
         if infos:
             medias[sha] = [i._asdict() for i in infos]
     database = _fetch_database(ctx, pub, f"{base}/{rev}/content.sqlite")
-    ctx.artifacts.put_json(ctx.key("result/existing.json"), {"rev": rev, "medias": medias})
+    ctx.artifacts.put_json(LIVE_REVISION.key(ctx.job_id), {"rev": rev, "medias": medias})
     ctx.log(f"existing: revision {rev}, {len(medias)} images already resized in the bucket, "
             f"{'a' if database else 'no'} database to reuse vectors from")
     return StageResult.done(rev=rev, medias=len(medias), database=database)
@@ -84,63 +79,5 @@ def _fetch_database(ctx: StageContext, pub: S3Publisher, key: str) -> bool:
             if is_missing(exc):
                 return False  # a revision published without a database (publish-build-files)
             raise as_pipeline_error(exc, f"reading s3://{pub.bucket}/{key}") from exc
-        ctx.artifacts.put_bytes(ctx.key("content.sqlite"), path.read_bytes())
+        ctx.artifacts.put_bytes(LIVE_DATABASE.key(ctx.job_id), path.read_bytes())
     return True
-
-
-def _previous_db(ctx: StageContext) -> Path | None:
-    key = ctx.key("content.sqlite", stage=STAGE)
-    if not ctx.artifacts.exists(key):
-        return None
-    path = Path(tempfile.mkdtemp(dir=ctx.settings.temp_dir)) / "previous.sqlite"
-    path.write_bytes(ctx.artifacts.get_bytes(key))
-    return path
-
-
-ByKey = dict[str, Matrix]
-# name in vector_models → the rows of that table as (key, embedding): posts by post hash, passages by
-# SHA-256 of their text (the embedding cache's key), images by media hash.
-_TABLES = {
-    "posts": f"SELECT post_id, embedding FROM {POST_VEC}",
-    "chunks": f"SELECT c.text, v.embedding FROM chunks c JOIN {CHUNK_VEC} v ON v.chunk_id = c.id",
-    "medias": f"SELECT media_id, embedding FROM {MEDIA_VEC}",
-}
-
-
-def previous_vectors(ctx: StageContext, model_id: str, tables: tuple[str, ...]) -> dict[str, ByKey]:
-    """The previous revision's vectors of `tables` (posts, chunks, medias) that `model_id` made.
-    A table is empty when the job has no previous revision or another model made it."""
-    found: dict[str, ByKey] = {name: {} for name in tables}
-    path = _previous_db(ctx)
-    if path is None:
-        return found
-    try:
-        con = connect(path, readonly=True)
-        try:
-            models = {name: model for name, model, _dim in con.execute("SELECT name, model, dim FROM vector_models")}
-            for name in tables:
-                if models.get(name) == model_id:
-                    found[name] = {text_key(str(k)) if name == "chunks" else str(k): _vec(b)
-                                   for k, b in con.execute(_TABLES[name])}
-        finally:
-            con.close()
-    except apsw.Error as exc:
-        # An old database we cannot read only costs the reuse, never the build.
-        ctx.log(f"existing: previous content.sqlite not usable ({exc}); embedding everything", "error")
-        return {name: {} for name in tables}
-    finally:
-        shutil.rmtree(path.parent, ignore_errors=True)
-    return found
-
-
-def _vec(blob: bytes) -> Matrix:
-    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
-
-
-def previous_variants(ctx: StageContext) -> dict[str, list[VariantInfo]]:
-    """Images whose variants are all in the bucket already: {sha: variant info}."""
-    key = ctx.key("result/existing.json", stage=STAGE)
-    if not ctx.artifacts.exists(key):
-        return {}
-    found: dict[str, list[JSON]] = ctx.artifacts.get_json(key).get("medias") or {}
-    return {sha: [VariantInfo(**v) for v in infos] for sha, infos in found.items()}

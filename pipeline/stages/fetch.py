@@ -1,4 +1,4 @@
-"""fetch: the source repository into the artifact store (`tree`), its commit in `source.json`.
+"""fetch: the source repository into the artifact store (SOURCE_TREE), its commit in SOURCE_INFO.
 
 A git URL (file://, http(s)://, with an optional token) or a local git repository is cloned with
 dulwich, so only committed content counts; a plain local folder is copied with its mtimes.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from pipeline.catalog import MADE_REPOSITORY, MADE_TREE, SOURCE_INFO, SOURCE_TREE
 from pipeline.errors import PermanentError
 from pipeline.models import SourceSpec, StageResult
 from pipeline.sources.git import clone, head_commit, mask_url
@@ -27,7 +28,7 @@ def _repository(ctx: StageContext) -> tuple[SourceSpec, str | None]:
 
     The made one wins when both exist: for wp-import the job's `repoUrl` is where that repository was pushed.
     """
-    made_key = ctx.key("result/source.json", stage="source")
+    made_key = MADE_REPOSITORY.key(ctx.job_id)
     if not ctx.artifacts.exists(made_key):
         source = ctx.spec.source
         if source is None or not (source.path or source.url):
@@ -36,20 +37,20 @@ def _repository(ctx: StageContext) -> tuple[SourceSpec, str | None]:
     made = ctx.artifacts.get_json(made_key)
     pinned = {"branch": made.get("branch"), "commit": made.get("commit")}
     if made.get("kind") == "git-tree":
-        return SourceSpec(path=str(ctx.artifacts.tree(ctx.key("repo", stage="source"))), **pinned), None
+        return SourceSpec(path=str(ctx.artifacts.tree(MADE_TREE.key(ctx.job_id))), **pinned), None
     if made.get("kind") == "url" and made.get("url"):
         return SourceSpec(url=made["url"], **pinned), ctx.secret("git_token")
     raise PermanentError(f"the source stage made a repository of unknown kind {made.get('kind')!r}")
 
 
 def run(ctx: StageContext) -> StageResult:
-    info_key = ctx.key("source.json")
+    info_key = SOURCE_INFO.key(ctx.job_id)
     if ctx.artifacts.exists(info_key):
         done = ctx.artifacts.get_json(info_key)
         return StageResult.done(commit=done.get("commit"), files=done.get("files"), bytes=done.get("bytes"))
     source, token = _repository(ctx)
     kind, commit = "git", None
-    with ctx.artifacts.write_tree(ctx.key("tree")) as staging:
+    with ctx.artifacts.write_tree(SOURCE_TREE.key(ctx.job_id)) as staging:
         if source.url:
             commit = clone(source.url, staging / "repo", branch=source.branch, commit=source.commit,
                            depth=source.depth, token=token)

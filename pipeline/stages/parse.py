@@ -4,7 +4,7 @@ Resumable in three phases, the cursor saved after each:
 1. discovery (cursor None): find posts and media, hash media, read frontmatter, assign slugs → `index.json`;
 2. render: posts in fixed batches → `batch-NNNNN.json`, each written before the cursor moves past it, and
    deterministic, so a batch redone after a crash has the same bytes;
-3. assemble: post hashes → links, graph and the `result/*.json` files, rebuilt from the index and batches.
+3. assemble: post hashes → links, graph and parse's entries of catalog.py, rebuilt from the index and batches.
 Every call does at least one unit of work before asking `should_yield`, so a tiny budget still progresses.
 """
 
@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pipeline.catalog import GRAPH, MEDIAS, PARSE_META, POSTS, PROCESSOR_ISSUES, SOURCE_FILES, SOURCE_TREE, Artifact
 from pipeline.errors import ItemError, PermanentError
 from pipeline.markdown.discovery import discover, repository_root, source_files
 from pipeline.markdown.graph import link_graph
@@ -32,7 +33,7 @@ def run(ctx: StageContext) -> StageResult:
     subfolder = ctx.spec.options.get("repositoryFolder")
     if subfolder is not None and not isinstance(subfolder, str):
         raise PermanentError("repositoryFolder must be a string")
-    tree = ctx.artifacts.tree(ctx.key("tree", stage="fetch"))
+    tree = ctx.artifacts.tree(SOURCE_TREE.key(ctx.job_id))
     root = repository_root(tree, subfolder)
     worked = False
     cursor = ctx.cursor
@@ -160,13 +161,15 @@ def _assemble(ctx: StageContext, root: Path, cursor: JSON) -> StageResult:
         post_media[entry["hash"]] = [media_hashes[m] for m in r["mediaPaths"] if m in media_hashes]
         posts.append(entry)
     medias: list[JSON] = sorted(index["mediaEntries"], key=lambda m: str(m["originalPath"]))
-    put = ctx.artifacts.put_json
-    put(ctx.key("result/posts.json"), posts)
-    put(ctx.key("result/medias.json"), medias)
-    put(ctx.key("result/graph.json"), link_graph(posts, medias, post_media))
-    put(ctx.key("result/files-source.json"), source_files(root))
-    put(ctx.key("result/processor-issues.json"), issue_report(issues))
-    put(ctx.key("result/meta.json"), {"root": index["root"], "posts": len(posts), "medias": len(medias)})
+    def put(artifact: Artifact, value: Any) -> None:
+        ctx.artifacts.put_json(artifact.key(ctx.job_id), value)
+
+    put(POSTS, posts)
+    put(MEDIAS, medias)
+    put(GRAPH, link_graph(posts, medias, post_media))
+    put(SOURCE_FILES, source_files(root))
+    put(PROCESSOR_ISSUES, issue_report(issues))
+    put(PARSE_META, {"root": index["root"], "posts": len(posts), "medias": len(medias)})
     ctx.log(f"parse: {len(posts)} posts, {len(medias)} medias, {len(issues)} issues")
     return StageResult.done(posts=len(posts), medias=len(medias), issues=len(issues))
 

@@ -1,7 +1,7 @@
 """publish: the outputs of the build stages → the bundle of CONTRACT §3.
 
 Into a local output folder (LocalFolderTarget), or, for the tasks that deploy to a bucket, into the
-artifact store (`jobs/<id>/publish/bundle`), where the `upload` stage takes it on any worker.
+artifact store (BUNDLE, `jobs/<id>/publish/bundle`), where the `upload` stage takes it on any worker.
 The bundle is all-or-nothing: it is written into a hidden staging folder and installed in one
 rename, so there is no cursor to resume from; a retried attempt starts over (and gives the same
 bytes: JSON is written with sorted keys, lists in the parse stage's order).
@@ -10,13 +10,33 @@ bytes: JSON is written with sorted keys, lists in the parse stage's order).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from pipeline.canonical_json import canonical_json
+from pipeline.catalog import (
+    BUNDLE,
+    CONTENT_DB,
+    ENRICHMENT,
+    GRAPH,
+    MEDIA_VECTORS,
+    MEDIAS,
+    PARSE_META,
+    POST_SIMILARITY,
+    POST_VECTORS,
+    POSTS,
+    PROCESSOR_ISSUES,
+    SIMILAR_POSTS,
+    SOURCE_FILES,
+    SOURCE_INFO,
+    SOURCE_TREE,
+    VARIANTS,
+    VARIANTS_IN_BUCKET,
+    Artifact,
+)
 from pipeline.images.variant_cache import VariantCache
 from pipeline.images.variants import VariantInfo, media_sizes_entry, variant_filename
 from pipeline.markdown.urls import media_filename
@@ -31,10 +51,6 @@ from pipeline.timestamps import now_iso
 SELF_DESCRIBING = ("files-dist.json", "manifest.json")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NAME_MAX = 255  # bytes per path segment on common filesystems
-
-
-def dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
 class BundleWriter:
@@ -57,7 +73,7 @@ class BundleWriter:
         self.files[rel] = (hashlib.sha256(data).hexdigest(), len(data))
 
     def json(self, rel: str, value: Any) -> None:
-        self.write(rel, dumps(value))
+        self.write(rel, canonical_json(value))
 
     def copy(self, rel: str, src: Path) -> str:
         """Copy `src` to `rel`, hashing on the way; returns the sha256 of what was copied."""
@@ -243,7 +259,7 @@ class Publisher:
 
 
 def _source_info(ctx: StageContext) -> JSON:
-    key = ctx.key("source.json", stage="fetch")
+    key = SOURCE_INFO.key(ctx.job_id)
     src: JSON = ctx.artifacts.get_json(key) if ctx.artifacts.exists(key) else {}
     spec = ctx.spec.source
     return {"commit": src.get("commit") or (spec.commit if spec else None),
@@ -253,7 +269,7 @@ def _source_info(ctx: StageContext) -> JSON:
 
 def _resized(ctx: StageContext) -> dict[str, list[VariantInfo]]:
     """The variants embed_images made, by media hash; none when the job did not resize."""
-    key = ctx.key("result/variants.json", stage="embed_images")
+    key = VARIANTS.key(ctx.job_id)
     if not ctx.artifacts.exists(key):
         return {}
     found: dict[str, list[JSON]] = ctx.artifacts.get_json(key)
@@ -261,13 +277,13 @@ def _resized(ctx: StageContext) -> dict[str, list[VariantInfo]]:
 
 
 def _in_bucket(ctx: StageContext) -> frozenset[str]:
-    key = ctx.key("result/variants-remote.json", stage="embed_images")
+    key = VARIANTS_IN_BUCKET.key(ctx.job_id)
     return frozenset(ctx.artifacts.get_json(key)) if ctx.artifacts.exists(key) else frozenset()
 
 
 def _enriched(ctx: StageContext, posts: list[JSON]) -> list[JSON]:
     """Posts with enrich's backlinks and reading time, when the job ran enrich."""
-    key = ctx.key("result/enrichment.json", stage="enrich")
+    key = ENRICHMENT.key(ctx.job_id)
     if not ctx.artifacts.exists(key):
         return posts
     extra: dict[str, JSON] = ctx.artifacts.get_json(key)
@@ -277,7 +293,7 @@ def _enriched(ctx: StageContext, posts: list[JSON]) -> list[JSON]:
 def _vector_files(ctx: StageContext, w: BundleWriter, posts: list[JSON]) -> JSON:
     """The embedding and similarity files of CONTRACT §3; returns which model made which vectors."""
     store, models = ctx.artifacts, {}
-    post_key = ctx.key("result/posts", stage="embed_text")
+    post_key = POST_VECTORS.key(ctx.job_id)
     if has_matrix(store, post_key):
         vecs, header = read_matrix(store, post_key)
         ids = [str(i) for i in header["ids"]]
@@ -286,14 +302,14 @@ def _vector_files(ctx: StageContext, w: BundleWriter, posts: list[JSON]) -> JSON
         w.json("posts-embedding-slug-map.json", {slugs[h]: _floats(v) for h, v in zip(ids, vecs, strict=True)
                                                  if h in slugs})
         models["text"] = {"model": header.get("model"), "dim": header.get("dim")}
-    media_key = ctx.key("result/medias", stage="embed_images")
+    media_key = MEDIA_VECTORS.key(ctx.job_id)
     if has_matrix(store, media_key):
         vecs, header = read_matrix(store, media_key)
         w.json("media-embedding-hash-map.json", {str(h): _floats(v) for h, v in zip(header["ids"], vecs,
                                                                                       strict=True)})
         models["image"] = {"model": header.get("model"), "dim": header.get("dim"), "kind": header.get("kind")}
-    for name in ("posts-similarity.json", "posts-similar-hash.json"):
-        key = ctx.key(f"result/{name}", stage="enrich")
+    for name, artifact in (("posts-similarity.json", POST_SIMILARITY), ("posts-similar-hash.json", SIMILAR_POSTS)):
+        key = artifact.key(ctx.job_id)
         if store.exists(key):
             w.write(name, store.get_bytes(key))
     return models
@@ -307,36 +323,36 @@ def _floats(vec: Any) -> list[float]:
 def run(ctx: StageContext) -> StageResult:
     store = ctx.artifacts
 
-    def parsed(name: str, default: Any = None) -> Any:
-        key = ctx.key(f"result/{name}", stage="parse")
+    def parsed(artifact: Artifact, default: Any = None) -> Any:
+        key = artifact.key(ctx.job_id)
         return store.get_json(key) if default is None or store.exists(key) else default
 
-    posts: list[JSON] = _enriched(ctx, parsed("posts.json"))
-    medias: list[JSON] = parsed("medias.json", [])
-    meta: JSON = parsed("meta.json", {})
+    posts: list[JSON] = _enriched(ctx, parsed(POSTS))
+    medias: list[JSON] = parsed(MEDIAS, [])
+    meta: JSON = parsed(PARSE_META, {})
     tree = None
     if medias:
-        tree = store.tree(ctx.key("tree", stage="fetch")) / str(meta.get("root") or "")
+        tree = store.tree(SOURCE_TREE.key(ctx.job_id)) / str(meta.get("root") or "")
     prefix = str(ctx.spec.options.get("mediaPrefix") or ctx.settings.media_prefix).rstrip("/")
     extra_key = ctx.key("worker-issues.json")
     extra = store.get_json(extra_key) if store.exists(extra_key) else []
     extra_issues: list[JSON] = list(extra.get("issues", []) if isinstance(extra, dict) else extra)
-    processor_issues = parsed("processor-issues.json", {}) or issue_report([])
-    db_key = ctx.key("content.sqlite", stage="build_db")
+    processor_issues = parsed(PROCESSOR_ISSUES, {}) or issue_report([])
+    db_key = CONTENT_DB.key(ctx.job_id)
 
     rev = ctx.job_id
     to_bucket = publishes_to_bucket(ctx.spec.task)
     target = LocalFolderTarget(ctx.spec.output or ctx.settings.output)
     # A bundle bound for a bucket goes into the artifact store, where the upload stage (on any
     # worker, on any machine) finds it; otherwise it is installed in the output folder.
-    opened = store.write_tree(ctx.key("bundle")) if to_bucket else target.open_revision(rev)
+    opened = store.write_tree(BUNDLE.key(ctx.job_id)) if to_bucket else target.open_revision(rev)
     with opened as staging:
         w = BundleWriter(staging)
         pub = Publisher(ctx, w)
         pub.posts(posts)
         pub.medias(medias, tree, prefix, _resized(ctx), _in_bucket(ctx))
-        w.json("graph.json", parsed("graph.json", {"nodes": [], "edges": []}))
-        w.json("files-source.json", parsed("files-source.json", []))
+        w.json("graph.json", parsed(GRAPH, {"nodes": [], "edges": []}))
+        w.json("files-source.json", parsed(SOURCE_FILES, []))
         w.json("processor-issues.json", processor_issues)
         models = _vector_files(ctx, w, posts)
         if store.exists(db_key):
@@ -358,7 +374,7 @@ def run(ctx: StageContext) -> StageResult:
     for issue in pub.issues:
         ctx.record_issue(issue)
     ctx.progress(len(posts) + len(medias), len(posts) + len(medias))
-    where = ctx.key("bundle") if to_bucket else str(target.revision_path(rev))
+    where = BUNDLE.key(ctx.job_id) if to_bucket else str(target.revision_path(rev))
     ctx.log(f"published revision {rev} to {where}: {len(w.files)} files")
     return StageResult.done(path=None if to_bucket else where, bundle=where if to_bucket else None,
                             files=len(w.files), bytes=sum(size for _sha, size in w.files.values()))

@@ -4,15 +4,15 @@ The job's task says how: `wp-import` converts a WordPress export (WXR) to markdo
 and `generate-and-deploy-project` have a chat model write a project from a brief, `new-repo-from-template` and
 `process-from-template` have GitHub create a repository from a template repository.
 
-Output, `result/source.json` (what fetch reads), with `kind`:
-- "git-tree": the repository, .git folder included, is this stage's artifact tree `repo`, committed on `main`;
+Output, MADE_REPOSITORY (catalog.py; what fetch reads), with `kind`:
+- "git-tree": the repository, .git folder included, is MADE_TREE, committed on `main`;
   fetch clones it, so only committed content counts. Pushed to `repoUrl` / `remoteUrl` when the job names one.
 - "url": a git URL (the repository GitHub made); fetch clones it with the job's git token.
 and `branch`, `commit`, `remote` (masked), `files`, and for wp-import the converter's counts (`import`).
 
 Retries: what was made is checkpointed (`result/made.json`) before anything is pushed or waited for, so a retry
 after a failed push or a slow GitHub neither calls the chat model nor asks GitHub for the repository again; once
-`result/source.json` exists the stage only answers its summary.
+MADE_REPOSITORY exists the stage only answers its summary.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.catalog import MADE_REPOSITORY, MADE_TREE
 from pipeline.errors import PermanentError
 from pipeline.models import JSON, StageResult
 from pipeline.sources.brief import generate_files, write_files
@@ -35,9 +36,7 @@ from pipeline.stages.context import StageContext
 from pipeline.stores.artifacts import ArtifactStore
 from pipeline.stores.inputs import option_text
 
-RESULT = "result/source.json"
 MADE = "result/made.json"
-REPO = "repo"
 BRANCH = "main"
 WP_MESSAGE = "Initial import from WordPress"
 BRIEF_MESSAGE = "Generate project from brief"
@@ -45,7 +44,7 @@ TEMPLATE_READY_TIMEOUT_S = 60.0
 
 
 def run(ctx: StageContext) -> StageResult:
-    result_key = ctx.key(RESULT)
+    result_key = MADE_REPOSITORY.key(ctx.job_id)
     if ctx.artifacts.exists(result_key):
         return StageResult.done(**ctx.artifacts.get_json(result_key))
     maker = MAKERS.get(ctx.spec.task)
@@ -83,7 +82,7 @@ def _deliver(ctx: StageContext, made: JSON) -> JSON:
         ctx.log(f"source: created the repository {repo.full_name}")
     if remote is None:
         return {**made, "remote": None}
-    push(ctx.artifacts.tree(ctx.key(REPO)), remote, token=token, branch=made["branch"])
+    push(ctx.artifacts.tree(MADE_TREE.key(ctx.job_id)), remote, token=token, branch=made["branch"])
     ctx.log(f"source: pushed {made['branch']} to {mask_url(remote)}")
     return {**made, "remote": mask_secrets(mask_url(remote), [token]), **({"created": created} if created else {})}
 
@@ -94,7 +93,7 @@ def _deliver(ctx: StageContext, made: JSON) -> JSON:
 def _wordpress(ctx: StageContext) -> JSON:
     xml = _wxr_bytes(ctx.spec.options, ctx.artifacts)
     settings = ctx.settings
-    with ctx.artifacts.write_tree(ctx.key(REPO)) as work:
+    with ctx.artifacts.write_tree(MADE_TREE.key(ctx.job_id)) as work:
         report = convert_wxr(xml, work, allow_private=settings.allow_private_image_urls,
                              max_bytes=settings.image_fetch_max_bytes)
         made = _commit(ctx, work, WP_MESSAGE)
@@ -117,7 +116,7 @@ def _brief(ctx: StageContext) -> JSON:
         raise PermanentError("generating a project from a brief needs OPENAI_API_KEY (or REPOBUILD_OPENAI_BASE_URL)")
     files = generate_files(brief, api_key=api_key, base_url=settings.openai_base_url,
                            model=settings.openai_chat_model)
-    with ctx.artifacts.write_tree(ctx.key(REPO)) as work:
+    with ctx.artifacts.write_tree(MADE_TREE.key(ctx.job_id)) as work:
         write_files(files, work)
         return _commit(ctx, work, BRIEF_MESSAGE)
 

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.catalog import BUNDLE, FAILED_UPLOAD
 from pipeline.errors import PermanentError, TransientError
 from pipeline.models import JSON, StageResult
 from pipeline.sources.dist_folder import dist_folder
@@ -27,9 +28,6 @@ from pipeline.targets.s3 import FailedUpload, S3Publisher, UploadReport
 from pipeline.targets.s3_pointer import move_pointer
 from pipeline.timestamps import now_iso
 
-STAGE = "upload"
-# publishInfo of an upload that failed, for the failure callback (the job has no result then).
-FAILED_INFO = "result/publish-info-failed.json"
 # Fields of manifest.json that differ between two builds of the same content.
 VOLATILE = ("revision", "jobId", "createdAt")
 
@@ -45,7 +43,7 @@ def _bundle_root(ctx: StageContext) -> tuple[Path, bool]:
         if not root.is_dir():
             raise PermanentError(f"dist folder {folder} does not exist on this worker")
         return root, as_is
-    return ctx.artifacts.tree(ctx.key("bundle", stage="publish")), as_is
+    return ctx.artifacts.tree(BUNDLE.key(ctx.job_id)), as_is
 
 
 def _files(root: Path) -> list[str]:
@@ -110,7 +108,8 @@ def run(ctx: StageContext) -> StageResult:
         if report.failed:
             info = _publish_info(ctx, rev, base, len(plan), int(cursor["uploaded"]) + len(report.uploaded),
                                  int(cursor["skipped"]) + len(report.skipped), report.failed)
-            ctx.artifacts.put_json(ctx.key(FAILED_INFO), {**info, "published": False})
+            # For the failure callback: the job has no result then.
+            ctx.artifacts.put_json(FAILED_UPLOAD.key(ctx.job_id), {**info, "published": False})
             _raise_failed(report)
         cursor = {"next": cursor["next"] + len(step), "uploaded": cursor["uploaded"] + len(report.uploaded),
                   "skipped": cursor["skipped"] + len(report.skipped)}

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState, StageStatus
-from pipeline.plans import NOTIFY
 from pipeline.stores.batches import BatchState
 
 Event = tuple[str, dict[str, str]]  # (stream id "<ms>-<seq>", fields)
@@ -164,6 +163,3 @@ def pick_jobs(ids_newest_first: Iterable[str], get: Callable[[str], JobView], fo
     return out
 
 
-def build_finished(job: JobView) -> bool:
-    """Every stage but notify is done: the bundle exists, the job is `completed`."""
-    return all(s.status == StageStatus.DONE for s in job.stages if s.name != NOTIFY)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.catalog import job_key
 from pipeline.embedders.clip_bpe import packaged_vocab_path
 from pipeline.embedders.image import ClipEmbedder
 from pipeline.embedders.select import text_embedder
@@ -29,7 +30,7 @@ from pipeline.markdown.hashing import file_sha256
 from pipeline.models import Issue, JobSpec, SourceSpec
 from pipeline.settings import Settings
 from pipeline.stages import build_db, embed_images, embed_text, fetch, parse, publish
-from pipeline.stages.context import LocalContext, job_key, run_to_end
+from pipeline.stages.context import LocalContext, run_to_end
 from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.stores.vectors import has_matrix, read_matrix
 from tests.fakes.clip_model import DIM, build_clip_model_dir

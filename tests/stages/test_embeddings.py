@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from pipeline.bundle_db.search import search_posts
+from pipeline.catalog import job_key
 from pipeline.embedders.text import load_text_embedder
 from pipeline.models import JobSpec, SourceSpec
 from pipeline.settings import Settings
 from pipeline.stages import build_db, embed_text, enrich, parse
-from pipeline.stages.context import LocalContext, job_key, run_to_end
+from pipeline.stages.context import LocalContext, run_to_end
 from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.stores.vectors import read_matrix
 from tests.conftest import CORPORA, DEMO_REPO

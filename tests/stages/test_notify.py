@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.catalog import FAILED_UPLOAD
 from pipeline.errors import PermanentError, TransientError
 from pipeline.http import callbacks
+from pipeline.models import JSON, JobStatus, StageState, StageStatus
 from pipeline.stages import notify
 from pipeline.stages.context import LocalContext
+from pipeline.stores.jobs import JobView
 from tests.conftest import CallbackServer
 from tests.stages.test_build_db import make_ctx
 
@@ -199,3 +202,53 @@ def test_notify_refused_is_permanent(tmp_path: Path, callback_server: Server) ->
     ctx = notify_ctx(tmp_path, cb.url, callbacks.success_payload("j1", {}, T0, T0, []))
     with pytest.raises(PermanentError, match="refused with 400"):
         notify.run(ctx)
+
+
+# What the worker's event stream holds: progress events are not logs; failures, retries and error logs are errors.
+EVENTS = [{"type": "queued", "message": "job queued: process-all", "ts": repr(T0)},
+          {"type": "progress", "message": "parse 1/2", "ts": repr(T0 + 0.5), "stage": "parse"},
+          {"type": "retry", "message": "fetch: TransientError: reset (attempt 1)", "ts": repr(T0 + 1),
+           "stage": "fetch"},
+          {"type": "log", "message": "parse: 3 posts", "ts": repr(T0 + 1.25), "stage": "parse", "level": "info"},
+          {"type": "log", "message": "bad image", "ts": repr(T0 + 1.5), "stage": "embed_images", "level": "error"}]
+LOGGED = [{"type": "info", "jobId": "j1", "timestamp": "2026-01-02T03:04:05.678Z",
+           "message": "job queued: process-all"},
+          {"type": "error", "jobId": "j1", "timestamp": "2026-01-02T03:04:06.678Z",
+           "message": "fetch: TransientError: reset (attempt 1)"},
+          {"type": "info", "jobId": "j1", "timestamp": "2026-01-02T03:04:06.928Z", "message": "parse: 3 posts"},
+          {"type": "error", "jobId": "j1", "timestamp": "2026-01-02T03:04:07.178Z", "message": "bad image"}]
+
+
+def reported(tmp_path: Path, server: CallbackServer, status: JobStatus, *, finished_at: float | None = T0 + 2.5,
+             error: JSON | None = None, result: JSON | None = None) -> JSON:
+    """The body notify delivers for a job view with EVENTS."""
+    ctx = notify_ctx(tmp_path, server.url)
+    stages = [StageState(name="fetch", status=StageStatus.DONE), StageState(name="notify")]
+    ctx.job_view = JobView(spec=ctx.spec, status=status, stages=stages, created_at=T0 - 1, updated_at=T0 + 3,
+                           started_at=T0, finished_at=finished_at, error=error, result=result, callback=None)
+    ctx.job_events = EVENTS
+    assert notify.run(ctx).summary["delivered"] is True
+    body: JSON = json.loads(server.requests[-1]["body"])
+    return body
+
+
+def test_notify_reports_a_completed_job(tmp_path: Path, callback_server: Server) -> None:
+    body = reported(tmp_path, callback_server(), JobStatus.COMPLETED, result={"counts": {"posts": 3}})
+    # Every timestamp as JavaScript's toISOString writes it (milliseconds, Z), as the original's clients read them.
+    assert body == {"jobId": "j1", "status": "completed", "result": {"counts": {"posts": 3}},
+                    "processedAt": "2026-01-02T03:04:08.178Z", "duration": 2500, "logs": LOGGED}
+
+
+def test_notify_reports_a_failed_upload(tmp_path: Path, callback_server: Server) -> None:
+    info = {"published": False, "failedUploads": 1, "failedKeys": ["projects/p/j1/posts.json"]}
+    make_ctx(tmp_path, "j1").artifacts.put_json(FAILED_UPLOAD.key("j1"), info)
+    body = reported(tmp_path, callback_server(), JobStatus.FAILED,
+                    error={"stage": "upload", "message": "1 file(s) failed to upload", "attempts": 3})
+    assert body == {"jobId": "j1", "status": "failed", "error": "1 file(s) failed to upload",
+                    "processedAt": "2026-01-02T03:04:08.178Z", "logs": LOGGED, "publishInfo": info}
+
+
+def test_notify_reports_a_cancelled_job(tmp_path: Path, callback_server: Server) -> None:
+    body = reported(tmp_path, callback_server(), JobStatus.CANCELLED, finished_at=None)
+    assert (body["status"], body["error"]) == ("failed", "Job cancelled")
+    assert body["processedAt"] == "2026-01-02T03:04:08.678Z"  # not finished: when the job was last updated

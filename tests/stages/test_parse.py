@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
+from pipeline.canonical_json import canonical_json
+from pipeline.catalog import SOURCE_TREE, job_key
 from pipeline.errors import PermanentError
-from pipeline.markdown.hashing import canonical_json
 from pipeline.models import JobSpec
 from pipeline.settings import Settings
 from pipeline.stages import parse
-from pipeline.stages.context import LocalContext, job_key, run_to_end
+from pipeline.stages.context import LocalContext, run_to_end
 from pipeline.stores.artifacts import LocalArtifactStore
 
 pytestmark = pytest.mark.timeout(120)
@@ -146,7 +147,7 @@ def test_demo_hashes_medias_graph_and_files(demo: LocalContext) -> None:
         body = {k: post[k] for k in ("fileName", "slug", "title", "frontmatter", "originalFilePath", "html", "url")}
         assert post["hash"] == hashlib.sha256(canonical_json(body)).hexdigest()
     medias = result(demo, "medias.json")
-    tree = demo.artifacts.tree(demo.key("tree", stage="fetch"))
+    tree = demo.artifacts.tree(SOURCE_TREE.key(demo.job_id))
     for m in medias:
         digest = hashlib.sha256((tree / m["originalPath"]).read_bytes()).hexdigest()
         assert m["hash"] == m["metadata"]["hash"] == digest
@@ -251,7 +252,7 @@ def test_corpora_parse_without_crashes(tmp_path: Path, corpus: str) -> None:
     md_files = [p for p in source.rglob("*.md") if p.name.lower() not in ("readme.md", "license.md")]
     assert summary["posts"] == len(md_files) > 300
     assert not [i for i in ctx.issues if i.severity == "error"]
-    tree = ctx.artifacts.tree(ctx.key("tree", stage="fetch"))
+    tree = ctx.artifacts.tree(SOURCE_TREE.key(ctx.job_id))
     for issue in ctx.issues:
         assert issue.stage == "parse" and (tree / issue.path).is_file(), issue
     for post in result(ctx, "posts.json"):

@@ -116,6 +116,26 @@ def test_already_done_is_a_no_op_that_moves_on(task: StageTask, memory_store: Me
     assert not memory_store.lease_held("j1", "work")
 
 
+def test_a_redelivered_last_stage_completes_a_job_its_dead_worker_left_running(task: StageTask,
+                                                                             memory_store: MemoryJobStore) -> None:
+    # The worker marked the last build stage done, then died before it marked the job completed.
+    make_job(memory_store, stages=("work", "notify"))
+    state = memory_store.stage("j1", "work")
+    state.status, state.attempts = StageStatus.DONE, 1
+    memory_store.put_stage("j1", state)
+    memory_store.set_job("j1", JobStatus.RUNNING)
+
+    def must_not_run(ctx: RedisStageContext) -> StageResult:
+        raise AssertionError("a done stage ran again")
+
+    assert run(task, must_not_run) == "already-done"
+    job = memory_store.get("j1")
+    assert job.status == JobStatus.COMPLETED and job.result is not None and job.finished_at is not None
+    assert kinds(memory_store).count("completed") == 1
+    run(task, must_not_run)  # and a second copy completes nothing twice
+    assert kinds(memory_store).count("completed") == 1
+
+
 def test_a_duplicate_message_while_the_stage_runs_elsewhere_is_dropped(task: StageTask,
                                                                        memory_store: MemoryJobStore) -> None:
     make_job(memory_store, stages=PLAN)
