@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.models import JSON, JobSpec, SourceSpec
+from pipeline.stores.inputs import bounded_fields
 from pipeline.stores.jobs import JobView
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+# What a job keeps of its body's options is bounded; an absurd field is refused here, by name.
+Options = Annotated[dict[str, Any], AfterValidator(lambda v: bounded_fields(v, "options"))]
+Data = Annotated[dict[str, Any], AfterValidator(lambda v: bounded_fields(v, "data"))]
 
 
 class BadRequest(Exception):
@@ -80,7 +84,7 @@ class JobRequest(BaseModel):
     commit: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{7,40}$")
     depth: int | None = Field(default=None, ge=1)
     token: str | None = Field(default=None, max_length=4096)
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: Options = Field(default_factory=dict)
     callback_url: str | None = Field(default=None, max_length=4096, pattern=r"^https?://")
     job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
     project_id: str | None = Field(default=None, max_length=128)
@@ -113,7 +117,7 @@ class ProcessRequest(BaseModel):
 
     jobId: str = Field(pattern=JOB_ID_PATTERN)
     task: str = Field(min_length=1, max_length=64)
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: Data = Field(default_factory=dict)
     callbackUrl: str = Field(pattern=r"^https?://")
 
     @field_validator("data", mode="before")

@@ -21,6 +21,8 @@ from pipeline.errors import PermanentError
 Pixels = npt.NDArray[np.float32]
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+# Above this many pixels the resized image is not made whole: see _resized_crop.
+FULL_RESIZE_MAX_PIXELS = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,12 @@ def pixel_values(img: Image.Image, cfg: ClipImageConfig) -> Pixels:
         # int(), not round(): the rounding HF's get_resize_output_image_size uses.
         new_short, new_long = cfg.shortest_edge, int(cfg.shortest_edge * long / short)
         size = (new_short, new_long) if w <= h else (new_long, new_short)
-        if size != img.size:
+        huge = size[0] * size[1] > FULL_RESIZE_MAX_PIXELS
+        if cfg.crop and huge and size[0] >= cfg.crop[1] and size[1] >= cfg.crop[0]:
+            img = _resized_crop(img, size, cfg.crop, cfg.resample)
+        elif size != img.size:
             img = img.resize(size, cfg.resample)
-    if cfg.crop:
+    if cfg.crop and img.size != (cfg.crop[1], cfg.crop[0]):
         ch, cw = cfg.crop
         top, left = (img.height - ch) // 2, (img.width - cw) // 2
         # Pillow fills outside the image with 0, as HF pads an image smaller than the crop.
@@ -120,3 +125,20 @@ def pixel_values(img: Image.Image, cfg: ClipImageConfig) -> Pixels:
         arr = arr[..., ::-1]
     out: Pixels = np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
     return out
+
+
+def _resized_crop(img: Image.Image, size: tuple[int, int], crop: tuple[int, int],
+                  resample: Image.Resampling) -> Image.Image:
+    """The centre crop of `img` resized to `size`, without making the whole resized image.
+
+    The short side goes to 224 and the long one with it, so a thin strip (2 x 20,000 pixels) would become
+    224 x 2,240,000 (1.5 GB) for the 224 x 224 the crop keeps. Pillow's `box` resizes only that part; its
+    filter still reads the source pixels around the box, so the pixels are those of the whole resize but for
+    rounding (a row whose kernel centre falls on a half pixel may take its window one pixel over). Only images
+    beyond FULL_RESIZE_MAX_PIXELS take this path, so no picture of ordinary proportions changes.
+    """
+    (w, h), (rw, rh), (ch, cw) = img.size, size, crop
+    left, top = (rw - cw) // 2, (rh - ch) // 2
+    sx, sy = w / rw, h / rh
+    box = (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)
+    return img.resize((cw, ch), resample, box=box)

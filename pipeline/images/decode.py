@@ -24,6 +24,14 @@ from pipeline.errors import ItemError
 # likely a crafted file than a picture someone meant to publish.
 DEFAULT_MAX_PIXELS = 80_000_000
 
+# Pillow's resampling filters hold a table of weights for every output pixel, each covering the source pixels
+# under the kernel: about 48 bytes per pixel of the side being reduced, whatever the output size (measured on
+# LANCZOS, which the variants use). The pixel cap leaves that unbounded for a thin image: 1 x 60,000,000 pixels
+# is under it, yet asks for ~2.9 GB to resize. This caps the table, so a side may be about 1.4 million pixels.
+RESAMPLE_BYTES_PER_PIXEL = 48
+MAX_RESAMPLE_BYTES = 64 * 1024 * 1024
+MAX_SIDE = MAX_RESAMPLE_BYTES // RESAMPLE_BYTES_PER_PIXEL
+
 # Only the formats the media discovery accepts; Pillow's exotic plugins (PSD, EPS, FITS...) are a larger
 # attack surface for no gain. "JPEG" also opens cameras' MPO files (MPO has no opener of its own).
 ACCEPTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "BMP", "TIFF")
@@ -116,6 +124,9 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
                               f"more than the limit of {max_pixels:,} (possible decompression bomb)")
     if width <= 0 or height <= 0:
         raise ItemError(name, f"image has no pixels ({width}x{height})")
+    if max(width, height) > MAX_SIDE:
+        raise ItemError(name, f"image too long and thin to resize: {width}x{height} has a side of more than "
+                              f"{MAX_SIDE:,} pixels, which would take over {MAX_RESAMPLE_BYTES >> 20} MB to resample")
     return img
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -13,6 +14,15 @@ from pipeline.models import JSON
 _DROP = re.compile(r"['’`\"]")
 _SEPARATORS = re.compile(r"[^\w]+|_+")
 _DASHES = re.compile(r"-{2,}")
+
+# A slug is a file name in the bundle (`_posts/slug/<slug>.json`, a `/` in it a folder) and part of a URL. Each
+# segment stays well under the 255 bytes a name may have on common file systems, leaving room for a `-N` of
+# disambiguation and `.json`; the whole slug well under the 4096 bytes of a path. A longer slug is cut at a
+# character boundary and ends with 8 hex digits of the SHA-256 of the slug asked for: the same slug always
+# gives the same result, and two long slugs that only differ after the cut stay apart.
+SEGMENT_MAX_BYTES = 200
+SLUG_MAX_BYTES = 1000
+_DIGEST_CHARS = 8
 
 
 def slugify(text: str) -> str:
@@ -32,10 +42,27 @@ def _ascii_base(ch: str) -> str:
     return base if base.isascii() and base.isalnum() else ch
 
 
+def bounded_slug(slug: str) -> str:
+    """`slug` itself when it fits the limits above, else its cut form ending in `-<digest>`."""
+    segments = slug.split("/")
+    if len(slug.encode()) <= SLUG_MAX_BYTES and all(len(s.encode()) <= SEGMENT_MAX_BYTES for s in segments):
+        return slug
+    room = _DIGEST_CHARS + 1
+    cut = "/".join(_cut_utf8(s, SEGMENT_MAX_BYTES - room) for s in segments)
+    cut = _cut_utf8(cut, SLUG_MAX_BYTES - room).rstrip("/-")
+    digest = hashlib.sha256(slug.encode()).hexdigest()[:_DIGEST_CHARS]
+    return f"{cut}-{digest}" if cut else digest
+
+
+def _cut_utf8(text: str, max_bytes: int) -> str:
+    return text.encode()[:max_bytes].decode("utf-8", errors="ignore")
+
+
 @dataclass(frozen=True)
 class SlugInfo:
     desired: str
     final: str
+    asked_bytes: int | None = None  # the length of the slug asked for, when it was cut to `desired`
 
     def to_json(self) -> JSON:
         return {
@@ -70,15 +97,19 @@ def assign_slugs(posts: Iterable[tuple[str, object]]) -> dict[str, SlugInfo]:
     Posts with an explicit frontmatter slug are served first (the author asked for that URL), then the others;
     within each group shallower paths first, then in path order: `guide.md` keeps `guide` and its
     translation `fr/guide.md` becomes `guide-2`, whatever the folder names sort like. A taken slug gets
-    `-2`, `-3`, … (the first free one). The same repository always gives the same slugs.
+    `-2`, `-3`, … (the first free one); a slug too long for a file name is cut first (`bounded_slug`).
+    The same repository always gives the same slugs.
     """
     items = sorted(posts, key=lambda p: (p[0].count("/"), p[0]))
     explicit = [p for p in items if explicit_slug(p[1]) is not None]
     implicit = [p for p in items if explicit_slug(p[1]) is None]
     ids = UniqueIds()
-    return {path: SlugInfo(desired, ids.claim(desired))
-            for path, fm_slug in explicit + implicit
-            for desired in (desired_slug(path, fm_slug),)}
+    out: dict[str, SlugInfo] = {}
+    for path, fm_slug in explicit + implicit:
+        asked = desired_slug(path, fm_slug)
+        desired = bounded_slug(asked)
+        out[path] = SlugInfo(desired, ids.claim(desired), None if desired == asked else len(asked.encode()))
+    return out
 
 
 class UniqueIds:

@@ -14,9 +14,12 @@ from typing import Any
 from dulwich import porcelain
 from dulwich.client import HTTPUnauthorized
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
+from dulwich.objects import ObjectID
+from dulwich.refs import HEADREF
 from dulwich.repo import Repo
 
 from pipeline.errors import PermanentError, TransientError
+from pipeline.sources.git_checkout import SkippedEntry, check_out
 
 _TRANSIENT = re.compile(r"Max retries exceeded|Connection refused|Connection reset|timed out|"
                         r"Temporary failure|\b50[0-9]\b", re.IGNORECASE)
@@ -38,15 +41,18 @@ def _reason(exc: BaseException, token: str | None) -> str:
 
 
 def clone(url: str, dest: Path, *, branch: str | None = None, commit: str | None = None, depth: int | None = None,
-          token: str | None = None) -> str:
-    """Clone `url` into `dest` (which must not exist) and check out branch/commit. Returns the commit sha."""
+          token: str | None = None, skipped: list[SkippedEntry] | None = None) -> str:
+    """Clone `url` into `dest` (which must not exist) and check out branch/commit. Returns the commit sha.
+
+    Tree entries no file system can hold are left out of the checkout and appended to `skipped`.
+    """
     kwargs: dict[str, Any] = {}
     if token and url.startswith(("http://", "https://")):
         kwargs = {"username": "x-access-token", "password": token}
     shown = mask_url(url)
     errors = io.BytesIO()
     try:
-        repo = porcelain.clone(url, str(dest), checkout=commit is None, errstream=errors,
+        repo = porcelain.clone(url, str(dest), checkout=False, errstream=errors,
                                depth=None if commit else depth, branch=branch, **kwargs)
     except HTTPUnauthorized as exc:
         raise PermanentError(f"git server refused the credentials for {shown}") from exc
@@ -63,17 +69,32 @@ def clone(url: str, dest: Path, *, branch: str | None = None, commit: str | None
         what = f"branch {branch!r} of " if branch_problem else ""
         raise PermanentError(f"cannot clone {what}{shown}: {text}") from exc
     with repo:
-        if commit:
-            _checkout(repo, commit)
-        return repo.head().decode()
+        sha = _pinned(repo, commit) if commit else _head(repo, shown)
+        try:
+            found = check_out(repo, sha)
+        except OSError as exc:
+            # Everything the tree itself could cause was left out above: this is the worker's disk.
+            raise TransientError(f"cannot check out {shown}: {exc.strerror or type(exc).__name__}") from exc
+        if skipped is not None:
+            skipped.extend(found)
+        return sha.decode()
 
 
-def _checkout(repo: Repo, commit: str) -> None:
+def _head(repo: Repo, shown: str) -> bytes:
     try:
-        sha = porcelain.rev_parse(repo, commit)  # full sha from a prefix
+        return repo.head()
+    except KeyError as exc:
+        raise PermanentError(f"{shown} has no commits to check out") from exc
+
+
+def _pinned(repo: Repo, commit: str) -> bytes:
+    """The full sha of `commit`; the checked-out branch is moved to it, as `reset --hard` would."""
+    try:
+        sha = porcelain.rev_parse(repo, commit)
     except (KeyError, ValueError) as exc:
         raise PermanentError(f"commit {commit} is not in the repository") from exc
-    porcelain.reset(repo, "hard", sha)
+    repo.refs[HEADREF] = ObjectID(sha)
+    return sha
 
 
 def head_commit(path: Path) -> str | None:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from pipeline.catalog import MADE_REPOSITORY, MADE_TREE, SOURCE_INFO, SOURCE_TREE
 from pipeline.errors import PermanentError
-from pipeline.models import SourceSpec, StageResult
+from pipeline.models import Issue, SourceSpec, StageResult
 from pipeline.sources.git import clone, head_commit, mask_url
+from pipeline.sources.git_checkout import SkippedEntry
 from pipeline.stages.context import StageContext
 
 
@@ -50,16 +51,18 @@ def run(ctx: StageContext) -> StageResult:
         return StageResult.done(commit=done.get("commit"), files=done.get("files"), bytes=done.get("bytes"))
     source, token = _repository(ctx)
     kind, commit = "git", None
+    skipped: list[SkippedEntry] = []
     with ctx.artifacts.write_tree(SOURCE_TREE.key(ctx.job_id)) as staging:
         if source.url:
             commit = clone(source.url, staging / "repo", branch=source.branch, commit=source.commit,
-                           depth=source.depth, token=token)
+                           depth=source.depth, token=token, skipped=skipped)
         else:
             src = Path(source.path or "")
             if not src.exists():
                 raise PermanentError(f"source path {source.path} does not exist")
             if (src / ".git").exists():
-                commit = clone(str(src.resolve()), staging / "repo", branch=source.branch, commit=source.commit)
+                commit = clone(str(src.resolve()), staging / "repo", branch=source.branch, commit=source.commit,
+                               skipped=skipped)
             else:
                 kind = "folder"
                 shutil.copytree(src, staging / "repo", ignore=shutil.ignore_patterns(".git"))
@@ -71,6 +74,9 @@ def run(ctx: StageContext) -> StageResult:
         files, size = _count(staging)
     info = {"kind": kind, "url": mask_url(source.url) if source.url else None, "path": source.path,
             "branch": source.branch, "commit": commit, "files": files, "bytes": size}
+    for entry in skipped:
+        ctx.record_issue(Issue(stage="fetch", path=entry.path, message=f"not checked out: {entry.reason}",
+                               kind="checkout"))
     ctx.artifacts.put_json(info_key, info)
     ctx.progress(files, files)
     return StageResult.done(commit=commit, files=files, bytes=size)

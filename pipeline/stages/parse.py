@@ -94,6 +94,9 @@ def _discover(ctx: StageContext, root: Path, rel_root: str) -> JSON:
         del p["fmSlug"]
         slug = slugs[p["path"]]
         p["slug"], p["slugInfo"] = slug.final, slug.to_json()
+        if slug.asked_bytes is not None:
+            issues.append(_issue(p["path"], f"slug of {slug.asked_bytes:,} bytes is too long for a file name; "
+                                            f"using {slug.desired!r}", "warning", "slug"))
         if slug.final != slug.desired:
             issues.append(_issue(p["path"], f"slug {slug.desired!r} is taken; using {slug.final!r}", "info", "slug"))
     batch = max(1, int(ctx.settings.parse_batch))

@@ -106,7 +106,7 @@ def _wordpress(ctx: StageContext) -> JSON:
 
 
 def _brief(ctx: StageContext) -> JSON:
-    brief = ctx.spec.options.get("brief")
+    brief = option_text(ctx.spec.options.get("brief"), ctx.artifacts, "brief")
     if not isinstance(brief, str) or not brief.strip():
         raise PermanentError(f"{ctx.spec.task} needs `brief` in the job's data: the text the project is written from")
     settings = ctx.settings

@@ -13,6 +13,7 @@ from typing import Any, Protocol, cast
 import redis
 
 from pipeline.stores.keys import RedisKeys, lease_holder
+from pipeline.stores.messages import capped
 
 
 class BatchState(Protocol):
@@ -81,7 +82,7 @@ class RedisBatchState:
 
     def mark_failed(self, n: int, error: str) -> None:
         with self.r.pipeline() as pipe:
-            pipe.hset(self.k.failed, str(n), error)
+            pipe.hset(self.k.failed, str(n), capped(error))
             self._expire(pipe)
             pipe.execute()
 

@@ -1,6 +1,7 @@
 """A job as both job stores keep it: one hash of strings (spec, status, times, `stage:<name>` states),
 an issue as a JSON string, an event as a dict of strings. One encoding, so the Redis store and its
 in-memory twin cannot drift in what they store, and jobs already in Redis read back as they were.
+Every message on the way in (errors, issues, events) is capped here (messages.py), for both stores.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, cast
 
 from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.stores.jobs import JobView
+from pipeline.stores.messages import PATH_MAX_CHARS, capped, capped_json
 
 
 def new_fields(spec: JobSpec, stages: tuple[str, ...], now: float) -> dict[str, str]:
@@ -28,7 +30,10 @@ def new_fields(spec: JobSpec, stages: tuple[str, ...], now: float) -> dict[str, 
 
 
 def encode_stage(state: StageState) -> str:
-    return json.dumps(state.to_json())
+    fields = state.to_json()
+    if fields["error"]:
+        fields["error"] = capped(fields["error"])
+    return json.dumps(fields)
 
 
 def decode_stage(raw: str) -> StageState:
@@ -36,7 +41,9 @@ def decode_stage(raw: str) -> StageState:
 
 
 def encode_issue(issue: Issue) -> str:
-    return json.dumps(issue.to_json())
+    fields = issue.to_json()
+    fields["path"], fields["message"] = capped(fields["path"], PATH_MAX_CHARS), capped(fields["message"])
+    return json.dumps(fields)
 
 
 def decode_issue(raw: str) -> JSON:
@@ -44,13 +51,18 @@ def decode_issue(raw: str) -> JSON:
 
 
 def field_values(status: JobStatus | None, fields: dict[str, Any]) -> dict[str, str]:
-    """What `set_job` writes: strings as they are, floats exactly (repr), anything else as JSON."""
+    """What `set_job` writes: strings as they are, floats exactly (repr), anything else as JSON; every string
+    in them capped (the job's error, its callback's outcome)."""
     mapping: dict[str, str] = {}
     if status is not None:
         mapping["status"] = status.value
     for name, value in fields.items():
-        mapping[name] = value if isinstance(value, str) else json.dumps(value) if not isinstance(
-            value, float) else repr(value)
+        if isinstance(value, float):
+            mapping[name] = repr(value)
+        elif isinstance(value, str):
+            mapping[name] = capped(value)
+        else:
+            mapping[name] = json.dumps(capped_json(value))
     return mapping
 
 
@@ -82,6 +94,6 @@ def view(job_id: str, raw: dict[str, str]) -> JobView:
 
 
 def event_fields(kind: str, message: str, extra: dict[str, Any]) -> dict[str, str]:
-    fields = {"type": kind, "message": message, "ts": repr(time.time())}
-    fields.update({k: str(v) for k, v in extra.items()})
+    fields = {"type": kind, "message": capped(message), "ts": repr(time.time())}
+    fields.update({k: capped(str(v)) for k, v in extra.items()})
     return fields

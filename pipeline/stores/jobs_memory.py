@@ -19,6 +19,7 @@ from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.stores import job_hash
 from pipeline.stores.jobs import Event, JobExists, JobView, pick_jobs
 from pipeline.stores.keys import RedisKeys, lease_holder
+from pipeline.stores.messages import capped
 
 Clock = Callable[[], float]
 
@@ -319,7 +320,7 @@ class MemoryBatchState:
 
     def mark_failed(self, n: int, error: str) -> None:
         with self.store._lock:
-            self.store.space.hash(self.k.failed)[str(n)] = error
+            self.store.space.hash(self.k.failed)[str(n)] = capped(error)
             self._expire()
 
     def done(self) -> set[int]:

@@ -10,6 +10,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from dulwich import porcelain
+from dulwich.objects import Blob, Commit, ObjectID, Tree
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 from dulwich.server import DictBackend
@@ -33,6 +34,37 @@ def make_git_repo(path: Path, files: dict[str, bytes], message: str = "initial",
         sha = porcelain.commit(repo, message=message.encode(), author=AUTHOR, committer=AUTHOR,
                                commit_timestamp=1_700_000_000, author_timestamp=1_700_000_000)
     return sha.decode()
+
+
+def commit_raw_tree(path: Path, files: dict[bytes, bytes], message: str = "raw", branch: str = "main") -> str:
+    """A repository whose one commit holds `files` (tree paths as bytes), written as git objects, not on disk:
+    so a tree can hold what no file system takes (a 300-byte name, a `.git` entry). Returns the commit sha."""
+    path.mkdir(parents=True)
+    with Repo.init(str(path)) as repo:
+        store = repo.object_store
+        trees: dict[bytes, Tree] = {b"": Tree()}
+        for rel in sorted(files):
+            blob = Blob.from_string(files[rel])
+            store.add_object(blob)
+            *folders, name = rel.split(b"/")
+            for depth in range(len(folders)):
+                trees.setdefault(b"/".join(folders[:depth + 1]), Tree())
+            trees[b"/".join(folders)].add(name, 0o100644, blob.id)
+        for folder in sorted(trees, key=lambda f: -f.count(b"/") if f else 1):  # deepest first, root last
+            if folder:
+                parent, _, name = folder.rpartition(b"/")
+                store.add_object(trees[folder])
+                trees[parent].add(name, 0o040000, trees[folder].id)
+        store.add_object(trees[b""])
+        commit = Commit()
+        commit.tree, commit.author, commit.committer = trees[b""].id, AUTHOR, AUTHOR
+        commit.commit_time = commit.author_time = 1_700_000_000
+        commit.commit_timezone = commit.author_timezone = 0
+        commit.message = message.encode()
+        store.add_object(commit)
+        repo.refs[Ref(b"refs/heads/" + branch.encode())] = ObjectID(commit.id)
+        repo.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(b"refs/heads/" + branch.encode()))
+        return commit.id.decode()
 
 
 class _Quiet(WSGIRequestHandler):

@@ -214,3 +214,32 @@ def test_the_keys_are_those_jobs_already_in_redis_use(store: JobStore) -> None:
     }
     keys = RedisKeys("rb:")
     assert (keys.lease("j", "embed_text#3"), keys.reconciler_lock) == ("rb:lease:j:embed_text#3", "rb:reconciler")
+
+
+def test_long_messages_are_capped_where_they_are_written(store: JobStore) -> None:
+    """A 2,000-entry shutil.Error once made a 496,685-character job error, and every GET /jobs/<id> that size."""
+    huge = "".join(f"('/src/f{n}', '/dst/f{n}', 'No such file or directory'), " for n in range(5000))
+    assert len(huge) > 200_000
+    store.create(spec(), ("fetch",))
+    state = store.stage("j1", "fetch")
+    state.error = huge
+    store.put_stage("j1", state)
+    store.set_job("j1", JobStatus.FAILED, error={"stage": "fetch", "message": huge, "attempts": 1},
+                  callback={"status": "failed", "error": huge})
+    store.add_issue("j1", Issue("fetch", "p" * 50_000, huge))
+    store.event("j1", "failed", huge, stage="fetch")
+    store.batches("j1", "fetch").mark_failed(0, huge)
+    job = store.get("j1")
+    issue = store.issues("j1")[0]
+    event = store.events("j1")[-1][1]
+    kept = [job.stage("fetch").error, job.error["message"] if job.error else "",
+            job.callback["error"] if job.callback else "", issue["message"], event["message"],
+            store.batches("j1", "fetch").failed()[0]]
+    for text in kept:
+        assert text.startswith(huge[:4000]) and len(text) < 4100
+        assert text.endswith(f"… [{len(huge) - 4000:,} more characters cut]")
+    assert len(issue["path"]) < 1100 and issue["path"].startswith("p" * 1000)
+    assert job.error is not None and job.error["stage"] == "fetch" and job.error["attempts"] == 1
+    state.error = "short and whole"
+    store.put_stage("j1", state)
+    assert store.stage("j1", "fetch").error == "short and whole"
