@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench fuzz-api clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: $(DEV_STAMP)
 # the embedding benchmark (benchmarks/embedding.py): prints a report, asserts nothing; BENCH_ARGS="--repeat 5 --keep"
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.embedding $(BENCH_ARGS)
+
+# schemathesis against the live API from its OpenAPI document (tests/worker/fuzz_api.py), thousands of cases, inside a
+# network namespace of its own so no generated URL reaches another host; FUZZ_ARGS="--examples 200 --seed 1"
+fuzz-api: $(DEV_STAMP)
+	unshare -rn sh -c 'ip link set lo up && exec $(BIN)/python -m tests.worker.fuzz_api $(FUZZ_ARGS)'
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check api worker pipeline tests benchmarks

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import hmac
+import uuid
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from api.extensions import SETTINGS_KEY, UNAVAILABLE, set_celery
 from api.routes.health import bp as health_bp
 from api.routes.inference import bp as inference_bp
 from api.routes.jobs import bp as jobs_bp
+from api.routes.openapi import bp as openapi_bp
 from api.routes.process import bp as process_bp
 from api.routes.projects import bp as projects_bp
+from api.schemas import BadRequest
 from pipeline.settings import Settings
 from worker.factory import create_celery
 
-OPEN_PATHS = {"/", "/health", "/ready"}
+OPEN_PATHS = {"/", "/health", "/ready", "/openapi.json"}
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -26,12 +30,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions[SETTINGS_KEY] = settings
     set_celery(app, create_celery(settings))
 
-
-    app.register_blueprint(health_bp)
-    app.register_blueprint(jobs_bp)
-    app.register_blueprint(process_bp)
-    app.register_blueprint(inference_bp)
-    app.register_blueprint(projects_bp)
+    for bp in (health_bp, jobs_bp, process_bp, inference_bp, projects_bp, openapi_bp):
+        app.register_blueprint(bp)
 
     @app.before_request
     def _auth() -> Any:
@@ -43,21 +43,40 @@ def create_app(settings: Settings | None = None) -> Flask:
             return None
         return jsonify(status="error", message="missing or invalid API key"), 401
 
-    @app.errorhandler(413)
-    def _too_large(_: Any) -> Any:
-        return jsonify(status="error", message="request body is larger than 50 MB"), 413
-
-    @app.errorhandler(404)
-    def _not_found(_: Any) -> Any:
-        return jsonify(status="error", message=f"no route {request.method} {request.path}"), 404
-
-    @app.errorhandler(405)
-    def _bad_method(_: Any) -> Any:
-        return jsonify(status="error", message=f"method {request.method} not allowed on {request.path}"), 405
-
+    app.register_error_handler(BadRequest, _bad_request)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(InternalServerError, _internal_error)
     for exc_type in UNAVAILABLE:
         app.register_error_handler(exc_type, _unavailable)
     return app
+
+
+def _bad_request(exc: BadRequest) -> Any:
+    extra = {"field": exc.field} if exc.field else {}
+    return jsonify(status="error", message=exc.message, **extra), 400
+
+
+def _http_error(exc: HTTPException) -> Any:
+    """Every HTTP error werkzeug raises, as the JSON error shape (never its HTML page)."""
+    if isinstance(exc, RequestEntityTooLarge):
+        message = "request body is larger than 50 MB"
+    elif isinstance(exc, NotFound):
+        message = f"no route {request.method} {request.path}"
+    elif isinstance(exc, MethodNotAllowed):
+        message = f"method {request.method} not allowed on {request.path}"
+    else:
+        message = exc.description or exc.name
+    headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]  # e.g. Allow on a 405
+    return jsonify(status="error", message=message), exc.code or 500, headers
+
+
+def _internal_error(exc: InternalServerError) -> Any:
+    # Flask has logged the original exception with its traceback; the caller gets an id to quote, nothing of it.
+    reference = uuid.uuid4().hex[:12]
+    original = exc.original_exception
+    if original is not None:
+        current_app.logger.error("internal error %s: %s", reference, type(original).__name__)
+    return jsonify(status="error", message=f"internal error (reference {reference})"), 500
 
 
 def _unavailable(exc: Exception) -> Any:

@@ -1,22 +1,57 @@
-"""Request bodies, validated at the edge, and the job view the API returns."""
+"""Every request the API reads, validated at the edge: bodies, query strings, headers, path ids.
+
+Built from the field types of api/fields.py. A request of the wrong shape never reaches a route:
+`api.openapi.endpoint` turns the first error into a 400 naming the field, and the OpenAPI document is generated
+from these same models. `/jobs` and `/process` are unions by task: each task's member types the data it reads
+(CONTRACT §2); a task added to pipeline/plans.py gets a member of its own.
+"""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    Tag,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
-from pipeline.models import JSON, JobSpec, SourceSpec
+from api.credentials import secrets_of, source_spec, strip_push_credentials
+from api.fields import (
+    Base64Bytes,
+    Branch,
+    Commit,
+    Credential,
+    EventId,
+    HttpUrl,
+    Name,
+    NonBlank,
+    OptionalName,
+    OrgId,
+    OutboundUrl,
+    ServerPath,
+    SourceRef,
+    Text,
+    blank_is_none,
+)
+from pipeline.errors import PermanentError
+from pipeline.models import JobSpec, JobStatus
+from pipeline.plans import PLANS, stages_for
 from pipeline.stores.inputs import bounded_fields
-from pipeline.stores.jobs import JobView
 
-JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
-# What a job keeps of its body's options is bounded; an absurd field is refused here, by name.
-Options = Annotated[dict[str, Any], AfterValidator(lambda v: bounded_fields(v, "options"))]
-Data = Annotated[dict[str, Any], AfterValidator(lambda v: bounded_fields(v, "data"))]
+# ------------------------------------------------------------------------------------------------ errors
 
 
 class BadRequest(Exception):
@@ -26,166 +61,330 @@ class BadRequest(Exception):
         self.field = field
 
 
-def first_error(exc: ValidationError) -> BadRequest:
+def first_error(exc: ValidationError, *, tagged: bool = False) -> BadRequest:
+    """The first problem, naming its field (`data.depth`). `tagged`: the model is a union by task, whose
+    errors start with the task's tag, which is not a field of the request."""
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or None
-    return BadRequest(f"{where}: {err['msg']}" if where else err["msg"], where)
+    loc = err["loc"][1:] if tagged and err["loc"] else err["loc"]
+    where = ".".join(str(p) for p in loc) or None
+    msg = err["msg"]
+    if where is None:
+        return BadRequest(msg)
+    if err["type"] == "missing":
+        return BadRequest(f"{where} is required", where)
+    return BadRequest(msg if msg.startswith(where) else f"{where}: {msg}", where)
 
 
-def split_credentials(url: str) -> tuple[str, str | None]:
-    """`https://user:token@host/x` → (`https://host/x`, token): a token never reaches stored job state."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not (parts.username or parts.password):
-        return url, None
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    token = parts.password or parts.username
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), token
+# ------------------------------------------------------------------------------------------------ bodies
 
 
-def source_spec(value: str | None, branch: str | None, commit: str | None, depth: int | None,
-            subfolder: str | None = None) -> tuple[SourceSpec | None, str | None]:
-    """A source string → (SourceSpec, token found in its URL)."""
-    if not value:
-        return None, None
-    if "://" in value or value.startswith("git@"):
-        url, token = split_credentials(value)
-        return SourceSpec(url=url, branch=branch, commit=commit, depth=depth, subfolder=subfolder), token
-    return SourceSpec(path=value, branch=branch, commit=commit, depth=depth, subfolder=subfolder), None
+class Body(BaseModel):
+    """A JSON object body; anything else is refused, naming the body."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise PydanticCustomError("body_object", "request body must be a JSON object")
+        return value
 
 
-def strip_push_credentials(options: dict[str, Any], names: tuple[str, ...]) -> list[str | None]:
-    """Push targets (wp-import, brief) may carry credentials in their URLs too: stripped in place, returned."""
-    found: list[str | None] = []
-    for name in names:
-        if isinstance(options.get(name), str):
-            options[name], token = split_credentials(options[name])
-            found.append(token)
-    return found
+class OriginalBody(BaseModel):
+    """A body of the original service's routes: as its body parser did, anything but an object reads as `{}`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object(cls, value: Any) -> Any:
+        return value if isinstance(value, dict) else {}
 
 
-def secrets_of(*tokens: str | None) -> dict[str, str]:
-    for token in tokens:
-        if token:
-            return {"git_token": token}
-    return {}
-
-
-class JobRequest(BaseModel):
-    """`POST /jobs`: the native API."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    task: str = Field(min_length=1, max_length=64)
-    source: str | None = Field(default=None, max_length=4096)
-    branch: str | None = Field(default=None, max_length=255)
-    commit: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{7,40}$")
-    depth: int | None = Field(default=None, ge=1)
-    token: str | None = Field(default=None, max_length=4096)
-    options: Options = Field(default_factory=dict)
-    callback_url: str | None = Field(default=None, max_length=4096, pattern=r"^https?://")
-    job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
-    project_id: str | None = Field(default=None, max_length=128)
-    org_id: str | None = Field(default=None, max_length=128)
-
-    def to_spec(self) -> tuple[JobSpec, dict[str, str]]:
-        source, url_token = source_spec(self.source, self.branch, self.commit, self.depth,
-                                    self.options.get("repositoryFolder"))
-        options = dict(self.options)
-        push_tokens = strip_push_credentials(options, ("repoUrl", "remoteUrl"))
-        spec = JobSpec(
-            job_id=self.job_id or uuid.uuid4().hex,
-            task=self.task,
-            source=source,
-            options=options,
-            callback_url=self.callback_url,
-            project_id=self.project_id,
-            org_id=self.org_id,
-        )
-        return spec, secrets_of(self.token, url_token, *push_tokens)
-
-
-MISSING_FIELDS = "Missing required fields: jobId, task, and callbackUrl are required"
-
-
-class ProcessRequest(BaseModel):
-    """`POST /process`: the original service's body."""
+class Open(BaseModel):
+    """An object of the original's `data`: the fields read here are typed, anything else is kept as sent."""
 
     model_config = ConfigDict(extra="allow")
 
-    jobId: str = Field(pattern=JOB_ID_PATTERN)
-    task: str = Field(min_length=1, max_length=64)
-    data: Data = Field(default_factory=dict)
-    callbackUrl: str = Field(pattern=r"^https?://")
+
+class RepoInfo(Open):
+    path: SourceRef | None = None
+    distPath: ServerPath | None = None
+
+
+class Assets(Open):
+    distFolder: ServerPath | None = None
+
+
+class TaskData(Open):
+    """`data` of `/process`, `options` of `/jobs`: what every task may read (CONTRACT §2)."""
+
+    repoUrl: SourceRef | None = None
+    repoInfo: RepoInfo | None = None
+    branch: Branch = None
+    commit: Commit = None
+    depth: Annotated[Annotated[int, Field(ge=0)] | None, BeforeValidator(blank_is_none)] = None
+    repositoryFolder: Text | None = None
+    mediaPrefix: Text | None = None
+    notePrefix: Text | None = None
+    domain: Text | None = None
+    skipEmbeddings: bool | None = None
+    previousRev: OptionalName = None
+    projectId: OptionalName = None
+    orgId: OrgId = None
+    gitToken: Credential | None = None
+    githubToken: Credential | None = None
+    remoteUrl: OutboundUrl | None = None
+
+
+class DistData(TaskData):
+    """Tasks that start from a built bundle (build-database, enrich-data, publish-*)."""
+
+    assets: Assets | None = None
+    distFolder: ServerPath | None = None
+
+
+class PushData(TaskData):
+    """Tasks that make a repository and push it to `repoUrl`/`remoteUrl`, or to a new GitHub `repoName`."""
+
+    repoName: Text | None = None
+    owner: Text | None = None
+    private: bool | None = None
+
+
+class WpImportData(PushData):
+    # the export itself; a large one goes to the artifact store at submission (pipeline.stores.inputs)
+    wpXml: str | None = None
+    xmlFilePath: ServerPath | None = None
+
+
+class BriefData(PushData):
+    brief: Text | None = None
+
+
+class TemplateData(TaskData):
+    templateRepoUrl: OutboundUrl | None = None
+    newRepoName: Text | None = None
+    owner: Text | None = None
+    description: Text | None = None
+    private: bool | None = None
+
+
+class AnyTaskData(DistData, WpImportData, BriefData, TemplateData):
+    """A task not known here: it fails through the callback, but its data is typed all the same."""
+
+
+DATA_OF: dict[str, type[TaskData]] = {
+    **dict.fromkeys(("build-database", "enrich-data", "publish-r2", "publish-build-files"), DistData),
+    "wp-import": WpImportData,
+    **dict.fromkeys(("generate-project-from-brief", "generate-and-deploy-project"), BriefData),
+    **dict.fromkeys(("new-repo-from-template", "process-from-template"), TemplateData),
+}
+TASKS = tuple(PLANS)
+OTHER = "other"
+
+
+def _task_tag(value: Any) -> str:
+    task = value.get("task") if isinstance(value, dict) else getattr(value, "task", None)
+    return task if isinstance(task, str) and task in PLANS else OTHER
+
+
+def _by_task(base: type[BaseModel], data_field: str, other: type[BaseModel], *, show_other: bool) -> Any:
+    """A union of `base` with one member per task (its `task` a constant, its `data_field` that task's data),
+    chosen by `task`; a task not known here takes `other`."""
+    members: list[Any] = []
+    for task in TASKS:
+        data = DATA_OF.get(task, TaskData)
+        name = "".join(part.title() for part in task.split("-")) + base.__name__.removesuffix("Fields")
+        model = create_model(name, __base__=base, __doc__=f"{task}: {' → '.join(PLANS[task])}",
+                             task=(Literal[task], ...),
+                             **{data_field: (data, Field(default_factory=data))})  # type: ignore[call-overload]
+        members.append(Annotated[model, Tag(task)])
+    hidden = () if show_other else (SkipJsonSchema(),)  # type: ignore[type-arg]
+    members.append(Annotated[(other, Tag(OTHER), *hidden)])
+    return Annotated[Union[tuple(members)], Discriminator(_task_tag)]  # noqa: UP007 - built at run time
+
+
+class TaskUnion(RootModel[Any]):
+    """A request whose shape depends on its task; its errors start with the task's tag."""
+
+    tagged: ClassVar[bool] = True
+
+    def to_spec(self) -> tuple[JobSpec, dict[str, str]]:
+        spec: tuple[JobSpec, dict[str, str]] = self.root.to_spec()
+        return spec
+
+
+# ------------------------------------------------------------------------------------------------ POST /jobs
+
+
+class JobFields(Body):
+    """`POST /jobs`, the native API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    source: SourceRef | None = None
+    branch: Branch = None
+    commit: Commit = None
+    depth: int | None = Field(default=None, ge=1)
+    token: Credential | None = None
+    options: TaskData = Field(default_factory=TaskData)
+    callback_url: HttpUrl | None = None
+    job_id: Name | None = None
+    project_id: OptionalName = None
+    org_id: OrgId = None
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _bounded_options(cls, v: Any) -> Any:
+        # What a job keeps of its body is bounded; an absurd field is refused here, by name.
+        return bounded_fields(v, "options") if isinstance(v, dict) else v
+
+    def to_spec(self) -> tuple[JobSpec, dict[str, str]]:
+        options = self.options.model_dump(exclude_unset=True)
+        source, url_token = source_spec(self.source, self.branch, self.commit, self.depth,
+                                        options.get("repositoryFolder"))
+        push_tokens = strip_push_credentials(options, ("repoUrl", "remoteUrl"))
+        spec = JobSpec(job_id=self.job_id or uuid.uuid4().hex, task=self.task, source=source, options=options,
+                       callback_url=self.callback_url, project_id=self.project_id, org_id=self.org_id)
+        return spec, secrets_of(self.token, url_token, *push_tokens)
+
+
+class UnknownTaskJob(JobFields):
+    """The native API refuses a task it cannot run, up front (the original's route accepts it)."""
+
+    options: dict[str, Any] = Field(default_factory=dict)  # type: ignore[assignment]
+
+    @field_validator("task")
+    @classmethod
+    def _known(cls, task: str) -> str:
+        try:
+            stages_for(task)
+        except PermanentError as exc:
+            raise PydanticCustomError("unknown_task", "{problem}; one of {tasks}",
+                                      {"problem": str(exc), "tasks": ", ".join(TASKS)}) from None
+        return task
+
+
+JobRequest = create_model("JobRequest", __base__=TaskUnion, __doc__=JobFields.__doc__,
+                          root=(_by_task(JobFields, "options", UnknownTaskJob, show_other=False), ...))
+
+
+# ------------------------------------------------------------------------------------------------ POST /process
+
+MISSING_FIELDS = "Missing required fields: jobId, task, and callbackUrl are required"
+REQUIRED = ("jobId", "task", "callbackUrl")
+
+
+class ProcessFields(OriginalBody):
+    """`POST /process`: the original service's body, `data` as each task reads it (CONTRACT §2)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    jobId: Name
+    task: Annotated[str, Field(min_length=1, max_length=64, json_schema_extra={"not": {"enum": list(TASKS)}})]
+    data: TaskData = Field(default_factory=TaskData)
+    callbackUrl: HttpUrl
 
     @field_validator("data", mode="before")
     @classmethod
     def _data_object(cls, v: Any) -> Any:
-        return {} if v is None else v
+        return {} if v is None else bounded_fields(v, "data") if isinstance(v, dict) else v
 
     def to_spec(self) -> tuple[JobSpec, dict[str, str]]:
-        data = dict(self.data)
+        data = self.data.model_dump(exclude_unset=True)
         # pop both: a token under either name must not stay in the stored options
         git_token, github_token = data.pop("gitToken", None), data.pop("githubToken", None)
-        token = git_token or github_token
-        repo_info = data.get("repoInfo") or {}
-        where = data.get("repoUrl") or (repo_info.get("path") if isinstance(repo_info, dict) else None)
-        depth = data.get("depth")
-        source, url_token = source_spec(where, data.get("branch"), data.get("commit"), int(depth) if depth else None,
-                                    data.get("repositoryFolder"))
-        if source is not None and source.url and isinstance(data.get("repoUrl"), str):
+        info = self.data.repoInfo
+        where = self.data.repoUrl or (info.path if info else None)
+        source, url_token = source_spec(where, self.data.branch, self.data.commit, self.data.depth or None,
+                                        self.data.repositoryFolder)
+        if source is not None and source.url and self.data.repoUrl:
             data["repoUrl"] = source.url  # without the credentials it may have carried
         push_tokens = strip_push_credentials(data, ("remoteUrl",))
-        spec = JobSpec(
-            job_id=self.jobId,
-            task=self.task,
-            source=source,
-            options=data,
-            callback_url=self.callbackUrl,
-            project_id=data.get("projectId"),
-            org_id=data.get("orgId"),
-        )
-        return spec, secrets_of(str(token) if token else None, url_token, *push_tokens)
+        spec = JobSpec(job_id=self.jobId, task=self.task, source=source, options=data, callback_url=self.callbackUrl,
+                       project_id=self.data.projectId, org_id=self.data.orgId)
+        return spec, secrets_of(git_token or github_token, url_token, *push_tokens)
 
 
-def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z") if ts else None
+class UnknownTaskProcess(ProcessFields):
+    data: AnyTaskData = Field(default_factory=AnyTaskData)
 
 
-def job_view(job: JobView, issues: list[JSON], issue_count: int) -> JSON:
-    spec = job.spec
-    return {
-        "job_id": spec.job_id,
-        "task": spec.task,
-        "status": job.status.value,
-        "source": spec.source.model_dump(exclude_none=True) if spec.source else None,
-        "project_id": spec.project_id,
-        "created_at": _iso(job.created_at),
-        "updated_at": _iso(job.updated_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        "stages": [
-            {
-                "name": s.name,
-                "status": s.status.value,
-                "attempts": s.attempts,
-                "continuations": s.continuations,
-                "progress": {"done": s.done, "total": s.total},
-                "cursor": s.cursor,
-                "resumed_from": s.resumed_from,
-                "started_at": _iso(s.started_at),
-                "finished_at": _iso(s.finished_at),
-                "elapsed_s": round(s.elapsed_s, 3),
-                "error": s.error,
-                "summary": s.summary,
-            }
-            for s in job.stages
-        ],
-        "error": job.error,
-        "result": job.result,
-        "callback": job.callback,
-        "issue_count": issue_count,
-        "issues": issues,
-    }
+class _ProcessUnion(TaskUnion):
+    @model_validator(mode="before")
+    @classmethod
+    def _required(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or not all(value.get(k) for k in REQUIRED):
+            raise PydanticCustomError("missing_fields", MISSING_FIELDS)
+        return value
+
+
+ProcessRequest = create_model("ProcessRequest", __base__=_ProcessUnion, __doc__=ProcessFields.__doc__,
+                              root=(_by_task(ProcessFields, "data", UnknownTaskProcess, show_other=True), ...))
+
+
+# ------------------------------------------------------------------------------------------------ other routes
+
+
+class JobPath(BaseModel):
+    job_id: Name
+
+
+class ProjectPath(BaseModel):
+    project_id: Name
+
+
+def _not_null(schema: dict[str, Any]) -> None:
+    """A query string or header is absent or a value, never null: its document shows the value's type alone."""
+    kinds = [kind for kind in schema.pop("anyOf", []) if kind != {"type": "null"}]
+    schema.update(kinds[0] if len(kinds) == 1 else {"anyOf": kinds})
+    schema.pop("default", None)
+
+
+def absent(description: str = "", **kwargs: Any) -> Any:
+    """The default of an optional query string or header."""
+    return Field(default=None, description=description or None, json_schema_extra=_not_null, **kwargs)
+
+
+class JobListQuery(BaseModel):
+    status: Annotated[JobStatus | None, BeforeValidator(blank_is_none)] = absent()
+    limit: int = Field(default=100, ge=1, description="at most 1000 are listed")
+
+
+class EventsQuery(BaseModel):
+    after: EventId | None = absent("the id of the last event seen")
+
+
+class EventsHeaders(BaseModel):
+    last_event_id: EventId | None = absent("sent by EventSource on reconnect", alias="Last-Event-ID")
+
+
+class RollbackRequest(Body):
+    rev: Name = Field(validation_alias=AliasChoices("rev", "revision"), description="the revision (job id)")
+
+
+DEFAULT_INSTRUCTION = "Represent the document for semantic search:"
+
+
+class TextEmbeddingRequest(OriginalBody):
+    text: NonBlank
+    instruction: str = DEFAULT_INSTRUCTION
+
+
+class ClipTextRequest(OriginalBody):
+    text: NonBlank
+
+
+class ClipImageRequest(OriginalBody):
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
+        for name in ("imageUrl", "imageData")]})
+
+    imageUrl: Annotated[HttpUrl | None, BeforeValidator(blank_is_none)] = None
+    imageData: Base64Bytes | None = Field(default=None, description="base64, or a data: URL")
+
+    @model_validator(mode="after")
+    def _one_image(self) -> ClipImageRequest:
+        if not self.imageUrl and not self.imageData:
+            raise PydanticCustomError("image_required", "imageUrl or imageData is required")
+        return self
+

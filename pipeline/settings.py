@@ -151,6 +151,8 @@ class Settings(BaseSettings):
     callback_timeout_s: Number = _env("REPOBUILD_CALLBACK_TIMEOUT_S", default=10.0)
     reconcile_interval_s: Number = _env("REPOBUILD_RECONCILE_INTERVAL_S", default=5.0)
     events_max: Whole = _env("REPOBUILD_EVENTS_MAX", default=1000)
+    # an events stream ends after this long (EventSource reconnects with Last-Event-ID): no request waits forever
+    events_stream_max_s: Number = _env("REPOBUILD_EVENTS_STREAM_MAX_S", default=300.0)
     media_prefix: str = _env("REPOBUILD_MEDIA_PREFIX", default="/_repo/medias")
     note_prefix: str = _env("REPOBUILD_NOTE_PREFIX", default="/_repo/notes")
     # embeddings: onnx (local MiniLM or REPOBUILD_TEXT_MODEL_DIR) | openai

@@ -10,7 +10,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from api.schemas import secrets_of, source_spec
+from api.credentials import secrets_of, source_spec
 from pipeline.models import JobSpec, JobStatus, SourceSpec
 from pipeline.settings import Settings
 from worker.factory import create_celery
@@ -105,7 +105,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from api.schemas import job_view  # noqa: PLC0415
+    from api.responses import job_view  # noqa: PLC0415
 
     store = _app().store
     try:

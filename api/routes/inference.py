@@ -2,35 +2,38 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from api.extensions import settings_of
+from api.openapi import endpoint
+from api.responses import Embedding
+from api.schemas import BadRequest, ClipImageRequest, ClipTextRequest, TextEmbeddingRequest
 from pipeline.errors import ItemError, PermanentError, TransientError
 from pipeline.timestamps import now_iso
 
 bp = Blueprint("inference", __name__)
-DEFAULT_INSTRUCTION = "Represent the document for semantic search:"
 TEXT_MODEL_NAME = "all-MiniLM-L6-v2"
+TAGS = ("inference",)
+ERRORS = (500, 503)
 
 
 def _error(status: int, message: str) -> Any:
     return jsonify(status="error", message=message), status
 
 
+@bp.errorhandler(BadRequest)
+def _bad_request(exc: BadRequest) -> Any:
+    # the original's error shape, {status, message}; the message names the field
+    return _error(400, exc.message)
+
+
 @bp.errorhandler(PermanentError)
 def _failed(exc: PermanentError) -> Any:
     # e.g. a configured model directory that is missing or broken: the JSON error shape, not an HTML page
     return _error(500, str(exc))
-
-
-def _body() -> dict[str, Any]:
-    data = request.get_json(silent=True)
-    return data if isinstance(data, dict) else {}
 
 
 def _clip() -> Any:
@@ -41,15 +44,12 @@ def _clip() -> Any:
 
 @bp.post("/inference/text-embedding")
 @bp.post("/v1/inference/text-embedding")
-def text_embedding() -> Any:
+@endpoint(body=TextEmbeddingRequest, ok={200: Embedding}, errors=ERRORS, tags=TAGS)
+def text_embedding(body: TextEmbeddingRequest) -> Any:
+    """A text's all-MiniLM-L6-v2 vector (384 floats), of `instruction + " " + text`."""
     from pipeline.embedders.select import text_embedder  # noqa: PLC0415
 
-    body = _body()
-    text, instruction = body.get("text"), body.get("instruction", DEFAULT_INSTRUCTION)
-    if not isinstance(text, str) or not text.strip():
-        return _error(400, "text is required")
-    if not isinstance(instruction, str):
-        return _error(400, "instruction must be a string")
+    text, instruction = body.text, body.instruction
     t0 = time.perf_counter()
     try:
         embedder = text_embedder(settings_of())
@@ -71,16 +71,15 @@ def _clip_answer(vec: Any, t0: float, model: str) -> Any:
 
 @bp.post("/inference/clip-by-text")
 @bp.post("/v1/inference/clip-by-text")
-def clip_by_text() -> Any:
-    text = _body().get("text")
-    if not isinstance(text, str) or not text.strip():
-        return _error(400, "text is required")
+@endpoint(body=ClipTextRequest, ok={200: Embedding}, errors=ERRORS, tags=TAGS)
+def clip_by_text(body: ClipTextRequest) -> Any:
+    """A text's CLIP vector; 503 when no CLIP model is configured."""
     t0 = time.perf_counter()
     clip = _clip()
     if clip is None:
         return _error(503, "no CLIP model is configured (set REPOBUILD_CLIP_MODEL_DIR)")
     try:
-        vec = clip.embed_texts([text])[0]
+        vec = clip.embed_texts([body.text])[0]
     except PermanentError as exc:
         return _error(500, str(exc))
     return _clip_answer(vec, t0, clip.model_id)
@@ -88,33 +87,21 @@ def clip_by_text() -> Any:
 
 @bp.post("/inference/clip-by-image")
 @bp.post("/v1/inference/clip-by-image")
-def clip_by_image() -> Any:
+@endpoint(body=ClipImageRequest, ok={200: Embedding}, errors=ERRORS, tags=TAGS)
+def clip_by_image(body: ClipImageRequest) -> Any:
+    """An image's CLIP vector, from `imageData` (base64) or `imageUrl` (public addresses only, unless allowed)."""
     from pipeline.http.safe_fetch import fetch_image  # noqa: PLC0415
 
-    body = _body()
-    url, data = body.get("imageUrl"), body.get("imageData")
-    if not url and not data:
-        return _error(400, "imageUrl or imageData is required")
     t0 = time.perf_counter()
     clip = _clip()
     if clip is None:
         return _error(503, "no CLIP model is configured (set REPOBUILD_CLIP_MODEL_DIR)")
     settings = settings_of()
     try:
-        if data:
-            if not isinstance(data, str):
-                return _error(400, "imageData must be a base64 string")
-            raw = data.split(",", 1)[1] if data.startswith("data:") else data
-            raw = "".join(raw.split())  # MIME-style line-wrapped base64 is still base64
-            image = base64.b64decode(raw, validate=True)
-        else:
-            image = fetch_image(str(url), allow_private=settings.allow_private_image_urls,
-                                max_bytes=settings.image_fetch_max_bytes)
+        # a URL that cannot be fetched, for whatever reason, is the caller's to fix: 400, naming imageUrl
+        image = body.imageData or fetch_image(str(body.imageUrl), allow_private=settings.allow_private_image_urls,
+                                              max_bytes=settings.image_fetch_max_bytes)
         vec = clip.embed_images([image])[0]
-    except (binascii.Error, ValueError):
-        return _error(400, "imageData is not valid base64")
-    except (ItemError, PermanentError) as exc:
+    except (ItemError, PermanentError, TransientError) as exc:
         return _error(400, str(exc))
-    except TransientError as exc:
-        return _error(500, str(exc))
     return _clip_answer(vec, t0, clip.model_id)

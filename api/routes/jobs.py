@@ -7,64 +7,51 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
-from pydantic import ValidationError
+from flask import Blueprint, Response, jsonify, stream_with_context, url_for
 
-from api.extensions import celery_of
-from api.schemas import BadRequest, JobRequest, first_error, job_view
-from pipeline.errors import PermanentError
-from pipeline.models import JobSpec, JobStatus
-from pipeline.plans import job_is_over, stages_for
+from api.extensions import celery_of, settings_of
+from api.openapi import endpoint
+from api.responses import JobAccepted, JobBody, JobList, JobTransition, job_view
+from api.schemas import EventsHeaders, EventsQuery, JobListQuery, JobPath, JobRequest, TaskUnion
+from pipeline.models import JobSpec
 from pipeline.stores.jobs import JobExists
 from worker import submission
 
 bp = Blueprint("jobs", __name__)
 ISSUES_SHOWN = 200
+LIST_MAX = 1000
+TAGS = ("jobs",)
 
 
 def error(status: int, message: str, **extra: Any) -> Any:
     return jsonify(status="error", message=message, **extra), status
 
 
-def body_json() -> dict[str, Any]:
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object")
-    return data
-
-
-@bp.errorhandler(BadRequest)
-def _bad_request(exc: BadRequest) -> Any:
-    return error(400, exc.message, field=exc.field)
-
-
-def accept(spec: JobSpec, secrets: dict[str, str], body: dict[str, Any]) -> Any:
+def accept(spec: JobSpec, secrets: dict[str, str]) -> Any:
     """Store + enqueue; 202 for a new job, 200 for the same request again, 409 for a different one."""
     try:
         job, created = submission.submit(celery_of(), spec, secrets)
     except JobExists as exc:
         return error(409, str(exc), job_id=exc.job_id)
     status_url = url_for("jobs.get_job", job_id=job.spec.job_id, _external=True)
-    return jsonify(job_id=job.spec.job_id, status=job.status.value, status_url=status_url, **body), (
-        202 if created else 200)
+    return jsonify(job_id=job.spec.job_id, status=job.status.value, status_url=status_url), (202 if created else 200)
 
 
 @bp.post("/jobs")
-def create_job() -> Any:
-    try:
-        req = JobRequest.model_validate(body_json())
-    except ValidationError as exc:
-        raise first_error(exc) from None
-    try:
-        stages_for(req.task)
-    except PermanentError as exc:
-        raise BadRequest(str(exc), "task") from None
-    spec, secrets = req.to_spec()
-    return accept(spec, secrets, {})
+@endpoint(body=JobRequest, ok={202: JobAccepted, 200: JobAccepted}, errors=(409, 503), tags=TAGS)
+def create_job(body: TaskUnion) -> Any:
+    """Submit a job.
+
+    The same `job_id` with the same body again answers 200 with the existing job; with another body, 409.
+    """
+    spec, secrets = body.to_spec()
+    return accept(spec, secrets)
 
 
 @bp.get("/jobs/<job_id>")
+@endpoint(path=JobPath, ok={200: JobBody}, errors=(404, 503), tags=TAGS)
 def get_job(job_id: str) -> Any:
+    """A job: its status, its stages (progress, attempts, cursor, timings, error), its first issues."""
     store = celery_of().store
     try:
         job = store.get(job_id)
@@ -74,25 +61,25 @@ def get_job(job_id: str) -> Any:
 
 
 @bp.get("/jobs")
-def list_jobs() -> Any:
-    raw = request.args.get("status")
-    try:
-        status = JobStatus(raw) if raw else None
-    except ValueError:
-        raise BadRequest(f"status must be one of {', '.join(s.value for s in JobStatus)}", "status") from None
-    limit = min(int(request.args.get("limit", "100")), 1000)
-    jobs = celery_of().store.list_jobs(status, limit)
+@endpoint(query=JobListQuery, ok={200: JobList}, errors=(503,), tags=TAGS)
+def list_jobs(query: JobListQuery) -> Any:
+    """The newest jobs, of one status or all."""
+    jobs = celery_of().store.list_jobs(query.status, min(query.limit, LIST_MAX))
     return jsonify(jobs=[{"job_id": j.spec.job_id, "task": j.spec.task, "status": j.status.value,
                           "created_at": j.created_at, "error": j.error} for j in jobs])
 
 
 @bp.post("/jobs/<job_id>/retry")
+@endpoint(path=JobPath, ok={202: JobTransition}, errors=(404, 409, 503), tags=TAGS)
 def retry_job(job_id: str) -> Any:
+    """Resume a failed or cancelled job from the cursor of its first unfinished stage."""
     return _transition(job_id, submission.retry)
 
 
 @bp.post("/jobs/<job_id>/cancel")
+@endpoint(path=JobPath, ok={202: JobTransition}, errors=(404, 409, 503), tags=TAGS)
 def cancel_job(job_id: str) -> Any:
+    """Stop a job: queued stages never start, the running one stops between batches."""
     return _transition(job_id, submission.cancel)
 
 
@@ -107,15 +94,22 @@ def _transition(job_id: str, op: Any) -> Any:
 
 
 @bp.get("/jobs/<job_id>/events")
-def job_events(job_id: str) -> Any:
+@endpoint(path=JobPath, query=EventsQuery, headers=EventsHeaders, ok={200: None}, errors=(404, 503), tags=TAGS)
+def job_events(job_id: str, query: EventsQuery, headers: EventsHeaders) -> Any:
+    """The job's events as a server-sent event stream (`text/event-stream`), ending with `event: end`.
+
+    A stream open longer than REPOBUILD_EVENTS_STREAM_MAX_S ends without `end`; EventSource then reconnects
+    with `Last-Event-ID` and misses nothing.
+    """
     store = celery_of().store
     if not store.exists(job_id):
         return error(404, f"job {job_id} not found")
-    last = request.headers.get("Last-Event-ID") or request.args.get("after") or "0-0"
+    last = headers.last_event_id or query.after or "0-0"
+    deadline = time.monotonic() + settings_of().events_stream_max_s
 
     def stream() -> Iterator[str]:
         after, idle_since = last, time.monotonic()
-        while True:
+        while time.monotonic() < deadline:
             got = False
             for event_id, fields in store.follow_events(job_id, after, block_ms=1000):
                 after, got = event_id, True
@@ -124,7 +118,8 @@ def job_events(job_id: str) -> Any:
                 idle_since = time.monotonic()
                 continue
             job = store.get(job_id)
-            if job_is_over(job):
+            notify_over = all(s.status.value in ("done", "failed") for s in job.stages if s.name == "notify")
+            if job.status.terminal and notify_over:
                 yield f"event: end\ndata: {json.dumps({'status': job.status.value})}\n\n"
                 return
             if time.monotonic() - idle_since > 15:

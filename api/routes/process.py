@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, request
-from pydantic import ValidationError
+from flask import Blueprint, jsonify
 
 from api.extensions import celery_of
-from api.schemas import MISSING_FIELDS, ProcessRequest, first_error
+from api.openapi import endpoint
+from api.responses import ProcessAccepted, ProcessConflict
+from api.schemas import ProcessRequest, TaskUnion
 from pipeline.stores.jobs import JobExists
 from worker import submission
 
@@ -16,16 +17,15 @@ bp = Blueprint("process", __name__)
 
 
 @bp.post("/process")
-def process() -> Any:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict) or not all(body.get(k) for k in ("jobId", "task", "callbackUrl")):
-        return jsonify(status="error", message=MISSING_FIELDS), 400
-    try:
-        req = ProcessRequest.model_validate(body)
-    except ValidationError as exc:
-        bad = first_error(exc)
-        return jsonify(status="error", message=bad.message, field=bad.field), 400
-    spec, secrets = req.to_spec()
+@endpoint(body=ProcessRequest, ok={202: ProcessAccepted, 200: ProcessAccepted}, errors=(409, 503),
+          conflict=ProcessConflict, tags=("original",))
+def process(body: TaskUnion) -> Any:
+    """Submit a job with the original service's body.
+
+    A task not known here is accepted and fails through the callback with `Unknown task type: X`, as the
+    original did. The same `jobId` with the same body again answers 200; with another body, 409.
+    """
+    spec, secrets = body.to_spec()
     try:
         job, created = submission.submit(celery_of(), spec, secrets)
     except JobExists as exc:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from api.extensions import settings_of
+from api.openapi import endpoint
+from api.responses import ProjectLatest
+from api.schemas import ProjectPath, RollbackRequest
 from pipeline.errors import PermanentError, TransientError
 from pipeline.targets import projects
 
 bp = Blueprint("projects", __name__)
+TAGS = ("projects",)
 
 
 def _error(exc: Exception) -> Any:
@@ -20,7 +24,9 @@ def _error(exc: Exception) -> Any:
 
 
 @bp.get("/projects/<project_id>")
+@endpoint(path=ProjectPath, ok={200: ProjectLatest}, errors=(404, 503), tags=TAGS)
 def show(project_id: str) -> Any:
+    """The project's live revision: its `latest.json` in the bucket."""
     try:
         pointer = projects.latest(settings_of(), project_id)
     except (PermanentError, TransientError) as exc:
@@ -31,13 +37,11 @@ def show(project_id: str) -> Any:
 
 
 @bp.post("/projects/<project_id>/rollback")
-def rollback(project_id: str) -> Any:
-    body = request.get_json(silent=True) or {}
-    rev = body.get("rev") or body.get("revision")
-    if not isinstance(rev, str) or not rev:
-        return jsonify(status="error", message="body must name the revision: {\"rev\": \"<job id>\"}"), 400
+@endpoint(path=ProjectPath, body=RollbackRequest, ok={200: ProjectLatest}, errors=(404, 503), tags=TAGS)
+def rollback(project_id: str, body: RollbackRequest) -> Any:
+    """Point the project back to an earlier complete revision (404 when it has none by that id)."""
     try:
-        pointer = projects.rollback(settings_of(), project_id, rev)
+        pointer = projects.rollback(settings_of(), project_id, body.rev)
     except (PermanentError, TransientError) as exc:
         return _error(exc)
     return jsonify(project_id=project_id, latest=pointer)
