@@ -14,6 +14,7 @@ from api.openapi import endpoint
 from api.responses import JobAccepted, JobBody, JobList, JobTransition, job_view
 from api.schemas import EventsHeaders, EventsQuery, JobListQuery, JobPath, JobRequest, TaskUnion
 from pipeline.models import JobSpec
+from pipeline.plans import job_is_over
 from pipeline.stores.jobs import JobExists
 from worker import submission
 
@@ -118,8 +119,7 @@ def job_events(job_id: str, query: EventsQuery, headers: EventsHeaders) -> Any:
                 idle_since = time.monotonic()
                 continue
             job = store.get(job_id)
-            notify_over = all(s.status.value in ("done", "failed") for s in job.stages if s.name == "notify")
-            if job.status.terminal and notify_over:
+            if job_is_over(job):
                 yield f"event: end\ndata: {json.dumps({'status': job.status.value})}\n\n"
                 return
             if time.monotonic() - idle_since > 15:
