@@ -9,10 +9,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.http.address_policy import outbound_policy, refused_field
 from pipeline.models import JSON, JobSpec, SourceSpec
+from pipeline.settings import Settings
 from pipeline.stores.jobs import JobView
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+PUSH_URLS = ("repoUrl", "remoteUrl")  # git remotes in a job's options (source stage) besides its source
 
 
 class BadRequest(Exception):
@@ -69,6 +72,13 @@ def secrets_of(*tokens: str | None) -> dict[str, str]:
     return {}
 
 
+def refuse_outbound(git: dict[str, Any], http: dict[str, Any], settings: Settings) -> None:
+    """400 for a URL field the outbound address policy refuses already (pipeline/http/address_policy.py)."""
+    refused = refused_field(outbound_policy(settings), git=git, http=http)
+    if refused is not None:
+        raise BadRequest(f"{refused[0]}: {refused[1]}", refused[0])
+
+
 class JobRequest(BaseModel):
     """`POST /jobs`: the native API."""
 
@@ -85,6 +95,10 @@ class JobRequest(BaseModel):
     job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
     project_id: str | None = Field(default=None, max_length=128)
     org_id: str | None = Field(default=None, max_length=128)
+
+    def refuse_outbound(self, settings: Settings) -> None:
+        refuse_outbound({"source": self.source, **{f"options.{k}": self.options.get(k) for k in PUSH_URLS}},
+                        {"callback_url": self.callback_url}, settings)
 
     def to_spec(self) -> tuple[JobSpec, dict[str, str]]:
         source, url_token = source_spec(self.source, self.branch, self.commit, self.depth,
@@ -120,6 +134,12 @@ class ProcessRequest(BaseModel):
     @classmethod
     def _data_object(cls, v: Any) -> Any:
         return {} if v is None else v
+
+    def refuse_outbound(self, settings: Settings) -> None:
+        info = self.data.get("repoInfo")
+        refuse_outbound({**{f"data.{k}": self.data.get(k) for k in PUSH_URLS},
+                         "data.repoInfo.path": info.get("path") if isinstance(info, dict) else None},
+                        {"callbackUrl": self.callbackUrl}, settings)
 
     def to_spec(self) -> tuple[JobSpec, dict[str, str]]:
         data = dict(self.data)

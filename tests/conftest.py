@@ -15,6 +15,7 @@ from werkzeug.serving import make_server
 
 from api.app import create_app
 from api.cli.local_services import PrivateRedis, WorkerProcess
+from pipeline.http.address_policy import AddressPolicy
 from pipeline.plans import job_is_over
 from pipeline.settings import Settings
 from pipeline.stores.jobs import JobStore, JobView
@@ -29,6 +30,10 @@ CORPORA = Path(os.environ.get("REPOBUILD_CORPORA") or ROOT.parent / "shared" / "
 DEMO_REPO = ROOT / "samples" / "demo-repo"
 # What the fake git and GitHub servers take; tests assert it never shows in job state, errors or callbacks.
 GIT_TOKEN = "tok-7d21e0"
+# Tests reach their own servers on 127.0.0.1 through the operator's allowlist (REPOBUILD_ALLOW_HOSTS), never by
+# switching the outbound address policy off; every other non-public address stays refused.
+ALLOW_LOCAL = ("127.0.0.1",)
+LOCAL_POLICY = AddressPolicy.of(ALLOW_LOCAL)
 
 P = ParamSpec("P")
 
@@ -72,6 +77,7 @@ def settings(redis_server: PrivateRedis, tmp_path: Path) -> Settings:
         max_retries=4,
         retry_backoff_max_s=2,
         callback_timeout_s=3.0,
+        allow_hosts=ALLOW_LOCAL,
     )
 
 

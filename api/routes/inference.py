@@ -89,6 +89,7 @@ def clip_by_text() -> Any:
 @bp.post("/inference/clip-by-image")
 @bp.post("/v1/inference/clip-by-image")
 def clip_by_image() -> Any:
+    from pipeline.http.address_policy import image_policy  # noqa: PLC0415
     from pipeline.http.safe_fetch import fetch_image  # noqa: PLC0415
 
     body = _body()
@@ -108,8 +109,7 @@ def clip_by_image() -> Any:
             raw = "".join(raw.split())  # MIME-style line-wrapped base64 is still base64
             image = base64.b64decode(raw, validate=True)
         else:
-            image = fetch_image(str(url), allow_private=settings.allow_private_image_urls,
-                                max_bytes=settings.image_fetch_max_bytes)
+            image = fetch_image(str(url), policy=image_policy(settings), max_bytes=settings.image_fetch_max_bytes)
         vec = clip.embed_images([image])[0]
     except (binascii.Error, ValueError):
         return _error(400, "imageData is not valid base64")

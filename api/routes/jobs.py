@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
 from pydantic import ValidationError
 
-from api.extensions import celery_of
+from api.extensions import celery_of, settings_of
 from api.schemas import BadRequest, JobRequest, first_error, job_view
 from pipeline.errors import PermanentError
 from pipeline.models import JobSpec, JobStatus
@@ -59,6 +59,7 @@ def create_job() -> Any:
         stages_for(req.task)
     except PermanentError as exc:
         raise BadRequest(str(exc), "task") from None
+    req.refuse_outbound(settings_of())
     spec, secrets = req.to_spec()
     return accept(spec, secrets, {})
 

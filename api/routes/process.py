@@ -7,8 +7,8 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from pydantic import ValidationError
 
-from api.extensions import celery_of
-from api.schemas import MISSING_FIELDS, ProcessRequest, first_error
+from api.extensions import celery_of, settings_of
+from api.schemas import MISSING_FIELDS, BadRequest, ProcessRequest, first_error
 from pipeline.stores.jobs import JobExists
 from worker import submission
 
@@ -22,8 +22,11 @@ def process() -> Any:
         return jsonify(status="error", message=MISSING_FIELDS), 400
     try:
         req = ProcessRequest.model_validate(body)
+        req.refuse_outbound(settings_of())
     except ValidationError as exc:
         bad = first_error(exc)
+        return jsonify(status="error", message=bad.message, field=bad.field), 400
+    except BadRequest as bad:
         return jsonify(status="error", message=bad.message, field=bad.field), 400
     spec, secrets = req.to_spec()
     try:
