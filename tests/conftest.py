@@ -21,6 +21,7 @@ from pipeline.settings import Settings
 from pipeline.stores.jobs import JobStore, JobView
 from pipeline.stores.jobs_redis import RedisJobStore
 from tests.fakes.gitserver import GitHttpServer, empty_remote
+from tests.fakes.listeners import Canary
 from worker.factory import create_celery
 from worker.repobuild_app import RepobuildCelery
 
@@ -203,6 +204,14 @@ class CallbackServer:
 @pytest.fixture
 def callback_server() -> Iterator[Callable[..., CallbackServer]]:
     yield from stopped_at_teardown(CallbackServer)
+
+
+@pytest.fixture
+def canary() -> Iterator[Canary]:
+    """A listener on 127.0.0.2, an address the tests' allowlist leaves refused: it counts whatever reaches it."""
+    server = Canary()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -83,7 +83,8 @@ def display_url(url: str) -> str:
     """The URL as it may appear in messages and job state: no credentials, no query string."""
     try:
         parts = urlsplit(url)
-        netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        host = parts.hostname or ""
+        netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
     except ValueError:
         return "<invalid url>"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

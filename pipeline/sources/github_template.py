@@ -20,7 +20,7 @@ from dulwich.errors import GitProtocolError, NotGitRepository
 from dulwich.refs import Ref
 
 from pipeline.errors import PermanentError, TransientError
-from pipeline.http.address_policy import AddressPolicy
+from pipeline.http.address_policy import AddressPolicy, AddressRefused
 from pipeline.http.git_transport import DEFAULT_TIMEOUT_S, transport_kwargs
 from pipeline.http.pinned import http_client
 from pipeline.http.retry import retrying
@@ -147,6 +147,8 @@ def _call(method: str, url: str, *, token: str, api_base: str, timeout: float, p
     try:
         with http_client(policy or AddressPolicy(), timeout_s=timeout, follow_redirects=True) as client:
             return client.request(method, url, json=body, headers=headers)
+    except AddressRefused as exc:
+        raise AddressRefused(f"cannot call the GitHub API at {mask_url(api_base)}: {exc}") from None
     except httpx.UnsupportedProtocol as exc:
         raise PermanentError(f"GitHub API base {mask_url(api_base)!r} is not an http(s) URL") from exc
     except httpx.TransportError as exc:
@@ -227,7 +229,11 @@ def wait_until_cloneable(clone_url: str, *, token: str | None = None, branch: st
     """
     shown = mask_url(clone_url)
     want = branch_ref(branch) if branch else None
-    kwargs = transport_kwargs(clone_url, policy=policy or AddressPolicy(), timeout_s=request_timeout_s, token=token)
+    try:
+        kwargs = transport_kwargs(clone_url, policy=policy or AddressPolicy(), timeout_s=request_timeout_s,
+                                  token=token)
+    except AddressRefused as exc:
+        raise AddressRefused(f"cannot reach {shown}: {exc}") from None
 
     def look() -> str:
         try:
@@ -256,5 +262,7 @@ def wait_until_cloneable(clone_url: str, *, token: str | None = None, branch: st
 
     try:
         return retrying(within_s=timeout, wait=tenacity.wait_fixed(interval), on=_NotYet)(look)
+    except AddressRefused as exc:  # a redirect, or the name resolving, into a refused address
+        raise AddressRefused(f"cannot reach {shown}: {exc}") from None
     except _NotYet as exc:
         raise TransientError(f"{shown} is not cloneable after {timeout:g}s: still waiting for {exc}") from None

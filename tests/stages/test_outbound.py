@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +49,6 @@ class Redirector(LocalHTTPServer):
             do_GET = do_POST = _redirect  # noqa: N815
 
         super().__init__(Handler)
-
-
-@pytest.fixture
-def canary() -> Iterator[Canary]:
-    server = Canary()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
