@@ -107,11 +107,12 @@ def is_public(addr: IPAddress) -> bool:
         if addr in _LOCAL_NAT64 or addr in _IPV4_COMPATIBLE:
             return False
         inner = embedded_ipv4(addr)
-        if addr.teredo is not None and not all(_plainly_public(v4) for v4 in inner):
+        if not all(_plainly_public(v4) for v4 in inner):
             return False
         if inner and addr.teredo is None:
-            # NAT64 and 6to4 of a public address are a legitimate way to reach it on IPv6-only networks.
-            return all(_plainly_public(v4) for v4 in inner)
+            # v4-mapped, NAT64 and 6to4 of a public address are how IPv6-only networks reach it: judged by it.
+            # Teredo goes on to the plain check, which (2001::/23 not being global) refuses it anyway.
+            return True
     return _plainly_public(addr)
 
 

@@ -63,11 +63,11 @@ class PolicyTransport(httpx.HTTPTransport):
     """httpx's own transport, its connection pool built on the checked backend."""
 
     def __init__(self, policy: AddressPolicy) -> None:
-        super().__init__(trust_env=False)
+        tls = httpx.create_ssl_context()  # httpx's defaults: certifi, or SSL_CERT_FILE when set
+        super().__init__(verify=tls, trust_env=False)
         # httpx builds its pool with httpcore's default backend and offers no argument for another one;
-        # this is the same pool, given ours. TLS settings are httpx's defaults (SSL_CERT_FILE is honoured).
-        self._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(),
-                                             network_backend=_CheckedBackend(policy))
+        # this is the same pool, given ours.
+        self._pool = httpcore.ConnectionPool(ssl_context=tls, network_backend=_CheckedBackend(policy))
 
 
 def http_client(policy: AddressPolicy, *, timeout_s: float, follow_redirects: bool = False,

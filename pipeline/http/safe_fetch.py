@@ -51,6 +51,6 @@ def _fetch_once(client: httpx.Client, url: str, *, max_bytes: int) -> tuple[byte
                     raise PermanentError(f"image at imageUrl is larger than {max_bytes} bytes")
             return bytes(data), None
     except AddressRefused as exc:
-        raise AddressRefused(f"imageUrl {exc}") from None
+        raise AddressRefused(f"imageUrl: {exc}") from None
     except httpx.HTTPError as exc:
         raise TransientError(f"cannot fetch imageUrl: {type(exc).__name__}") from exc

@@ -2,8 +2,8 @@
 
 The token travels the way git.py's clone sends it: as HTTP basic credentials (user `x-access-token`), never
 in a URL, and it is masked out of every error message. The remote is held to the outbound address policy,
-with connect and read timeouts (pipeline/http/git_transport.py). Errors follow pipeline.errors: a network failure or
-a 5xx is transient, refused credentials, a missing remote or a rejected update are permanent.
+with connect and read timeouts (pipeline/http/git_transport.py). Errors follow pipeline.errors: a network
+failure or a 5xx is transient, refused credentials, a missing remote or a rejected update are permanent.
 """
 
 from __future__ import annotations

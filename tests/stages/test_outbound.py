@@ -83,7 +83,7 @@ def test_redirects_into_refused_addresses_are_not_followed(tmp_path: Path, canar
     try:
         with pytest.raises(AddressRefused, match="127.0.0.2"):
             clone(f"{hop.url}/site.git", tmp_path / "c", policy=LOCAL, timeout_s=5)
-        with pytest.raises(AddressRefused, match="imageUrl address refused: 127.0.0.2"):
+        with pytest.raises(AddressRefused, match="imageUrl: address refused: 127.0.0.2"):
             fetch_image(f"{hop.url}/x.png", policy=LOCAL, max_bytes=1000)
         with pytest.raises(AddressRefused, match="127.0.0.2"):
             generate_from_template("o/t", "new", token=JOB_TOKEN, api_base=hop.url, policy=LOCAL)
