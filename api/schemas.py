@@ -47,8 +47,10 @@ from api.fields import (
     blank_is_none,
 )
 from pipeline.errors import PermanentError
+from pipeline.http.address_policy import outbound_policy, refused_field
 from pipeline.models import JobSpec, JobStatus
 from pipeline.plans import PLANS, stages_for
+from pipeline.settings import Settings
 from pipeline.stores.inputs import bounded_fields
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -73,6 +75,16 @@ def first_error(exc: ValidationError, *, tagged: bool = False) -> BadRequest:
     if err["type"] == "missing":
         return BadRequest(f"{where} is required", where)
     return BadRequest(msg if msg.startswith(where) else f"{where}: {msg}", where)
+
+
+PUSH_URLS = ("repoUrl", "remoteUrl")  # git remotes in a job's options (source stage) besides its source
+
+
+def refuse_outbound(git: dict[str, Any], http: dict[str, Any], settings: Settings) -> None:
+    """400 for a URL field the outbound address policy refuses already (pipeline/http/address_policy.py)."""
+    refused = refused_field(outbound_policy(settings), git=git, http=http)
+    if refused is not None:
+        raise BadRequest(f"{refused[0]}: {refused[1]}", refused[0])
 
 
 # ------------------------------------------------------------------------------------------------ bodies
@@ -211,6 +223,9 @@ class TaskUnion(RootModel[Any]):
         spec: tuple[JobSpec, dict[str, str]] = self.root.to_spec()
         return spec
 
+    def refuse_outbound(self, settings: Settings) -> None:
+        self.root.refuse_outbound(settings)
+
 
 # ------------------------------------------------------------------------------------------------ POST /jobs
 
@@ -237,6 +252,11 @@ class JobFields(Body):
     def _bounded_options(cls, v: Any) -> Any:
         # What a job keeps of its body is bounded; an absurd field is refused here, by name.
         return bounded_fields(v, "options") if isinstance(v, dict) else v
+
+    def refuse_outbound(self, settings: Settings) -> None:
+        options = self.options.model_dump(exclude_unset=True) if isinstance(self.options, BaseModel) else self.options
+        refuse_outbound({"source": self.source, **{f"options.{k}": options.get(k) for k in PUSH_URLS}},
+                        {"callback_url": self.callback_url}, settings)
 
     def to_spec(self) -> tuple[JobSpec, dict[str, str]]:
         options = self.options.model_dump(exclude_unset=True)
@@ -288,6 +308,12 @@ class ProcessFields(OriginalBody):
     @classmethod
     def _data_object(cls, v: Any) -> Any:
         return {} if v is None else bounded_fields(v, "data") if isinstance(v, dict) else v
+
+    def refuse_outbound(self, settings: Settings) -> None:
+        info = self.data.repoInfo
+        refuse_outbound({**{f"data.{k}": getattr(self.data, k) for k in PUSH_URLS},
+                         "data.repoInfo.path": info.path if info else None},
+                        {"callbackUrl": self.callbackUrl}, settings)
 
     def to_spec(self) -> tuple[JobSpec, dict[str, str]]:
         data = self.data.model_dump(exclude_unset=True)

@@ -171,8 +171,12 @@ class Settings(BaseSettings):
     openai_chat_model: str = _env("REPOBUILD_OPENAI_CHAT_MODEL", default="gpt-4o-mini")
     # GitHub's REST API, for new-repo-from-template (a GitHub Enterprise server: https://host/api/v3)
     github_api_url: NoTrailingSlash = _env("REPOBUILD_GITHUB_API_URL", default="https://api.github.com")
-    # imageUrl fetches of the inference API refuse private and loopback addresses (SSRF) unless allowed
+    # Requests made for a caller reach public addresses only, plus these host names and CIDRs (pipeline/http/).
+    allow_hosts: CommaList = _env("REPOBUILD_ALLOW_HOSTS", default=())
+    # Deprecated, kept for deployments that set it: imageUrl and WordPress attachments may reach any address.
     allow_private_image_urls: Flag = _env("REPOBUILD_ALLOW_PRIVATE_IMAGE_URLS", default=False)
+    # Connect and read timeout of each git request (clone, push), so a silent server cannot hold a stage.
+    git_timeout_s: Number = _env("REPOBUILD_GIT_TIMEOUT_S", default=60.0)
     image_fetch_max_bytes: Whole = _env("REPOBUILD_IMAGE_FETCH_MAX_BYTES", default=20 * 1024 * 1024)
     # S3-compatible publishing (R2 by default) and S3 artifact stores (REPOBUILD_ARTIFACTS=s3://bucket/prefix).
     # None for the endpoint means AWS itself; None for the keys means boto3's own credential chain.

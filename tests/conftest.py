@@ -15,11 +15,13 @@ from werkzeug.serving import make_server
 
 from api.app import create_app
 from api.cli.local_services import PrivateRedis, WorkerProcess
+from pipeline.http.address_policy import AddressPolicy
 from pipeline.plans import job_is_over
 from pipeline.settings import Settings
 from pipeline.stores.jobs import JobStore, JobView
 from pipeline.stores.jobs_redis import RedisJobStore
 from tests.fakes.gitserver import GitHttpServer, empty_remote
+from tests.fakes.listeners import Canary
 from worker.factory import create_celery
 from worker.repobuild_app import RepobuildCelery
 
@@ -29,6 +31,10 @@ CORPORA = Path(os.environ.get("REPOBUILD_CORPORA") or ROOT.parent / "shared" / "
 DEMO_REPO = ROOT / "samples" / "demo-repo"
 # What the fake git and GitHub servers take; tests assert it never shows in job state, errors or callbacks.
 GIT_TOKEN = "tok-7d21e0"
+# Tests reach their own servers on 127.0.0.1 through the operator's allowlist (REPOBUILD_ALLOW_HOSTS), never by
+# switching the outbound address policy off; every other non-public address stays refused.
+ALLOW_LOCAL = ("127.0.0.1",)
+LOCAL_POLICY = AddressPolicy.of(ALLOW_LOCAL)
 
 P = ParamSpec("P")
 
@@ -72,6 +78,7 @@ def settings(redis_server: PrivateRedis, tmp_path: Path) -> Settings:
         max_retries=4,
         retry_backoff_max_s=2,
         callback_timeout_s=3.0,
+        allow_hosts=ALLOW_LOCAL,
     )
 
 
@@ -197,6 +204,14 @@ class CallbackServer:
 @pytest.fixture
 def callback_server() -> Iterator[Callable[..., CallbackServer]]:
     yield from stopped_at_teardown(CallbackServer)
+
+
+@pytest.fixture
+def canary() -> Iterator[Canary]:
+    """A listener on 127.0.0.2, an address the tests' allowlist leaves refused: it counts whatever reaches it."""
+    server = Canary()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

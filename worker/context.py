@@ -71,8 +71,7 @@ class RedisJobContext:
         self.store.event(self.job_id, "log", message, stage=self.stage, level=level)
 
     def secret(self, name: str) -> str | None:
-        if name == "git_token" and name not in self.job_secrets:
-            return self.settings.github_token  # the original's GITHUB_TOKEN: a service-wide default
+        # The service's GITHUB_TOKEN is no job's secret: pipeline/http/token_scope.py sends it to GitHub only.
         return self.job_secrets.get(name)
 
 

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 from api.credentials import secrets_of, source_spec
+from pipeline.http.address_policy import url_host
 from pipeline.models import JobSpec, JobStatus, SourceSpec
 from pipeline.settings import Settings
 from worker.factory import create_celery
@@ -43,6 +44,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             settings = settings.with_(artifacts=str(Path(workdir) / "artifacts"))
         env = {"REPOBUILD_REDIS_URL": settings.redis_url or "", "REPOBUILD_ARTIFACTS": settings.artifacts,
                "REPOBUILD_OUTPUT": out}
+        named = url_host(args.source) if "://" in args.source or args.source.startswith("git@") else None
+        if named:  # the user of their own private worker may clone from the host they typed, private or not
+            env["REPOBUILD_ALLOW_HOSTS"] = ",".join((*settings.allow_hosts, named))
         if not args.no_worker:
             worker = WorkerProcess(env, concurrency=args.concurrency, log_path=str(Path(workdir) / "worker.log"))
             worker.start()

@@ -12,6 +12,7 @@ from api.openapi import endpoint
 from api.responses import Embedding
 from api.schemas import BadRequest, ClipImageRequest, ClipTextRequest, TextEmbeddingRequest
 from pipeline.errors import ItemError, PermanentError, TransientError
+from pipeline.http.address_policy import image_policy
 from pipeline.timestamps import now_iso
 
 bp = Blueprint("inference", __name__)
@@ -99,7 +100,7 @@ def clip_by_image(body: ClipImageRequest) -> Any:
     settings = settings_of()
     try:
         # a URL that cannot be fetched, for whatever reason, is the caller's to fix: 400, naming imageUrl
-        image = body.imageData or fetch_image(str(body.imageUrl), allow_private=settings.allow_private_image_urls,
+        image = body.imageData or fetch_image(str(body.imageUrl), policy=image_policy(settings),
                                               max_bytes=settings.image_fetch_max_bytes)
         vec = clip.embed_images([image])[0]
     except (ItemError, PermanentError, TransientError) as exc:

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from api.extensions import celery_of
+from api.extensions import celery_of, settings_of
 from api.openapi import endpoint
 from api.responses import ProcessAccepted, ProcessConflict
 from api.schemas import ProcessRequest, TaskUnion
@@ -25,6 +25,7 @@ def process(body: TaskUnion) -> Any:
     A task not known here is accepted and fails through the callback with `Unknown task type: X`, as the
     original did. The same `jobId` with the same body again answers 200; with another body, 409.
     """
+    body.refuse_outbound(settings_of())
     spec, secrets = body.to_spec()
     try:
         job, created = submission.submit(celery_of(), spec, secrets)

@@ -2,6 +2,8 @@
 
 Requests are cut to the API's limits (2048 inputs, and a character budget standing in for the 300k-token
 cap, since we have no tokenizer for the remote model); each one goes through pipeline.http.openai_retry.
+The base URL is operator configuration (REPOBUILD_OPENAI_BASE_URL), which no request can set, so these requests
+are not held to the outbound address policy of pipeline/http/address_policy.py.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from pipeline.errors import PermanentError, TransientError
+from pipeline.http.address_policy import AddressPolicy, AddressRefused
+from pipeline.http.pinned import http_client
 from pipeline.models import JSON
 from pipeline.timestamps import Timestamp, iso
 
@@ -81,14 +83,19 @@ def display_url(url: str) -> str:
     """The URL as it may appear in messages and job state: no credentials, no query string."""
     try:
         parts = urlsplit(url)
-        netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        host = parts.hostname or ""
+        netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
     except ValueError:
         return "<invalid url>"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def deliver(url: str, payload: JSON, *, secret: str | None, timeout_s: float, delivery_id: str) -> int:
-    """POST the payload once. Returns the 2xx status; raises TransientError or PermanentError otherwise."""
+def deliver(url: str, payload: JSON, *, secret: str | None, timeout_s: float, delivery_id: str,
+            policy: AddressPolicy | None = None) -> int:
+    """POST the payload once. Returns the 2xx status; raises TransientError or PermanentError otherwise.
+
+    The receiver is held to the outbound address policy (public addresses only when None): AddressRefused,
+    a PermanentError, before anything is sent."""
     body = body_of(payload)
     headers = {"Content-Type": "application/json", "User-Agent": "repobuild", DELIVERY_HEADER: delivery_id}
     if secret:
@@ -96,7 +103,10 @@ def deliver(url: str, payload: JSON, *, secret: str | None, timeout_s: float, de
     shown = display_url(url)
     try:
         # Redirects are not followed: a signed body must not be replayed to a host the job did not name.
-        response = httpx.post(url, content=body, headers=headers, timeout=timeout_s, follow_redirects=False)
+        with http_client(policy or AddressPolicy(), timeout_s=timeout_s) as client:
+            response = client.post(url, content=body, headers=headers)
+    except AddressRefused as exc:
+        raise AddressRefused(f"callback to {shown} not sent: {exc}") from None
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
         raise PermanentError(f"callback URL {shown} is not a usable http(s) URL: {exc}") from exc
     except httpx.TimeoutException as exc:

@@ -3,7 +3,8 @@
 The model's reply is untrusted input that becomes files on disk, so it is validated strictly: a JSON list of
 5-10 files, each a safe relative `.md` path with a frontmatter mapping and a non-empty body, linked together
 with `[[wiki]]` links. An invalid reply is sent back to the model with what was wrong, up to `max_attempts`
-replies; HTTP failures are retried separately by pipeline.http.openai_retry.
+replies; HTTP failures are retried separately by pipeline.http.openai_retry. The chat server's base URL is the
+operator's (REPOBUILD_OPENAI_BASE_URL), never a request's, so it is exempt from the outbound address policy.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Cloning with dulwich: file://, local repositories and smart HTTP(S), with an optional token.
 
 The token goes to dulwich as HTTP basic credentials (user `x-access-token`, as GitHub accepts),
-never into a URL that could be logged, and is masked out of every error message.
+never into a URL that could be logged, and is masked out of every error message. Network remotes go
+through pipeline/http/git_transport.py: the outbound address policy and connect/read timeouts.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
-from typing import Any
 
 from dulwich import porcelain
 from dulwich.client import HTTPUnauthorized
@@ -19,8 +19,11 @@ from dulwich.refs import HEADREF
 from dulwich.repo import Repo
 
 from pipeline.errors import PermanentError, TransientError
+from pipeline.http.address_policy import AddressPolicy, AddressRefused
+from pipeline.http.git_transport import DEFAULT_TIMEOUT_S, transport_kwargs
 from pipeline.sources.git_checkout import SkippedEntry, check_out
 
+_TIMED_OUT = re.compile(r"Read timed out|ReadTimeoutError", re.IGNORECASE)
 _TRANSIENT = re.compile(r"Max retries exceeded|Connection refused|Connection reset|timed out|"
                         r"Temporary failure|\b50[0-9]\b", re.IGNORECASE)
 
@@ -41,19 +44,20 @@ def _reason(exc: BaseException, token: str | None) -> str:
 
 
 def clone(url: str, dest: Path, *, branch: str | None = None, commit: str | None = None, depth: int | None = None,
-          token: str | None = None, skipped: list[SkippedEntry] | None = None) -> str:
+          token: str | None = None, skipped: list[SkippedEntry] | None = None, policy: AddressPolicy | None = None,
+          timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
     """Clone `url` into `dest` (which must not exist) and check out branch/commit. Returns the commit sha.
 
-    Tree entries no file system can hold are left out of the checkout and appended to `skipped`.
-    """
-    kwargs: dict[str, Any] = {}
-    if token and url.startswith(("http://", "https://")):
-        kwargs = {"username": "x-access-token", "password": token}
+    Tree entries no file system can hold are left out of the checkout and appended to `skipped`. A network
+    remote is held to `policy` (public addresses only when None) and to `timeout_s` per request."""
     shown = mask_url(url)
     errors = io.BytesIO()
     try:
+        kwargs = transport_kwargs(url, policy=policy or AddressPolicy(), timeout_s=timeout_s, token=token)
         repo = porcelain.clone(url, str(dest), checkout=False, errstream=errors,
                                depth=None if commit else depth, branch=branch, **kwargs)
+    except AddressRefused as exc:
+        raise AddressRefused(f"cannot clone {shown}: {exc}") from None
     except HTTPUnauthorized as exc:
         raise PermanentError(f"git server refused the credentials for {shown}") from exc
     except NotGitRepository as exc:
@@ -62,6 +66,8 @@ def clone(url: str, dest: Path, *, branch: str | None = None, commit: str | None
         raise TransientError(f"cannot reach {shown}: {_reason(exc, token)}") from exc
     except (GitProtocolError, KeyError, ValueError) as exc:
         text = _reason(exc, token)
+        if _TIMED_OUT.search(text):
+            raise TransientError(f"git server for {shown} did not answer within {timeout_s:g}s") from exc
         # dulwich wraps network failures and HTTP 5xx in GitProtocolError: tell them apart by their text
         if _TRANSIENT.search(text):
             raise TransientError(f"git server unreachable or failing for {shown}: {text}") from exc

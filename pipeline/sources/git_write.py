@@ -1,8 +1,9 @@
 """Committing a working tree and pushing it with dulwich over HTTP(S), the write side of sources/git.py.
 
 The token travels the way git.py's clone sends it: as HTTP basic credentials (user `x-access-token`), never
-in a URL, and it is masked out of every error message. Errors follow pipeline.errors: a network failure or
-a 5xx is transient, refused credentials, a missing remote or a rejected update are permanent.
+in a URL, and it is masked out of every error message. The remote is held to the outbound address policy,
+with connect and read timeouts (pipeline/http/git_transport.py). Errors follow pipeline.errors: a network
+failure or a 5xx is transient, refused credentials, a missing remote or a rejected update are permanent.
 """
 
 from __future__ import annotations
@@ -20,18 +21,13 @@ from dulwich.refs import Ref, check_ref_format
 from dulwich.repo import InvalidUserIdentity, Repo, check_user_identity
 
 from pipeline.errors import PermanentError, TransientError
-from pipeline.sources.git import _TRANSIENT, _reason, mask_secrets, mask_url
+from pipeline.http.address_policy import AddressPolicy, AddressRefused
+from pipeline.http.git_transport import DEFAULT_TIMEOUT_S, transport_kwargs
+from pipeline.sources.git import _TIMED_OUT, _TRANSIENT, _reason, mask_secrets, mask_url
 
 DEFAULT_AUTHOR = "repobuild <repobuild@localhost>"
 
 _HTTP_STATUS = re.compile(r"unexpected http resp (\d{3})")
-
-
-def credentials(url: str, token: str | None) -> tuple[str | None, str | None]:
-    """dulwich's (username, password) that send `token` as basic auth, the scheme git.py's clone uses."""
-    if token and url.startswith(("http://", "https://")):
-        return "x-access-token", token
-    return None, None
 
 
 def http_status(text: str) -> int | None:
@@ -90,8 +86,11 @@ def commit_tree(repo_dir: Path, message: str, *, branch: str = "main", author: s
     return sha.decode()
 
 
-def push(repo_dir: Path, remote_url: str, *, token: str | None = None, branch: str = "main") -> None:
-    """Push `branch` of `repo_dir` to the same branch of `remote_url`, fast-forward only."""
+def push(repo_dir: Path, remote_url: str, *, token: str | None = None, branch: str = "main",
+         policy: AddressPolicy | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Push `branch` of `repo_dir` to the same branch of `remote_url`, fast-forward only.
+
+    The remote is held to `policy` (public addresses only when None) and to `timeout_s` per request."""
     ref = branch_ref(branch)
     shown = mask_url(remote_url)
     try:
@@ -100,10 +99,12 @@ def push(repo_dir: Path, remote_url: str, *, token: str | None = None, branch: s
                 raise PermanentError(f"{repo_dir} has no commit on branch {branch!r} to push")
     except NotGitRepository as exc:
         raise PermanentError(f"{repo_dir} is not a git repository") from exc
-    username, password = credentials(remote_url, token)
     try:
+        kwargs = transport_kwargs(remote_url, policy=policy or AddressPolicy(), timeout_s=timeout_s, token=token)
         result = porcelain.push(str(repo_dir), remote_url, [ref + b":" + ref], outstream=io.BytesIO(),
-                                errstream=io.BytesIO(), username=username, password=password)
+                                errstream=io.BytesIO(), **kwargs)
+    except AddressRefused as exc:
+        raise AddressRefused(f"cannot push to {shown}: {exc}") from None
     except HTTPUnauthorized as exc:
         raise PermanentError(f"{shown} refused the credentials (HTTP 401): the token is missing, wrong "
                              f"or expired") from cause(exc, token)
@@ -116,6 +117,8 @@ def push(repo_dir: Path, remote_url: str, *, token: str | None = None, branch: s
         raise TransientError(f"cannot reach {shown}: {_reason(exc, token)}") from cause(exc, token)
     except (porcelain.Error, GitProtocolError, KeyError, ValueError) as exc:
         text = _reason(exc, token)
+        if _TIMED_OUT.search(text):
+            raise TransientError(f"git server for {shown} did not answer within {timeout_s:g}s") from None
         status = http_status(text)
         if status in (401, 403):
             raise PermanentError(f"{shown} refused the push (HTTP {status}): the token lacks write permission "

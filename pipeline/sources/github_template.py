@@ -15,15 +15,17 @@ from urllib.parse import urlparse
 
 import httpx
 import tenacity
-from dulwich import porcelain
-from dulwich.client import HTTPUnauthorized
+from dulwich.client import HTTPUnauthorized, get_transport_and_path
 from dulwich.errors import GitProtocolError, NotGitRepository
 from dulwich.refs import Ref
 
 from pipeline.errors import PermanentError, TransientError
+from pipeline.http.address_policy import AddressPolicy, AddressRefused
+from pipeline.http.git_transport import DEFAULT_TIMEOUT_S, transport_kwargs
+from pipeline.http.pinned import http_client
 from pipeline.http.retry import retrying
 from pipeline.sources.git import _reason, mask_secrets, mask_url
-from pipeline.sources.git_write import branch_ref, cause, credentials, http_status
+from pipeline.sources.git_write import branch_ref, cause, http_status
 
 DEFAULT_API_BASE = "https://api.github.com"
 API_VERSION = "2022-11-28"
@@ -73,7 +75,8 @@ def parse_repo_ref(text: str) -> RepoRef:
 
 def generate_from_template(template: str, name: str, *, token: str, owner: str | None = None,
                            description: str = "", private: bool = True, include_all_branches: bool = False,
-                           api_base: str = DEFAULT_API_BASE, timeout: float = 30.0) -> GeneratedRepo:
+                           api_base: str = DEFAULT_API_BASE, timeout: float = 30.0,
+                           policy: AddressPolicy | None = None) -> GeneratedRepo:
     """Create `owner/name` from the template repository `template` (any form parse_repo_ref takes).
 
     `owner` defaults to the token's user. The new repository is not cloneable at once: see wait_until_cloneable.
@@ -88,7 +91,7 @@ def generate_from_template(template: str, name: str, *, token: str, owner: str |
     url = f"{api_base.rstrip('/')}/repos/{source.owner}/{source.name}/generate"
     target = f"{owner or '(token owner)'}/{name}"
     what = f"creating {target} from template {source.full_name}"
-    resp = _call("POST", url, token=token, api_base=api_base, timeout=timeout, body=body)
+    resp = _call("POST", url, token=token, api_base=api_base, timeout=timeout, body=body, policy=policy)
     if resp.status_code == 201:
         return _generated(resp, token)
     if resp.status_code == 404:
@@ -98,7 +101,8 @@ def generate_from_template(template: str, name: str, *, token: str, owner: str |
 
 
 def create_repository(name: str, *, token: str, owner: str | None = None, description: str = "",
-                      private: bool = True, api_base: str = DEFAULT_API_BASE, timeout: float = 30.0) -> GeneratedRepo:
+                      private: bool = True, api_base: str = DEFAULT_API_BASE, timeout: float = 30.0,
+                      policy: AddressPolicy | None = None) -> GeneratedRepo:
     """An empty repository `owner/name` (the token's user by default) to push a generated project to.
 
     Idempotent, as a retried stage needs: when the name exists already (our own earlier attempt, or a
@@ -110,19 +114,21 @@ def create_repository(name: str, *, token: str, owner: str | None = None, descri
     url = f"{base}/orgs/{owner}/repos" if owner else f"{base}/user/repos"
     body = {"name": name, "description": description, "private": private, "auto_init": False}
     what = f"creating the repository {owner or '(token owner)'}/{name}"
-    resp = _call("POST", url, token=token, api_base=api_base, timeout=timeout, body=body)
+    resp = _call("POST", url, token=token, api_base=api_base, timeout=timeout, body=body, policy=policy)
     if resp.status_code == 201:
         return _generated(resp, token)
     if resp.status_code == 422 and "already exists" in _github_message(resp):
-        login = owner or _login(token=token, api_base=api_base, timeout=timeout)
-        found = _call("GET", f"{base}/repos/{login}/{name}", token=token, api_base=api_base, timeout=timeout)
+        login = owner or _login(token=token, api_base=api_base, timeout=timeout, policy=policy)
+        found = _call("GET", f"{base}/repos/{login}/{name}", token=token, api_base=api_base, timeout=timeout,
+                      policy=policy)
         if found.status_code == 200:
             return _generated(found, token)
     raise _failure(resp, token, what)
 
 
-def _login(*, token: str, api_base: str, timeout: float) -> str:
-    resp = _call("GET", f"{api_base.rstrip('/')}/user", token=token, api_base=api_base, timeout=timeout)
+def _login(*, token: str, api_base: str, timeout: float, policy: AddressPolicy | None) -> str:
+    resp = _call("GET", f"{api_base.rstrip('/')}/user", token=token, api_base=api_base, timeout=timeout,
+                 policy=policy)
     if resp.status_code != 200:
         raise _failure(resp, token, "reading the token's user")
     login = resp.json().get("login") if isinstance(resp.json(), dict) else None
@@ -131,14 +137,18 @@ def _login(*, token: str, api_base: str, timeout: float) -> str:
     return login
 
 
-def _call(method: str, url: str, *, token: str, api_base: str, timeout: float,
+def _call(method: str, url: str, *, token: str, api_base: str, timeout: float, policy: AddressPolicy | None,
           body: dict[str, Any] | None = None) -> httpx.Response:
-    """One GitHub API request; network trouble is transient, a malformed base URL permanent."""
+    """One GitHub API request; network trouble is transient, a malformed base URL permanent.
+
+    Redirects are followed, each hop held to the address policy; httpx drops the token on a hop to another host."""
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
                "X-GitHub-Api-Version": API_VERSION}
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=True) as client:
+        with http_client(policy or AddressPolicy(), timeout_s=timeout, follow_redirects=True) as client:
             return client.request(method, url, json=body, headers=headers)
+    except AddressRefused as exc:
+        raise AddressRefused(f"cannot call the GitHub API at {mask_url(api_base)}: {exc}") from None
     except httpx.UnsupportedProtocol as exc:
         raise PermanentError(f"GitHub API base {mask_url(api_base)!r} is not an http(s) URL") from exc
     except httpx.TransportError as exc:
@@ -209,7 +219,8 @@ class _NotYet(TransientError):
 
 
 def wait_until_cloneable(clone_url: str, *, token: str | None = None, branch: str | None = None,
-                         timeout: float = 60.0, interval: float = 1.0) -> str:
+                         timeout: float = 60.0, interval: float = 1.0, policy: AddressPolicy | None = None,
+                         request_timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
     """Poll `clone_url` until it has `branch` (or, without one, any commit); returns that commit's sha.
 
     404, an empty repository, a 5xx or a network failure mean "not yet" until `timeout` seconds have passed,
@@ -218,11 +229,16 @@ def wait_until_cloneable(clone_url: str, *, token: str | None = None, branch: st
     """
     shown = mask_url(clone_url)
     want = branch_ref(branch) if branch else None
-    username, password = credentials(clone_url, token)
+    try:
+        kwargs = transport_kwargs(clone_url, policy=policy or AddressPolicy(), timeout_s=request_timeout_s,
+                                  token=token)
+    except AddressRefused as exc:
+        raise AddressRefused(f"cannot reach {shown}: {exc}") from None
 
     def look() -> str:
         try:
-            refs = porcelain.ls_remote(clone_url, username=username, password=password).refs
+            client, path = get_transport_and_path(clone_url, **kwargs)
+            refs = client.get_refs(path.encode()).refs
         except HTTPUnauthorized as exc:
             raise PermanentError(f"{shown} refused the credentials (HTTP 401)") from cause(exc, token)
         except NotGitRepository:
@@ -246,5 +262,7 @@ def wait_until_cloneable(clone_url: str, *, token: str | None = None, branch: st
 
     try:
         return retrying(within_s=timeout, wait=tenacity.wait_fixed(interval), on=_NotYet)(look)
+    except AddressRefused as exc:  # a redirect, or the name resolving, into a refused address
+        raise AddressRefused(f"cannot reach {shown}: {exc}") from None
     except _NotYet as exc:
         raise TransientError(f"{shown} is not cloneable after {timeout:g}s: still waiting for {exc}") from None

@@ -36,6 +36,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import yaml
 
 from pipeline.errors import ItemError, PipelineError
+from pipeline.http.address_policy import AddressPolicy
 from pipeline.http.safe_fetch import fetch_image
 from pipeline.models import JSON, Issue, Severity
 from pipeline.sources.wordpress_html import html_to_markdown, plain_excerpt
@@ -82,27 +83,27 @@ class ImportReport:
         }
 
 
-def default_downloader(*, allow_private: bool = False, max_bytes: int = DEFAULT_MAX_BYTES,
+def default_downloader(*, policy: AddressPolicy | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
                        timeout_s: float = 15.0) -> Downloader:
-    """The SSRF-safe fetch of image_fetch: public addresses only (unless allowed), no redirects, size-capped."""
+    """The SSRF-safe fetch of safe_fetch: the outbound address policy (public only when None), size-capped."""
 
     def download(url: str) -> bytes:
-        return fetch_image(url, allow_private=allow_private, max_bytes=max_bytes, timeout_s=timeout_s)
+        return fetch_image(url, policy=policy or AddressPolicy(), max_bytes=max_bytes, timeout_s=timeout_s)
 
     return download
 
 
 def convert_wxr(xml: bytes, dest: Path, *, download: Downloader | None = None, fetch_media: bool = True,
-                allow_private: bool = False, max_bytes: int = DEFAULT_MAX_BYTES,
+                policy: AddressPolicy | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
                 timeout_s: float = 15.0) -> ImportReport:
     """Write the posts and pages of a WXR export under `dest` as markdown; see the module docstring for the layout.
 
-    `download` fetches one media URL (default: the SSRF-safe `default_downloader` with `allow_private`,
+    `download` fetches one media URL (default: the SSRF-safe `default_downloader` with `policy`,
     `max_bytes` and `timeout_s`); `fetch_media=False` keeps every media URL as it is. Raises PermanentError when
     the file is refused or is no WXR; any problem with one item or one media file becomes an issue in the report.
     """
     export = parse_wxr(xml)
-    fetch = download or default_downloader(allow_private=allow_private, max_bytes=max_bytes, timeout_s=timeout_s)
+    fetch = download or default_downloader(policy=policy, max_bytes=max_bytes, timeout_s=timeout_s)
     run = _Run(export, dest, fetch if fetch_media else None, max_bytes)
     run.convert()
     return run.report

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from pipeline.catalog import MADE_REPOSITORY, MADE_TREE, SOURCE_INFO, SOURCE_TREE
 from pipeline.errors import PermanentError
+from pipeline.http.address_policy import outbound_policy
+from pipeline.http.token_scope import git_token
 from pipeline.models import Issue, SourceSpec, StageResult
 from pipeline.sources.git import clone, head_commit, mask_url
 from pipeline.sources.git_checkout import SkippedEntry
@@ -28,19 +30,20 @@ def _repository(ctx: StageContext) -> tuple[SourceSpec, str | None]:
     """What to clone or copy, and the token for it: the repository the `source` stage made, else the job's source.
 
     The made one wins when both exist: for wp-import the job's `repoUrl` is where that repository was pushed.
+    The token is one the job may send to that host (pipeline/http/token_scope.py), or None.
     """
     made_key = MADE_REPOSITORY.key(ctx.job_id)
     if not ctx.artifacts.exists(made_key):
         source = ctx.spec.source
         if source is None or not (source.path or source.url):
             raise PermanentError("the job has no source (a path or a git URL)")
-        return source, ctx.secret("git_token")
+        return source, git_token(ctx, source.url) if source.url else None
     made = ctx.artifacts.get_json(made_key)
     pinned = {"branch": made.get("branch"), "commit": made.get("commit")}
     if made.get("kind") == "git-tree":
         return SourceSpec(path=str(ctx.artifacts.tree(MADE_TREE.key(ctx.job_id))), **pinned), None
     if made.get("kind") == "url" and made.get("url"):
-        return SourceSpec(url=made["url"], **pinned), ctx.secret("git_token")
+        return SourceSpec(url=made["url"], **pinned), git_token(ctx, made["url"])
     raise PermanentError(f"the source stage made a repository of unknown kind {made.get('kind')!r}")
 
 
@@ -55,7 +58,8 @@ def run(ctx: StageContext) -> StageResult:
     with ctx.artifacts.write_tree(SOURCE_TREE.key(ctx.job_id)) as staging:
         if source.url:
             commit = clone(source.url, staging / "repo", branch=source.branch, commit=source.commit,
-                           depth=source.depth, token=token, skipped=skipped)
+                           depth=source.depth, token=token, skipped=skipped, policy=outbound_policy(ctx.settings),
+                           timeout_s=ctx.settings.git_timeout_s)
         else:
             src = Path(source.path or "")
             if not src.exists():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pipeline.catalog import CALLBACK_PAYLOAD, FAILED_UPLOAD
 from pipeline.http import callbacks
+from pipeline.http.address_policy import outbound_policy
 from pipeline.models import JSON, JobStatus, StageResult
 from pipeline.stages.context import StageContext
 
@@ -28,8 +29,8 @@ def run(ctx: StageContext) -> StageResult:
     body = callbacks.redact(body, (ctx.secret("git_token"), settings.callback_secret,
                                    settings.github_token, settings.openai_api_key))
     delivery_id = f"{ctx.job_id}:{body['status']}"
-    code = callbacks.deliver(url, body, secret=settings.callback_secret,
-                             timeout_s=settings.callback_timeout_s, delivery_id=delivery_id)
+    code = callbacks.deliver(url, body, secret=settings.callback_secret, timeout_s=settings.callback_timeout_s,
+                             delivery_id=delivery_id, policy=outbound_policy(settings))
     ctx.log(f"callback delivered to {callbacks.display_url(url)} ({code})")
     # No "status" key: the worker spreads this summary over the job's callback record (plans.callback_record).
     return StageResult.done(delivered=True, http_status=code, delivery_id=delivery_id,

@@ -26,6 +26,8 @@ from typing import Any
 
 from pipeline.catalog import MADE_REPOSITORY, MADE_TREE
 from pipeline.errors import PermanentError
+from pipeline.http.address_policy import image_policy, outbound_policy
+from pipeline.http.token_scope import git_token
 from pipeline.models import JSON, StageResult
 from pipeline.sources.brief import generate_files, write_files
 from pipeline.sources.git import mask_secrets, mask_url
@@ -65,24 +67,29 @@ def run(ctx: StageContext) -> StageResult:
 
 def _deliver(ctx: StageContext, made: JSON) -> JSON:
     """Push a made tree to the job's remote, or wait until GitHub's new repository can be cloned."""
-    token = ctx.secret("git_token")
+    settings = ctx.settings
+    policy = outbound_policy(settings)
     if made["kind"] == "url":
-        commit = wait_until_cloneable(made["url"], token=token, branch=made.get("branch"),
-                                      timeout=TEMPLATE_READY_TIMEOUT_S)
+        commit = wait_until_cloneable(made["url"], token=git_token(ctx, made["url"]), branch=made.get("branch"),
+                                      timeout=TEMPLATE_READY_TIMEOUT_S, policy=policy,
+                                      request_timeout_s=settings.git_timeout_s)
         return {**made, "commit": commit}
     remote = _remote(ctx.spec.options)
     created = None
     repo_name = _text(ctx.spec.options, "repoName")
-    if remote is None and repo_name is not None and token:
+    api_token = git_token(ctx, settings.github_api_url)
+    if remote is None and repo_name is not None and api_token:
         # The original made a new GitHub repository named `repoName` and pushed there.
-        repo = create_repository(repo_name, token=token, owner=_text(ctx.spec.options, "owner"),
+        repo = create_repository(repo_name, token=api_token, owner=_text(ctx.spec.options, "owner"),
                                  private=_flag(ctx.spec.options, "private", default=True),
-                                 api_base=ctx.settings.github_api_url)
+                                 api_base=settings.github_api_url, policy=policy)
         remote, created = repo.clone_url, repo.full_name
         ctx.log(f"source: created the repository {repo.full_name}")
     if remote is None:
         return {**made, "remote": None}
-    push(ctx.artifacts.tree(MADE_TREE.key(ctx.job_id)), remote, token=token, branch=made["branch"])
+    token = git_token(ctx, remote)
+    push(ctx.artifacts.tree(MADE_TREE.key(ctx.job_id)), remote, token=token, branch=made["branch"], policy=policy,
+         timeout_s=settings.git_timeout_s)
     ctx.log(f"source: pushed {made['branch']} to {mask_url(remote)}")
     return {**made, "remote": mask_secrets(mask_url(remote), [token]), **({"created": created} if created else {})}
 
@@ -94,8 +101,7 @@ def _wordpress(ctx: StageContext) -> JSON:
     xml = _wxr_bytes(ctx.spec.options, ctx.artifacts)
     settings = ctx.settings
     with ctx.artifacts.write_tree(MADE_TREE.key(ctx.job_id)) as work:
-        report = convert_wxr(xml, work, allow_private=settings.allow_private_image_urls,
-                             max_bytes=settings.image_fetch_max_bytes)
+        report = convert_wxr(xml, work, policy=image_policy(settings), max_bytes=settings.image_fetch_max_bytes)
         made = _commit(ctx, work, WP_MESSAGE)
     for issue in report.issues:
         ctx.record_issue(replace(issue, stage=ctx.stage))
@@ -125,12 +131,13 @@ def _template(ctx: StageContext) -> JSON:
     options, task = ctx.spec.options, ctx.spec.task
     template = _required(options, "templateRepoUrl", task)
     name = _required(options, "newRepoName", task)
-    token = ctx.secret("git_token")
+    token = git_token(ctx, ctx.settings.github_api_url)
     if not token:
         raise PermanentError(f"{task} needs a GitHub token (gitToken) to create {name} from a template")
     repo = generate_from_template(template, name, token=token, owner=_text(options, "owner"),
                                   description=_text(options, "description") or "",
-                                  private=_flag(options, "private", default=True), api_base=ctx.settings.github_api_url)
+                                  private=_flag(options, "private", default=True), api_base=ctx.settings.github_api_url,
+                                  policy=outbound_policy(ctx.settings))
     ctx.log(f"source: GitHub created {repo.full_name} from {template}")
     url = mask_url(repo.clone_url)
     return {"kind": "url", "url": url, "remote": url, "branch": repo.default_branch, "commit": None, "files": None,

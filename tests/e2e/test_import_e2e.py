@@ -92,7 +92,7 @@ def test_wp_import_through_process_pushes_deploys_and_keeps_the_token_out(
         callback_server: Callable[..., CallbackServer]) -> None:
     media = MediaServer({f"{UPLOADS}/dawn.jpg": DAWN, f"{UPLOADS}/cover.png": COVER})
     try:
-        settings, s3, bucket, project = on_s3(settings.with_(allow_private_image_urls=True), s3_server)
+        settings, s3, bucket, project = on_s3(settings, s3_server)
         api, cb = start_services(settings, workers, api_factory, callback_server)
         url = remote.url_for("site.git")
         submit_process(api, "wp-1", "wp-import", cb.url,

@@ -76,6 +76,7 @@ class GitHttpServer:
     """Serves fetch and push (dulwich's receive-pack) of the given repositories; push to bare ones.
 
     `fail_status`, when set, is the answer to every request, to test how clients treat a 403 or a 5xx.
+    `authorizations` records the Authorization header of every request ("" when there was none).
     """
 
     def __init__(self, repos: dict[str, Path], token: str | None = None) -> None:
@@ -84,6 +85,7 @@ class GitHttpServer:
         app = make_wsgi_chain(DictBackend(self._repos))  # type: ignore[arg-type]
         self.token = token
         self.fail_status: int | None = None
+        self.authorizations: list[str] = []
         self.httpd = make_server("127.0.0.1", 0, self._auth(app), handler_class=_Quiet)
         self.port = self.httpd.server_port
         # a short poll makes stop() quick: shutdown() waits for the loop to look at its flag
@@ -96,6 +98,7 @@ class GitHttpServer:
 
     def _auth(self, app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
         def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            self.authorizations.append(environ.get("HTTP_AUTHORIZATION", ""))
             if self.fail_status is not None:
                 start_response(f"{self.fail_status} Failing on purpose", [("Content-Length", "0")])
                 return [b""]

@@ -15,6 +15,7 @@ from pipeline.sources.git import head_commit
 from pipeline.stages import fetch
 from pipeline.stages.context import LocalContext
 from pipeline.stores.artifacts import LocalArtifactStore
+from tests.conftest import ALLOW_LOCAL
 from tests.fakes.gitserver import GitHttpServer, make_git_repo
 
 TOKEN = "tok-3f9a1c"
@@ -36,7 +37,8 @@ def server(repo: Path) -> Iterator[GitHttpServer]:
 
 def ctx_for(tmp_path: Path, source: SourceSpec, secrets: dict[str, str] | None = None,
             job: str = "j") -> LocalContext:
-    settings = Settings(artifacts=str(tmp_path / "art"), output=str(tmp_path / "out"), temp_dir=str(tmp_path))
+    settings = Settings(artifacts=str(tmp_path / "art"), output=str(tmp_path / "out"), temp_dir=str(tmp_path),
+                        allow_hosts=ALLOW_LOCAL)
     return LocalContext(job_id=job, stage="fetch", spec=JobSpec(job_id=job, task="process-all", source=source),
                         settings=settings, artifacts=LocalArtifactStore(settings.artifacts), secrets=secrets or {})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,20 +14,21 @@ from dulwich.objects import Commit
 from dulwich.repo import Repo
 
 from pipeline.errors import PermanentError, TransientError
-from pipeline.sources.git import clone, head_commit
-from pipeline.sources.git_write import cause, commit_tree, push
-from pipeline.sources.github_template import (
-    GeneratedRepo,
-    RepoRef,
-    generate_from_template,
-    parse_repo_ref,
-    wait_until_cloneable,
-)
+from pipeline.sources import git, git_write, github_template
+from pipeline.sources.git import head_commit
+from pipeline.sources.git_write import cause, commit_tree
+from pipeline.sources.github_template import GeneratedRepo, RepoRef, parse_repo_ref
 from tests.conftest import GIT_TOKEN as TOKEN
+from tests.conftest import LOCAL_POLICY
 from tests.fakes.github_api_server import GitHubApiServer
 from tests.fakes.gitserver import GitHttpServer
 
 WHEN = 1_700_000_000
+# Every request here goes to this test's own servers on 127.0.0.1, which the operator's allowlist lets through.
+clone = functools.partial(git.clone, policy=LOCAL_POLICY)
+push = functools.partial(git_write.push, policy=LOCAL_POLICY)
+generate_from_template = functools.partial(github_template.generate_from_template, policy=LOCAL_POLICY)
+wait_until_cloneable = functools.partial(github_template.wait_until_cloneable, policy=LOCAL_POLICY)
 
 
 def files_of(root: Path) -> dict[str, bytes]:

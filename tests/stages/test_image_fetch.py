@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from pipeline.errors import PermanentError, PipelineError
+from pipeline.http.address_policy import AddressPolicy
 from pipeline.http.safe_fetch import MAX_REDIRECTS, fetch_image
+from tests.conftest import ALLOW_LOCAL, LOCAL_POLICY
 
 BODY = b"\x89PNG\r\n\x1a\n-not-really-a-png"
 
@@ -52,22 +54,22 @@ def server() -> Iterator[str]:
 
 
 def test_redirects_are_followed_a_few_hops(server: str) -> None:
-    assert fetch_image(f"{server}/hop/2", allow_private=True, max_bytes=1000) == BODY
+    assert fetch_image(f"{server}/hop/2", policy=LOCAL_POLICY, max_bytes=1000) == BODY
     with pytest.raises(PermanentError, match="redirected more than"):
-        fetch_image(f"{server}/hop/{MAX_REDIRECTS + 1}", allow_private=True, max_bytes=1000)
+        fetch_image(f"{server}/hop/{MAX_REDIRECTS + 1}", policy=LOCAL_POLICY, max_bytes=1000)
     with pytest.raises(PermanentError, match="redirected more than"):
-        fetch_image(f"{server}/loop", allow_private=True, max_bytes=1000)
+        fetch_image(f"{server}/loop", policy=LOCAL_POLICY, max_bytes=1000)
 
 
 def test_private_hosts_refused_and_limits_kept(server: str) -> None:
     with pytest.raises(PermanentError, match="non-public address"):
-        fetch_image(f"{server}/image.png", allow_private=False, max_bytes=1000)
+        fetch_image(f"{server}/image.png", policy=AddressPolicy(), max_bytes=1000)
     with pytest.raises(PermanentError, match="larger than"):
-        fetch_image(f"{server}/image.png", allow_private=True, max_bytes=5)
+        fetch_image(f"{server}/image.png", policy=LOCAL_POLICY, max_bytes=5)
     with pytest.raises(PermanentError, match="404"):
-        fetch_image(f"{server}/missing.png", allow_private=True, max_bytes=1000)
+        fetch_image(f"{server}/missing.png", policy=LOCAL_POLICY, max_bytes=1000)
     with pytest.raises(PermanentError, match="http"):
-        fetch_image("file:///etc/passwd", allow_private=True, max_bytes=1000)
+        fetch_image("file:///etc/passwd", policy=LOCAL_POLICY, max_bytes=1000)
 
 
 def test_https_is_fetched_from_the_checked_address_with_the_name_verified(
@@ -97,10 +99,11 @@ def test_https_is_fetched_from_the_checked_address_with_the_name_verified(
     port = httpd.server_address[1]
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trust this test's own certificate authority
     try:
-        assert fetch_image(f"https://localhost:{port}/x.png", allow_private=True, max_bytes=1000) == BODY
+        by_name = AddressPolicy.of(["localhost", *ALLOW_LOCAL])  # the certificate's name, listed by the operator
+        assert fetch_image(f"https://localhost:{port}/x.png", policy=by_name, max_bytes=1000) == BODY
         # the certificate names localhost, not 127.0.0.1: verification still happens, by name
         with pytest.raises(PipelineError):
-            fetch_image(f"https://127.0.0.1:{port}/x.png", allow_private=True, max_bytes=1000)
+            fetch_image(f"https://127.0.0.1:{port}/x.png", policy=by_name, max_bytes=1000)
     finally:
         httpd.shutdown()
         httpd.server_close()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,13 +20,16 @@ from pipeline.models import JSON, JobStatus, StageState, StageStatus
 from pipeline.stages import notify
 from pipeline.stages.context import LocalContext
 from pipeline.stores.jobs import JobView
-from tests.conftest import CallbackServer
+from tests.conftest import ALLOW_LOCAL, LOCAL_POLICY, CallbackServer
+from tests.fakes.listeners import SilentServer
 from tests.stages.test_build_db import make_ctx
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC).timestamp()
 LOGS = [callbacks.log_entry("j1", "fetch: started", T0), callbacks.log_entry("j1", "boom", T0 + 1, error=True)]
 
 Server = Callable[..., CallbackServer]
+# one delivery attempt, to this test's receivers on 127.0.0.1 (the operator's allowlist lets them through)
+deliver = functools.partial(callbacks.deliver, policy=LOCAL_POLICY)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +77,7 @@ def test_sign() -> None:
 def test_delivery_is_signed_and_identified(callback_server: Server) -> None:
     cb = callback_server()
     payload = callbacks.success_payload("j1", {"title": "Привет"}, T0, T0 + 1, LOGS)
-    assert callbacks.deliver(cb.url, payload, secret="s3cret", timeout_s=5, delivery_id="j1:completed") == 200
+    assert deliver(cb.url, payload, secret="s3cret", timeout_s=5, delivery_id="j1:completed") == 200
     [req] = cb.requests
     assert json.loads(req["body"]) == payload
     assert "Привет".encode() in req["body"]
@@ -87,7 +90,7 @@ def test_delivery_is_signed_and_identified(callback_server: Server) -> None:
 
 def test_no_secret_no_signature(callback_server: Server) -> None:
     cb = callback_server([204])
-    assert callbacks.deliver(cb.url, {"status": "failed"}, secret=None, timeout_s=5, delivery_id="d") == 204
+    assert deliver(cb.url, {"status": "failed"}, secret=None, timeout_s=5, delivery_id="d") == 204
     assert "x-repobuild-signature" not in {k.lower() for k in cb.requests[0]["headers"]}
 
 
@@ -98,7 +101,7 @@ def test_no_secret_no_signature(callback_server: Server) -> None:
 def test_status_classification(callback_server: Server, status: int, error: type[Exception]) -> None:
     cb = callback_server([status])
     with pytest.raises(error, match=str(status)):
-        callbacks.deliver(cb.url, {"status": "completed"}, secret="s", timeout_s=5, delivery_id="d")
+        deliver(cb.url, {"status": "completed"}, secret="s", timeout_s=5, delivery_id="d")
     assert len(cb.requests) == 1  # one attempt: retrying is the task policy's job
 
 
@@ -106,7 +109,7 @@ def test_refusal_message_names_the_url_without_credentials(callback_server: Serv
     cb = callback_server([400])
     url = cb.url.replace("http://", "http://user:hunter22@") + "?token=abc123"
     with pytest.raises(PermanentError) as info:
-        callbacks.deliver(url, {"status": "completed"}, secret=None, timeout_s=5, delivery_id="d")
+        deliver(url, {"status": "completed"}, secret=None, timeout_s=5, delivery_id="d")
     assert str(info.value) == f"callback to {cb.url} refused with 400"
 
 
@@ -118,46 +121,26 @@ def free_port() -> int:
 
 def test_connection_refused_is_transient() -> None:
     with pytest.raises(TransientError, match="ConnectError"):
-        callbacks.deliver(f"http://127.0.0.1:{free_port()}/cb", {"status": "completed"}, secret=None,
-                          timeout_s=2, delivery_id="d")
+        deliver(f"http://127.0.0.1:{free_port()}/cb", {"status": "completed"}, secret=None, timeout_s=2,
+                delivery_id="d")
 
 
 @pytest.fixture
 def silent_server() -> Iterator[str]:
     """Accepts connections and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        sock.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                held.append(sock.accept()[0])
-            except TimeoutError:
-                continue
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/cb"
-    stop.set()
-    t.join()
-    for c in held:
-        c.close()
-    sock.close()
+    server = SilentServer()
+    yield server.url("/cb")
+    server.stop()
 
 
 def test_timeout_is_transient(silent_server: str) -> None:
     with pytest.raises(TransientError, match="timed out"):
-        callbacks.deliver(silent_server, {"status": "completed"}, secret=None, timeout_s=0.3, delivery_id="d")
+        deliver(silent_server, {"status": "completed"}, secret=None, timeout_s=0.3, delivery_id="d")
 
 
 def test_unusable_url_is_permanent() -> None:
     with pytest.raises(PermanentError):
-        callbacks.deliver("ftp://example.org/cb", {"status": "completed"}, secret=None, timeout_s=1,
-                          delivery_id="d")
+        deliver("ftp://example.org/cb", {"status": "completed"}, secret=None, timeout_s=1, delivery_id="d")
 
 
 def test_redact() -> None:
@@ -168,7 +151,7 @@ def test_redact() -> None:
 
 def notify_ctx(tmp_path: Path, url: str | None, payload: dict[str, object] | None = None) -> LocalContext:
     ctx = make_ctx(tmp_path, "j1", stage="notify", callback_url=url)
-    ctx.settings = ctx.settings.with_(callback_secret="s3cret", callback_timeout_s=5.0)
+    ctx.settings = ctx.settings.with_(callback_secret="s3cret", callback_timeout_s=5.0, allow_hosts=ALLOW_LOCAL)
     ctx.secrets["git_token"] = "ghp_tokenvalue"
     if payload is not None:
         ctx.artifacts.put_json(ctx.key("payload.json"), payload)

@@ -18,17 +18,17 @@ from dulwich.repo import Repo
 from pipeline.errors import PermanentError, TransientError
 from pipeline.models import JobSpec
 from pipeline.settings import Settings
-from pipeline.sources.git import clone
 from pipeline.stages import fetch, source
 from pipeline.stages.context import LocalContext
 from pipeline.stores.artifacts import LocalArtifactStore
+from tests.conftest import ALLOW_LOCAL
 from tests.conftest import GIT_TOKEN as TOKEN
 from tests.fakes.github_api_server import GitHubApiServer
 from tests.fakes.gitserver import GitHttpServer
 from tests.fakes.openai_server import OpenAIServer
 from tests.fakes.wordpress_site import BILLION_LAUGHS, PHOTO, UPLOADS, MediaServer, item, realistic, wxr
 from tests.stages.test_brief import project, reply
-from tests.stages.test_git_write import shown_anywhere
+from tests.stages.test_git_write import clone, shown_anywhere
 
 API_KEY = "sk-source-test-key"
 CHAT = "/v1/chat/completions"
@@ -42,7 +42,7 @@ BRIEF = "A tiny wiki about sourdough baking for beginners."
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(artifacts=str(tmp_path / "art"), output=str(tmp_path / "out"), temp_dir=str(tmp_path),
-                    openai_chat_model="chat-test")
+                    openai_chat_model="chat-test", allow_hosts=ALLOW_LOCAL)
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def brief_settings(settings: Settings, llm: OpenAIServer) -> Settings:
 
 
 def test_wp_import_makes_a_committed_tree_that_fetch_takes(settings: Settings, media: MediaServer) -> None:
-    ctx = context(settings.with_(allow_private_image_urls=True), "wp-import", {"wpXml": b64(realistic(media.base))})
+    ctx = context(settings, "wp-import", {"wpXml": b64(realistic(media.base))})
     result = source.run(ctx)
     assert result.finished
     info = made(ctx)
@@ -145,10 +145,11 @@ def test_wp_import_reads_a_file_and_refuses_private_media_by_default(settings: S
                                                                      tmp_path: Path) -> None:
     export = tmp_path / "export.xml"
     export.write_bytes(realistic(media.base))
-    ctx = context(settings, "wp-import", {"xmlFilePath": str(export)})
+    # no allowlist: the media server's loopback address is refused like any other non-public one
+    ctx = context(settings.with_(allow_hosts=()), "wp-import", {"xmlFilePath": str(export)})
     source.run(ctx)
     assert made(ctx)["import"]["attachmentsDownloaded"] == 0
-    assert media.requests == []  # loopback addresses are not fetched unless the settings allow it
+    assert media.requests == []  # loopback addresses are not fetched unless the operator allows them
     tree = fetch_after(ctx)
     assert "posts/hello-world/index.md" in files_of(tree)
     assert not any("/images/" in name for name in files_of(tree))

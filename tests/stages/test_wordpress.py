@@ -16,6 +16,7 @@ from pipeline.models import JSON
 from pipeline.sources.wordpress import ImportReport, convert_wxr
 from pipeline.sources.wordpress_html import html_to_markdown
 from pipeline.sources.wordpress_names import safe_name
+from tests.conftest import LOCAL_POLICY
 from tests.fakes.wordpress_site import (
     BILLION_LAUGHS,
     COVER,
@@ -55,7 +56,7 @@ def tree(root: Path) -> dict[str, bytes]:
 
 def test_realistic_export(tmp_path: Path, server: MediaServer) -> None:
     dest = tmp_path / "repo"
-    report = convert_wxr(realistic(server.base), dest, allow_private=True)
+    report = convert_wxr(realistic(server.base), dest, policy=LOCAL_POLICY)
     base = server.base
 
     assert (report.posts, report.pages, report.drafts) == (6, 1, 1)
@@ -130,8 +131,8 @@ def test_realistic_export(tmp_path: Path, server: MediaServer) -> None:
 
 def test_output_is_deterministic(tmp_path: Path, server: MediaServer) -> None:
     xml = realistic(server.base)
-    first = convert_wxr(xml, tmp_path / "a", allow_private=True)
-    second = convert_wxr(xml, tmp_path / "b", allow_private=True)
+    first = convert_wxr(xml, tmp_path / "a", policy=LOCAL_POLICY)
+    second = convert_wxr(xml, tmp_path / "b", policy=LOCAL_POLICY)
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
     assert json.dumps(first.to_json(), sort_keys=True) == json.dumps(second.to_json(), sort_keys=True)
 
@@ -153,7 +154,7 @@ def test_private_media_hosts_are_refused_by_default(tmp_path: Path, server: Medi
 
 
 def test_media_over_the_size_cap_is_an_issue(tmp_path: Path, server: MediaServer) -> None:
-    report = convert_wxr(realistic(server.base), tmp_path / "repo", allow_private=True, max_bytes=8)
+    report = convert_wxr(realistic(server.base), tmp_path / "repo", policy=LOCAL_POLICY, max_bytes=8)
     assert report.attachments_downloaded == 0 and report.attachments_failed == 4
     # one issue per item that uses a file: the photo is in three posts, the 404 is no size problem
     assert sum("larger than 8 bytes" in i.message for i in report.issues) == 6
@@ -184,7 +185,7 @@ def test_custom_downloader_failures_and_oversize(tmp_path: Path) -> None:
 
 
 def test_fetch_media_off_keeps_urls(tmp_path: Path, server: MediaServer) -> None:
-    report = convert_wxr(realistic(server.base), tmp_path / "repo", fetch_media=False, allow_private=True)
+    report = convert_wxr(realistic(server.base), tmp_path / "repo", fetch_media=False, policy=LOCAL_POLICY)
     assert server.requests == [] and report.issues == []
     assert report.attachments_downloaded == report.attachments_failed == 0
     fm, _ = read(tmp_path / "repo", "posts/with-cover/index.md")
@@ -268,7 +269,7 @@ def test_dtds_and_entities_are_refused(tmp_path: Path, server: MediaServer, case
     dest = tmp_path / "repo"
     started = time.monotonic()
     with pytest.raises(PermanentError, match=r"refused WXR file: it contains a DTD"):
-        convert_wxr(xml, dest, allow_private=True)
+        convert_wxr(xml, dest, policy=LOCAL_POLICY)
     assert time.monotonic() - started < 5
     assert not dest.exists()
     assert server.requests == []
@@ -298,7 +299,7 @@ def test_hostile_slugs_and_attachment_names_stay_inside(tmp_path: Path, server: 
     outside = tmp_path / "outside"
     outside.mkdir()
     dest = tmp_path / "work" / "repo"
-    report = convert_wxr(wxr(server.base, "\n".join(items)), dest, allow_private=True)
+    report = convert_wxr(wxr(server.base, "\n".join(items)), dest, policy=LOCAL_POLICY)
 
     assert report.issues == [] and report.posts == len(slugs) + 1 and report.drafts == 1
     folders = sorted(f.removesuffix("/index.md") for f in report.files if f.endswith("/index.md"))

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import http.server
 import io
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,9 @@ from pipeline.embedders.clip_bpe import packaged_vocab_path
 from pipeline.embedders.image import ClipEmbedder
 from pipeline.embedders.text import load_text_embedder
 from pipeline.settings import Settings
-from tests.conftest import ApiServer
+from tests.conftest import ALLOW_LOCAL, ApiServer
 from tests.fakes.clip_model import DIM, build_clip_model_dir
+from tests.fakes.listeners import LocalHTTPServer, QuietHandler
 
 DEFAULT_INSTRUCTION = "Represent the document for semantic search:"
 PREFIXES = ["/inference", "/v1/inference"]
@@ -41,13 +40,13 @@ RED, BLUE = png((220, 30, 30)), png((30, 30, 220), (64, 128))
 JUNK = b"definitely not an image " * 8
 
 
-class ImageServer:
+class ImageServer(LocalHTTPServer):
     """A real HTTP server on 127.0.0.1 serving a few fixed files, as a private network host would."""
 
     def __init__(self, files: dict[str, bytes]) -> None:
         outer_files = files
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802
                 body = outer_files.get(self.path)
                 if body is None:
@@ -60,16 +59,7 @@ class ImageServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: Any) -> None:
-                return
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture
@@ -221,12 +211,12 @@ def test_clip_by_image_url_refuses_private_hosts_unless_allowed(servers: Callabl
     url = f"{image_server.url}/red.png"
 
     strict = servers(clip_model_dir=str(clip_dir))
-    assert strict.app.extensions["repobuild.settings"].allow_private_image_urls is False  # the default
+    assert strict.app.extensions["repobuild.settings"].allow_hosts == ()  # the default: public addresses only
     for target in (url, url.replace("127.0.0.1", "localhost")):
         message = error_of(strict.client.post("/inference/clip-by-image", json={"imageUrl": target}), 400)
         assert "non-public address" in message and "refused" in message, message
 
-    allowed = servers(clip_model_dir=str(clip_dir), allow_private_image_urls=True)
+    allowed = servers(clip_model_dir=str(clip_dir), allow_hosts=ALLOW_LOCAL)
     resp = allowed.client.post("/v1/inference/clip-by-image", json={"imageUrl": url})
     assert resp.status_code == 200, resp.text
     np.testing.assert_allclose(resp.json()["embedding"], clip.embed_images([RED])[0], atol=1e-5)
