@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from pipeline.models import JSON, JobSpec, SourceSpec
+from pipeline.plans import PLANS
+from pipeline.sources.local_roots import LocalPathRefused, option_paths, resolve_local, source_path_of
 from pipeline.stores.jobs import JobView
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
@@ -69,6 +73,21 @@ def secrets_of(*tokens: str | None) -> dict[str, str]:
     return {}
 
 
+def refuse_server_paths(title: str, task: str, named: Iterable[tuple[tuple[str, ...], str]],
+                        info: ValidationInfo) -> None:
+    """Paths on the server a request names are taken only under REPOBUILD_LOCAL_SOURCE_ROOTS (the app's settings,
+    in the validation context; none without them): else a 400 naming the field. A task that cannot run reads none."""
+    settings = (info.context or {}).get("settings")
+    roots = settings.local_source_roots if settings is not None else ()
+    for where, path in named if task in PLANS else ():
+        try:
+            resolve_local(path, roots, ".".join(where))
+        except LocalPathRefused as exc:
+            error = PydanticCustomError("local_path", "{problem}", {"problem": exc.problem})
+            raise ValidationError.from_exception_data(title, [InitErrorDetails(type=error, loc=where, input=path)],
+                                                      ) from None
+
+
 class JobRequest(BaseModel):
     """`POST /jobs`: the native API."""
 
@@ -85,6 +104,13 @@ class JobRequest(BaseModel):
     job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
     project_id: str | None = Field(default=None, max_length=128)
     org_id: str | None = Field(default=None, max_length=128)
+
+    @model_validator(mode="after")
+    def _server_paths(self, info: ValidationInfo) -> JobRequest:
+        source = source_path_of(self.source) if self.source else None
+        named = [(("options", *where), path) for where, path in option_paths(self.options)]
+        refuse_server_paths("JobRequest", self.task, ([(("source",), source)] if source else []) + named, info)
+        return self
 
     def to_spec(self) -> tuple[JobSpec, dict[str, str]]:
         source, url_token = source_spec(self.source, self.branch, self.commit, self.depth,
@@ -120,6 +146,12 @@ class ProcessRequest(BaseModel):
     @classmethod
     def _data_object(cls, v: Any) -> Any:
         return {} if v is None else v
+
+    @model_validator(mode="after")
+    def _server_paths(self, info: ValidationInfo) -> ProcessRequest:
+        named = [(("data", *where), path) for where, path in option_paths(self.data)]
+        refuse_server_paths("ProcessRequest", self.task, named, info)
+        return self
 
     def to_spec(self) -> tuple[JobSpec, dict[str, str]]:
         data = dict(self.data)

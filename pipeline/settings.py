@@ -172,6 +172,9 @@ class Settings(BaseSettings):
     # imageUrl fetches of the inference API refuse private and loopback addresses (SSRF) unless allowed
     allow_private_image_urls: Flag = _env("REPOBUILD_ALLOW_PRIVATE_IMAGE_URLS", default=False)
     image_fetch_max_bytes: Whole = _env("REPOBUILD_IMAGE_FETCH_MAX_BYTES", default=20 * 1024 * 1024)
+    # Folders under which a request may name paths on this machine (a local `source`, file:// URLs, distFolder,
+    # xmlFilePath), symlinks resolved; empty: none. `repobuild run` adds the folder it is given, for its own worker.
+    local_source_roots: CommaList = _env("REPOBUILD_LOCAL_SOURCE_ROOTS", default=())
     # S3-compatible publishing (R2 by default) and S3 artifact stores (REPOBUILD_ARTIFACTS=s3://bucket/prefix).
     # None for the endpoint means AWS itself; None for the keys means boto3's own credential chain.
     # The original's R2 account: the endpoint defaults to that account's R2.

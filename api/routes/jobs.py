@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
 from pydantic import ValidationError
 
-from api.extensions import celery_of
+from api.extensions import celery_of, settings_of
 from api.schemas import BadRequest, JobRequest, first_error, job_view
 from pipeline.errors import PermanentError
 from pipeline.models import JobSpec, JobStatus
@@ -52,7 +52,7 @@ def accept(spec: JobSpec, secrets: dict[str, str], body: dict[str, Any]) -> Any:
 @bp.post("/jobs")
 def create_job() -> Any:
     try:
-        req = JobRequest.model_validate(body_json())
+        req = JobRequest.model_validate(body_json(), context={"settings": settings_of()})
     except ValidationError as exc:
         raise first_error(exc) from None
     try:

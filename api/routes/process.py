@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from pydantic import ValidationError
 
-from api.extensions import celery_of
+from api.extensions import celery_of, settings_of
 from api.schemas import MISSING_FIELDS, ProcessRequest, first_error
 from pipeline.stores.jobs import JobExists
 from worker import submission
@@ -21,7 +21,7 @@ def process() -> Any:
     if not isinstance(body, dict) or not all(body.get(k) for k in ("jobId", "task", "callbackUrl")):
         return jsonify(status="error", message=MISSING_FIELDS), 400
     try:
-        req = ProcessRequest.model_validate(body)
+        req = ProcessRequest.model_validate(body, context={"settings": settings_of()})
     except ValidationError as exc:
         bad = first_error(exc)
         return jsonify(status="error", message=bad.message, field=bad.field), 400
