@@ -2,7 +2,7 @@
 
 A git URL (http(s)://, with an optional token) or a local git repository (a path or a file:// URL, under
 REPOBUILD_LOCAL_SOURCE_ROOTS: local_roots.py) is cloned with dulwich, so only committed content counts; a plain
-local folder is copied with its mtimes.
+local folder is copied with its mtimes. Symlinks are never followed out of the tree (symlinks.py).
 A job whose plan starts with the `source` stage takes the repository that stage made instead (see source.py).
 The tree is replaced in one rename, so a retried fetch after a crash starts clean.
 """
@@ -16,9 +16,10 @@ from pathlib import Path
 
 from pipeline.catalog import MADE_REPOSITORY, MADE_TREE, SOURCE_INFO, SOURCE_TREE
 from pipeline.errors import PermanentError, TransientError
-from pipeline.models import SourceSpec, StageResult
+from pipeline.models import Issue, SourceSpec, StageResult
 from pipeline.sources.git import clone, head_commit, mask_url
 from pipeline.sources.local_roots import existing_local, local_path_of, without_paths
+from pipeline.sources.symlinks import contain_symlinks, copy_folder
 from pipeline.stages.context import StageContext
 
 
@@ -83,7 +84,7 @@ def run(ctx: StageContext) -> StageResult:
         done = ctx.artifacts.get_json(info_key)
         return StageResult.done(commit=done.get("commit"), files=done.get("files"), bytes=done.get("bytes"))
     source, token, folder = _repository(ctx)
-    kind, commit = "git", None
+    kind, commit, problems = "git", None, []
     with _paths_hidden(ctx, folder), ctx.artifacts.write_tree(SOURCE_TREE.key(ctx.job_id)) as staging:
         if folder is None:
             commit = clone(source.url or "", staging / "repo", branch=source.branch, commit=source.commit,
@@ -93,13 +94,18 @@ def run(ctx: StageContext) -> StageResult:
                            depth=source.depth if source.url else None)
         else:
             kind = "folder"
-            shutil.copytree(folder, staging / "repo", ignore=shutil.ignore_patterns(".git"))
+            problems = copy_folder(folder, staging / "repo")
         # the clone lands in a subfolder so dulwich can create it; the tree is its content
         for item in (staging / "repo").iterdir():
             if item.name != ".git":
                 item.rename(staging / item.name)
         shutil.rmtree(staging / "repo")
+        # one rule for the links of a checkout and of a copied folder: none is followed out of the tree
+        problems += contain_symlinks(staging)
         files, size = _count(staging)
+    for problem in problems:
+        ctx.record_issue(Issue(stage=ctx.stage, path=problem.path, message=problem.message,
+                               severity=problem.severity))
     info = {"kind": kind, "url": mask_url(source.url) if source.url else None, "path": source.path,
             "branch": source.branch, "commit": commit, "files": files, "bytes": size}
     ctx.artifacts.put_json(info_key, info)

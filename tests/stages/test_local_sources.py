@@ -1,13 +1,17 @@
-"""Tier 1: paths on this machine that a job names are taken only under REPOBUILD_LOCAL_SOURCE_ROOTS
-(issue 9, "the server's own disk")."""
+"""Tier 1: paths on this machine that a job names are taken only under REPOBUILD_LOCAL_SOURCE_ROOTS, and no
+symlink of a source is followed out of it (issue 9, "the server's own disk")."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dulwich.index import commit_tree
+from dulwich.objects import Blob
+from dulwich.repo import Repo
 
 from pipeline.errors import PermanentError
 from pipeline.models import JobSpec, SourceSpec
@@ -16,8 +20,11 @@ from pipeline.sources.local_roots import NOT_ALLOWED, existing_local, local_path
 from pipeline.stages import build_db, enrich, fetch, source
 from pipeline.stages.context import LocalContext
 from pipeline.stores.artifacts import LocalArtifactStore
+from tests.fakes.gitserver import AUTHOR
+from tests.stages.test_embed_images import make_settings, run_job
 
 SECRET = b"root:x:0:0:the host's own file\n"
+ENV_MARK = "REPOBUILD_TEST_ENV_MARK"
 
 
 def settings_for(tmp_path: Path, roots: tuple[str, ...]) -> Settings:
@@ -150,6 +157,93 @@ def test_wp_import_refuses_an_export_file_outside_the_roots(tmp_path: Path, disk
         with pytest.raises(PermanentError) as err:
             source.run(context(settings, "source", task="wp-import", options={"xmlFilePath": str(path)}))
         assert str(err.value) == f"xmlFilePath: {NOT_ALLOWED}"
+
+
+# ------------------------------------------------------------------------------------------------ symlinks
+
+
+def hostile_links(folder: Path) -> None:
+    """Every kind of link a hostile repository can hold, beside real content and one honest link."""
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    (folder / "real.md").write_text("# Real\n\nthe only post\n")
+    (folder / "img" / "cat.png").write_bytes(b"\x89PNG cat")
+    links = {"passwd.md": "/etc/passwd", "env.md": "/proc/self/environ", "up": "..", "loop": ".",
+             "img/back": "..", "dangling.md": "nowhere.md", "a.md": "b.md", "b.md": "a.md",
+             "sneaky.md": "img/../../outside.md", "alias.md": "./img/../real.md", "pics": "img"}
+    for name, target in links.items():
+        os.symlink(target, folder / name)
+
+
+BAD = {"passwd.md", "env.md", "up", "loop", "img/back", "dangling.md", "a.md", "b.md", "sneaky.md"}
+
+
+def commit_all(folder: Path) -> None:
+    """Commit the folder as it is, links as links (`porcelain.add` would walk into a linked folder)."""
+    entries = []
+    with Repo.init(str(folder)) as repo:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+            for name in [*filenames, *(d for d in dirnames if (Path(dirpath) / d).is_symlink())]:
+                path = Path(dirpath) / name
+                link = path.is_symlink()
+                blob = Blob.from_string(os.readlink(path).encode() if link else path.read_bytes())
+                repo.object_store.add_object(blob)
+                entries.append((path.relative_to(folder).as_posix().encode(), blob.id, 0o120000 if link else 0o100644))
+        tree = commit_tree(repo.object_store, entries)
+        repo.get_worktree().commit(message=b"links", author=AUTHOR, committer=AUTHOR, tree=tree)
+
+
+@pytest.mark.parametrize("kind", ["folder", "git"])
+def test_no_symlink_is_followed_out_of_a_source(tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_MARK, "the worker's environment")  # what /proc/self/environ would publish
+    folder = tmp_path / "root" / "site"
+    hostile_links(folder)
+    if kind == "git":
+        commit_all(folder)
+    ctx = context(settings_for(tmp_path, (str(tmp_path / "root"),)), "fetch", source=SourceSpec(path=str(folder)))
+    assert fetch.run(ctx).finished  # the job goes on
+    tree = ctx.artifacts.tree(ctx.key("tree"))  # type: ignore[attr-defined]
+    everything = b"".join(p.read_bytes() for p in tree.rglob("*") if p.is_file())
+    assert SECRET[:4] not in everything and b"root:" not in everything and ENV_MARK.encode() not in everything
+    assert not any(p.name == "passwd.md" or p.name == "env.md" for p in tree.rglob("*"))
+    # the links that stay lead inside the tree, directly
+    kept = {p.relative_to(tree).as_posix(): os.readlink(p) for p in tree.rglob("*") if p.is_symlink()}
+    assert kept == {"alias.md": "real.md", "pics": "img"}
+    assert (tree / "alias.md").resolve() == (tree / "real.md").resolve()
+    # one issue per link, the bad ones as warnings
+    by_path = {i.path: i for i in ctx.issues}
+    assert len(ctx.issues) == len(by_path) == len(BAD) + 2
+    assert {p for p, i in by_path.items() if i.severity == "warning"} == BAD
+    assert {p for p, i in by_path.items() if i.severity == "info"} == {"alias.md", "pics"}
+    assert "loop" in by_path["a.md"].message and "dangling" in by_path["dangling.md"].message
+    assert "outside" in by_path["passwd.md"].message and "/etc" not in by_path["passwd.md"].message
+    assert (tree / "real.md").read_text().startswith("# Real")
+
+
+def test_a_folder_copy_skips_what_is_no_regular_file_and_keeps_mtimes(tmp_path: Path) -> None:
+    folder = tmp_path / "root" / "site"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "p.md").write_text("hello")
+    os.utime(folder / "sub" / "p.md", (1_600_000_000, 1_600_000_000))
+    os.mkfifo(folder / "pipe.md")  # a plain copy would block reading it forever
+    ctx = context(settings_for(tmp_path, (str(tmp_path / "root"),)), "fetch", source=SourceSpec(path=str(folder)))
+    assert fetch.run(ctx).finished
+    tree = ctx.artifacts.tree(ctx.key("tree"))  # type: ignore[attr-defined]
+    assert sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*")) == ["sub", "sub/p.md"]
+    assert (tree / "sub" / "p.md").stat().st_mtime == 1_600_000_000
+    assert [(i.path, i.severity) for i in ctx.issues] == [("pipe.md", "warning")]
+
+
+def test_a_bundle_built_from_hostile_links_publishes_none_of_the_machine(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_MARK, "the worker's environment")
+    folder = tmp_path / "site"
+    hostile_links(folder)
+    job = run_job(folder, make_settings(tmp_path / "build"), "links")
+    published = b"".join(p.read_bytes() for p in job.bundle.rglob("*") if p.is_file())
+    assert b"the only post" in published
+    assert b"root:" not in published and ENV_MARK.encode() not in published
+    assert not any(p.is_symlink() for p in job.bundle.rglob("*"))
 
 
 def test_a_failed_clone_names_neither_the_source_folder_nor_the_artifact_store(tmp_path: Path) -> None:

@@ -4,7 +4,10 @@ reads, and `repobuild run` still takes any folder the local user names."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ from pipeline.models import JobStatus
 from pipeline.settings import Settings
 from pipeline.sources.local_roots import NOT_ALLOWED
 from pipeline.stores.jobs import JobStore
-from tests.conftest import DEMO_REPO, ApiServer, Workers, wait_job
+from tests.conftest import DEMO_REPO, ROOT, ApiServer, Workers, wait_job
 
 pytestmark = pytest.mark.integration
 CALLBACK = "http://127.0.0.1:9/callback"  # never called: every request here is refused or has no callback
@@ -119,3 +122,22 @@ def test_a_source_under_a_root_runs_and_the_worker_checks_again(settings: Settin
     assert job.status == JobStatus.FAILED and job.error and job.error["stage"] == "build_db"
     assert job.error["message"] == f"distFolder: {NOT_ALLOWED}"
     assert sorted(p.name for p in dist.iterdir()) == ["posts.json"]  # not rewritten
+
+
+def test_repobuild_run_takes_any_folder_the_user_names(tmp_path: Path) -> None:
+    """The command line is the user's own machine: no roots configured, a folder anywhere (a comma in its name,
+    which the roots' list cannot hold), and its links still go nowhere."""
+    folder = tmp_path / "my,site"
+    shutil.copytree(DEMO_REPO, folder)
+    os.symlink("/etc/passwd", folder / "passwd.md")
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPOBUILD_", "SKIP_EMBEDDINGS"))}
+    env.update(PYTHONPATH=str(ROOT), REPOBUILD_SKIP_EMBEDDINGS="1", REPOBUILD_TEMP_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "api.cli.main", "run", str(folder), "--out", str(out),
+                           "--job-id", "cli-1", "--concurrency", "1"], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    bundle = out / "cli-1"
+    assert (bundle / "posts.json").is_file()
+    published = b"".join(p.read_bytes() for p in bundle.rglob("*") if p.is_file())
+    assert b"root:x:0:0" not in published
