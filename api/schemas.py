@@ -51,6 +51,7 @@ from pipeline.http.address_policy import outbound_policy, refused_field
 from pipeline.models import JobSpec, JobStatus
 from pipeline.plans import PLANS, stages_for
 from pipeline.settings import Settings
+from pipeline.sources.local_roots import LocalPathRefused, option_paths, resolve_local, source_path_of
 from pipeline.stores.inputs import bounded_fields
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -85,6 +86,20 @@ def refuse_outbound(git: dict[str, Any], http: dict[str, Any], settings: Setting
     refused = refused_field(outbound_policy(settings), git=git, http=http)
     if refused is not None:
         raise BadRequest(f"{refused[0]}: {refused[1]}", refused[0])
+
+
+def refuse_server_paths(task: str, named: list[tuple[tuple[str, ...], str]], settings: Settings) -> None:
+    """Paths on the server a request names are taken only under REPOBUILD_LOCAL_SOURCE_ROOTS: else a 400 naming
+    the field, never the path. A task that cannot run reads none."""
+    for where, path in named if task in PLANS else ():
+        try:
+            resolve_local(path, settings.local_source_roots, ".".join(where))
+        except LocalPathRefused as exc:
+            raise BadRequest(str(exc), exc.field) from None
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else dict(value or {})
 
 
 # ------------------------------------------------------------------------------------------------ bodies
@@ -226,6 +241,9 @@ class TaskUnion(RootModel[Any]):
     def refuse_outbound(self, settings: Settings) -> None:
         self.root.refuse_outbound(settings)
 
+    def refuse_server_paths(self, settings: Settings) -> None:
+        self.root.refuse_server_paths(settings)
+
 
 # ------------------------------------------------------------------------------------------------ POST /jobs
 
@@ -253,8 +271,13 @@ class JobFields(Body):
         # What a job keeps of its body is bounded; an absurd field is refused here, by name.
         return bounded_fields(v, "options") if isinstance(v, dict) else v
 
+    def refuse_server_paths(self, settings: Settings) -> None:
+        source = source_path_of(self.source) if self.source else None
+        named = [(("options", *where), path) for where, path in option_paths(_plain(self.options))]
+        refuse_server_paths(self.task, ([(("source",), source)] if source else []) + named, settings)
+
     def refuse_outbound(self, settings: Settings) -> None:
-        options = self.options.model_dump(exclude_unset=True) if isinstance(self.options, BaseModel) else self.options
+        options = _plain(self.options)
         refuse_outbound({"source": self.source, **{f"options.{k}": options.get(k) for k in PUSH_URLS}},
                         {"callback_url": self.callback_url}, settings)
 
@@ -308,6 +331,10 @@ class ProcessFields(OriginalBody):
     @classmethod
     def _data_object(cls, v: Any) -> Any:
         return {} if v is None else bounded_fields(v, "data") if isinstance(v, dict) else v
+
+    def refuse_server_paths(self, settings: Settings) -> None:
+        named = [(("data", *where), path) for where, path in option_paths(_plain(self.data))]
+        refuse_server_paths(self.task, named, settings)
 
     def refuse_outbound(self, settings: Settings) -> None:
         info = self.data.repoInfo

@@ -178,6 +178,9 @@ class Settings(BaseSettings):
     # Connect and read timeout of each git request (clone, push), so a silent server cannot hold a stage.
     git_timeout_s: Number = _env("REPOBUILD_GIT_TIMEOUT_S", default=60.0)
     image_fetch_max_bytes: Whole = _env("REPOBUILD_IMAGE_FETCH_MAX_BYTES", default=20 * 1024 * 1024)
+    # Folders under which a request may name paths on this machine (a local `source`, file:// URLs, distFolder,
+    # xmlFilePath), symlinks resolved; empty: none. `repobuild run` adds the folder it is given, for its own worker.
+    local_source_roots: CommaList = _env("REPOBUILD_LOCAL_SOURCE_ROOTS", default=())
     # S3-compatible publishing (R2 by default) and S3 artifact stores (REPOBUILD_ARTIFACTS=s3://bucket/prefix).
     # None for the endpoint means AWS itself; None for the keys means boto3's own credential chain.
     # The original's R2 account: the endpoint defaults to that account's R2.

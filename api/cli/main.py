@@ -14,6 +14,7 @@ from api.credentials import secrets_of, source_spec
 from pipeline.http.address_policy import url_host
 from pipeline.models import JobSpec, JobStatus, SourceSpec
 from pipeline.settings import Settings
+from pipeline.sources.local_roots import source_path_of
 from worker.factory import create_celery
 from worker.repobuild_app import RepobuildCelery
 
@@ -24,6 +25,21 @@ def _source_spec(source: str, branch: str | None, commit: str | None, subfolder:
         source = str(Path(source).resolve())
     spec, url_token = source_spec(source, branch, commit, None, subfolder)
     return spec, secrets_of(token, url_token)
+
+
+def _trusting(settings: Settings, source: SourceSpec | None) -> Settings:
+    """The settings of `run`'s own worker: the folder the user named is one of its local source roots.
+
+    It is the user's own machine and the worker serves only this run, so whatever path they name is theirs to
+    read; this is the one way a path outside REPOBUILD_LOCAL_SOURCE_ROOTS gets in, and no request can take it.
+    """
+    where = source_path_of(source.path or source.url or "") if source is not None else None
+    if not where:
+        return settings
+    root = Path(where).resolve()
+    while "," in str(root):  # the roots are a comma-separated list: the nearest folder above that has no comma
+        root = root.parent
+    return settings.with_(local_source_roots=(*settings.local_source_roots, str(root)))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -42,8 +58,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             settings = settings.with_(redis_url=private.url)
         if "artifacts" not in settings.model_fields_set:  # REPOBUILD_ARTIFACTS unset: this run's own folder
             settings = settings.with_(artifacts=str(Path(workdir) / "artifacts"))
+        source, secrets = _source_spec(args.source, args.branch, args.commit, args.subfolder, args.token)
+        if not args.no_worker:  # workers of a service keep their operator's roots
+            settings = _trusting(settings, source)
         env = {"REPOBUILD_REDIS_URL": settings.redis_url or "", "REPOBUILD_ARTIFACTS": settings.artifacts,
-               "REPOBUILD_OUTPUT": out}
+               "REPOBUILD_OUTPUT": out, "REPOBUILD_LOCAL_SOURCE_ROOTS": ",".join(settings.local_source_roots)}
         named = url_host(args.source) if "://" in args.source or args.source.startswith("git@") else None
         if named:  # the user of their own private worker may clone from the host they typed, private or not
             env["REPOBUILD_ALLOW_HOSTS"] = ",".join((*settings.allow_hosts, named))
@@ -54,7 +73,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         options: dict[str, object] = {}
         if args.subfolder:
             options["repositoryFolder"] = args.subfolder
-        source, secrets = _source_spec(args.source, args.branch, args.commit, args.subfolder, args.token)
         spec = JobSpec(job_id=args.job_id or uuid.uuid4().hex[:12], task=args.task, project_id=args.project_id,
                        source=source, options=options, output=out)
         submit(app, spec, secrets)

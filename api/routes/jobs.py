@@ -45,6 +45,7 @@ def create_job(body: TaskUnion) -> Any:
 
     The same `job_id` with the same body again answers 200 with the existing job; with another body, 409.
     """
+    body.refuse_server_paths(settings_of())
     body.refuse_outbound(settings_of())
     spec, secrets = body.to_spec()
     return accept(spec, secrets)

@@ -25,6 +25,7 @@ def process(body: TaskUnion) -> Any:
     A task not known here is accepted and fails through the callback with `Unknown task type: X`, as the
     original did. The same `jobId` with the same body again answers 200; with another body, 409.
     """
+    body.refuse_server_paths(settings_of())
     body.refuse_outbound(settings_of())
     spec, secrets = body.to_spec()
     try:

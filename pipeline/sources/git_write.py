@@ -96,9 +96,9 @@ def push(repo_dir: Path, remote_url: str, *, token: str | None = None, branch: s
     try:
         with Repo(str(repo_dir)) as repo:
             if ref not in repo.refs:
-                raise PermanentError(f"{repo_dir} has no commit on branch {branch!r} to push")
+                raise PermanentError(f"the repository to push has no commit on branch {branch!r}")
     except NotGitRepository as exc:
-        raise PermanentError(f"{repo_dir} is not a git repository") from exc
+        raise PermanentError("the repository to push is not a git repository") from exc
     try:
         kwargs = transport_kwargs(remote_url, policy=policy or AddressPolicy(), timeout_s=timeout_s, token=token)
         result = porcelain.push(str(repo_dir), remote_url, [ref + b":" + ref], outstream=io.BytesIO(),

@@ -65,10 +65,8 @@ def run(ctx: StageContext) -> StageResult:
     # A job that parsed a repository builds from its own parse output even if its options also name
     # a dist folder; the folder is the input only of jobs without a parse stage (build-database).
     parsed = ctx.artifacts.exists(POSTS.key(ctx.job_id))
-    folder = None if parsed else dist_folder(ctx.spec.options)
+    folder = None if parsed else dist_folder(ctx.spec.options, ctx.settings.local_source_roots)
     if folder is not None:
-        if not folder.is_dir():
-            raise PermanentError(f"distFolder {folder} does not exist")
         posts, medias, graph = _read_folder(folder)
         scratch = folder
     else:

@@ -9,7 +9,6 @@ Cosines are rounded to 6 decimals so float noise between machines never changes 
 from __future__ import annotations
 
 import math
-import os
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from pipeline.catalog import ENRICHMENT, POST_SIMILARITY, POST_VECTORS, POSTS, S
 from pipeline.models import JSON, StageResult
 from pipeline.sources.dist_folder import dist_folder, read_dist_json
 from pipeline.stages.context import StageContext
+from pipeline.stores.artifacts import write_atomic
 from pipeline.stores.vectors import has_matrix, read_matrix
 
 TOP_K = 10
@@ -58,9 +58,10 @@ def backlinks(posts: list[JSON]) -> dict[str, list[str]]:
 
 def run(ctx: StageContext) -> StageResult:
     posts_key = POSTS.key(ctx.job_id)
-    folder = dist_folder(ctx.spec.options)
-    if not ctx.artifacts.exists(posts_key) and folder is not None:
-        return _run_on_folder(ctx, folder)
+    if not ctx.artifacts.exists(posts_key):
+        folder = dist_folder(ctx.spec.options, ctx.settings.local_source_roots)
+        if folder is not None:
+            return _run_on_folder(ctx, folder)
     posts: list[JSON] = ctx.artifacts.get_json(posts_key)
     vectors_key = POST_VECTORS.key(ctx.job_id)
     ids: list[str] = []
@@ -83,9 +84,9 @@ def _run_on_folder(ctx: StageContext, folder: Path) -> StageResult:
         if name == "enrichment.json":
             ctx.artifacts.put_json(ENRICHMENT.key(ctx.job_id), value)
             return
-        tmp = folder / f".{name}.tmp"
-        tmp.write_bytes(canonical_json(value))  # the bundle's own encoding, then one rename
-        os.replace(tmp, folder / name)
+        # the bundle's own encoding, in a fresh temporary file renamed over the old one: a link planted in the
+        # folder is replaced, never written through
+        write_atomic(folder / name, canonical_json(value), mode=0o644)
 
     return _enrich(ctx, posts, ids, vectors, write)
 

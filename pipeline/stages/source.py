@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from pipeline.sources.brief import generate_files, write_files
 from pipeline.sources.git import mask_secrets, mask_url
 from pipeline.sources.git_write import commit_tree, push
 from pipeline.sources.github_template import create_repository, generate_from_template, wait_until_cloneable
+from pipeline.sources.local_roots import existing_local, local_path_of
 from pipeline.sources.wordpress import convert_wxr
 from pipeline.stages.context import StageContext
 from pipeline.stores.artifacts import ArtifactStore
@@ -74,7 +75,7 @@ def _deliver(ctx: StageContext, made: JSON) -> JSON:
                                       timeout=TEMPLATE_READY_TIMEOUT_S, policy=policy,
                                       request_timeout_s=settings.git_timeout_s)
         return {**made, "commit": commit}
-    remote = _remote(ctx.spec.options)
+    remote = _remote(ctx.spec.options, ctx.settings.local_source_roots)
     created = None
     repo_name = _text(ctx.spec.options, "repoName")
     api_token = git_token(ctx, settings.github_api_url)
@@ -98,7 +99,7 @@ def _deliver(ctx: StageContext, made: JSON) -> JSON:
 
 
 def _wordpress(ctx: StageContext) -> JSON:
-    xml = _wxr_bytes(ctx.spec.options, ctx.artifacts)
+    xml = _wxr_bytes(ctx.spec.options, ctx.artifacts, ctx.settings.local_source_roots)
     settings = ctx.settings
     with ctx.artifacts.write_tree(MADE_TREE.key(ctx.job_id)) as work:
         report = convert_wxr(xml, work, policy=image_policy(settings), max_bytes=settings.image_fetch_max_bytes)
@@ -165,7 +166,7 @@ def _commit(ctx: StageContext, work: Path, message: str) -> JSON:
     return {"kind": "git-tree", "branch": BRANCH, "commit": sha, "files": files}
 
 
-def _wxr_bytes(options: dict[str, Any], artifacts: ArtifactStore) -> bytes:
+def _wxr_bytes(options: dict[str, Any], artifacts: ArtifactStore, roots: Sequence[str]) -> bytes:
     encoded = option_text(options.get("wpXml"), artifacts, "wpXml")
     if encoded is not None:
         if not isinstance(encoded, str) or not encoded.strip():
@@ -179,21 +180,23 @@ def _wxr_bytes(options: dict[str, Any], artifacts: ArtifactStore) -> bytes:
         if not isinstance(path, str) or not path.strip():
             raise PermanentError("xmlFilePath must be the path of a WordPress export file")
         try:
-            return Path(path).read_bytes()
-        except FileNotFoundError:
-            raise PermanentError(f"xmlFilePath {path} does not exist") from None
+            return existing_local(path, roots, "xmlFilePath", folder=False).read_bytes()
         except OSError as exc:
-            raise PermanentError(f"cannot read xmlFilePath {path}: {exc.strerror or exc}") from None
+            raise PermanentError(f"xmlFilePath: cannot be read: {exc.strerror or type(exc).__name__}") from None
     raise PermanentError("wp-import needs the WordPress export: `wpXml` (base64) or `xmlFilePath` in the job's data")
 
 
-def _remote(options: dict[str, Any]) -> str | None:
+def _remote(options: dict[str, Any], roots: Sequence[str]) -> str | None:
     for name in ("repoUrl", "remoteUrl"):
         value = options.get(name)
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise PermanentError(f"{name} must be a git URL to push to")
         if value:
-            return str(value).strip()
+            remote = str(value).strip()
+            local = local_path_of(remote)
+            if local is not None:  # a push writes: to a repository on this machine only under the roots
+                existing_local(local, roots, name, folder=True)
+            return remote
     return None
 
 

@@ -34,15 +34,12 @@ VOLATILE = ("revision", "jobId", "createdAt")
 
 def _bundle_root(ctx: StageContext) -> tuple[Path, bool]:
     """(folder to upload, as_is). A dist folder named in the request, else the bundle publish made."""
-    folder = dist_folder(ctx.spec.options)
     as_is = ctx.spec.task == "publish-build-files"
     if ctx.spec.task in ("publish-r2", "publish-build-files"):
+        folder = dist_folder(ctx.spec.options, ctx.settings.local_source_roots)
         if not folder:
             raise PermanentError(f"{ctx.spec.task} needs data.assets.distFolder or data.repoInfo.distPath")
-        root = folder
-        if not root.is_dir():
-            raise PermanentError(f"dist folder {folder} does not exist on this worker")
-        return root, as_is
+        return folder, as_is
     return ctx.artifacts.tree(BUNDLE.key(ctx.job_id)), as_is
 
 
@@ -68,7 +65,7 @@ def _stable_manifest(data: Any) -> Any:
 def _unchanged_revision(pub: S3Publisher, base: str, root: Path) -> str | None:
     """The latest revision when it holds exactly this bundle, else None."""
     manifest = root / "manifest.json"
-    if not manifest.is_file():
+    if manifest.is_symlink() or not manifest.is_file():  # a link is not published (_files), nor read
         return None
     latest = pub.get_json(f"{base}/latest.json")
     if not isinstance(latest, dict) or not latest.get("rev"):

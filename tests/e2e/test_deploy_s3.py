@@ -266,12 +266,12 @@ def test_tasks_on_a_dist_folder_enrich_publish_r2_and_build_files(
     assert any(k.endswith("-lg.webp") for k in shared) and any("/_shared/posts/" in k for k in shared)
     assert latest(s3, bucket, project)["rev"] == "r2"
 
-    # a dist folder that is not there: a clear failure naming it
+    # a dist folder that is not there: a clear failure naming the field (and no path of the worker's)
     missing = {"jobId": "nodist", "task": "publish-r2", "callbackUrl": cb.url,
                "data": {"projectId": project, "assets": {"distFolder": str(tmp_path / "nope")}}}
     api.client.post("/process", json=missing)
     failed = wait_job(store, "nodist", timeout=60)
-    assert failed.status == JobStatus.FAILED and "nope" in (failed.error or {}).get("message", "")
+    assert failed.status == JobStatus.FAILED and (failed.error or {}).get("message") == "distFolder: does not exist"
 
 
 def test_workers_sharing_only_redis_and_the_bucket(settings: Settings, workers: Workers, store: JobStore,

@@ -97,7 +97,8 @@ def write_job_inputs(store: LocalArtifactStore, job_id: str, inputs: dict[str, A
 
 
 def make_ctx(tmp_path: Path, job_id: str = "job-1", stage: str = "build_db", **spec: Any) -> LocalContext:
-    settings = Settings(artifacts=str(tmp_path / "artifacts"), output=str(tmp_path / "out"), temp_dir=str(tmp_path))
+    settings = Settings(artifacts=str(tmp_path / "artifacts"), output=str(tmp_path / "out"), temp_dir=str(tmp_path),
+                        local_source_roots=(str(tmp_path),))
     store = LocalArtifactStore(settings.artifacts)
     return LocalContext(job_id=job_id, stage=stage, spec=JobSpec(job_id=job_id, task="process-all", **spec),
                         settings=settings, artifacts=store)

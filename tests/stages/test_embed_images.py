@@ -184,7 +184,9 @@ def make_settings(tmp_path: Path, **extra: Any) -> Settings:
 
 
 def run_job(repo: Path, settings: Settings, job_id: str, *, with_db: bool = False, **options: Any) -> Job:
-    """fetch → parse → (embed_text) → embed_images → (build_db) → publish, in-process."""
+    """fetch → parse → (embed_text) → embed_images → (build_db) → publish, in-process, trusting `repo` as the
+    command line does."""
+    settings = settings.with_(local_source_roots=(*settings.local_source_roots, str(repo)))
     store = LocalArtifactStore(settings.artifacts)
     spec = JobSpec(job_id=job_id, task="process-all", source=SourceSpec(path=str(repo)), options=options)
     stages: list[tuple[str, Any, Any]] = [("fetch", fetch, None), ("parse", parse, None)]
@@ -346,7 +348,7 @@ def test_skip_embeddings_keeps_variants(tmp_path: Path, repo: Path) -> None:
 
 def test_an_image_gone_from_the_fetched_tree_fails_the_batch_for_good(tmp_path: Path, repo: Path) -> None:
     """Parse read it moments ago: a missing file is a fault of this machine, not a bad item to skip."""
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, local_source_roots=(str(repo),))
     store = LocalArtifactStore(settings.artifacts)
     spec = JobSpec(job_id="gone-1", task="process-all", source=SourceSpec(path=str(repo)))
     for name, module in (("fetch", fetch), ("parse", parse)):

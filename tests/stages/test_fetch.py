@@ -38,7 +38,7 @@ def server(repo: Path) -> Iterator[GitHttpServer]:
 def ctx_for(tmp_path: Path, source: SourceSpec, secrets: dict[str, str] | None = None,
             job: str = "j") -> LocalContext:
     settings = Settings(artifacts=str(tmp_path / "art"), output=str(tmp_path / "out"), temp_dir=str(tmp_path),
-                        allow_hosts=ALLOW_LOCAL)
+                        allow_hosts=ALLOW_LOCAL, local_source_roots=(str(tmp_path),))
     return LocalContext(job_id=job, stage="fetch", spec=JobSpec(job_id=job, task="process-all", source=source),
                         settings=settings, artifacts=LocalArtifactStore(settings.artifacts), secrets=secrets or {})
 

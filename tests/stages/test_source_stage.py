@@ -42,7 +42,7 @@ BRIEF = "A tiny wiki about sourdough baking for beginners."
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(artifacts=str(tmp_path / "art"), output=str(tmp_path / "out"), temp_dir=str(tmp_path),
-                    openai_chat_model="chat-test", allow_hosts=ALLOW_LOCAL)
+                    openai_chat_model="chat-test", allow_hosts=ALLOW_LOCAL, local_source_roots=(str(tmp_path),))
 
 
 @pytest.fixture
@@ -200,7 +200,7 @@ def test_hostile_wxr_is_permanent_and_leaves_nothing(settings: Settings) -> None
 @pytest.mark.parametrize(("options", "message"), [
     ({}, "wpXml"),
     ({"wpXml": "not base64!"}, "not valid base64"),
-    ({"xmlFilePath": "/nonexistent/export.xml"}, "does not exist"),
+    ({"xmlFilePath": "/nonexistent/export.xml"}, "not under an allowed local source root"),
     ({"wpXml": b64(b"<html><body>hello</body></html>")}, "not a WordPress export"),
 ])
 def test_wp_import_bad_input(settings: Settings, options: dict[str, Any], message: str) -> None:
