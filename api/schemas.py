@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.http.credentials import split_spec
 from pipeline.models import JSON, JobSpec, SourceSpec
 from pipeline.stores.jobs import JobView
 
@@ -28,45 +28,14 @@ def first_error(exc: ValidationError) -> BadRequest:
     return BadRequest(f"{where}: {err['msg']}" if where else err["msg"], where)
 
 
-def split_credentials(url: str) -> tuple[str, str | None]:
-    """`https://user:token@host/x` → (`https://host/x`, token): a token never reaches stored job state."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not (parts.username or parts.password):
-        return url, None
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port:
-        netloc += f":{parts.port}"
-    token = parts.password or parts.username
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), token
-
-
 def source_spec(value: str | None, branch: str | None, commit: str | None, depth: int | None,
-            subfolder: str | None = None) -> tuple[SourceSpec | None, str | None]:
-    """A source string → (SourceSpec, token found in its URL)."""
+                subfolder: str | None = None) -> SourceSpec | None:
+    """A source string → SourceSpec; its credentials are split off later, with the rest of the job (split_spec)."""
     if not value:
-        return None, None
+        return None
     if "://" in value or value.startswith("git@"):
-        url, token = split_credentials(value)
-        return SourceSpec(url=url, branch=branch, commit=commit, depth=depth, subfolder=subfolder), token
-    return SourceSpec(path=value, branch=branch, commit=commit, depth=depth, subfolder=subfolder), None
-
-
-def strip_push_credentials(options: dict[str, Any], names: tuple[str, ...]) -> list[str | None]:
-    """Push targets (wp-import, brief) may carry credentials in their URLs too: stripped in place, returned."""
-    found: list[str | None] = []
-    for name in names:
-        if isinstance(options.get(name), str):
-            options[name], token = split_credentials(options[name])
-            found.append(token)
-    return found
-
-
-def secrets_of(*tokens: str | None) -> dict[str, str]:
-    for token in tokens:
-        if token:
-            return {"git_token": token}
-    return {}
+        return SourceSpec(url=value, branch=branch, commit=commit, depth=depth, subfolder=subfolder)
+    return SourceSpec(path=value, branch=branch, commit=commit, depth=depth, subfolder=subfolder)
 
 
 class JobRequest(BaseModel):
@@ -87,20 +56,17 @@ class JobRequest(BaseModel):
     org_id: str | None = Field(default=None, max_length=128)
 
     def to_spec(self) -> tuple[JobSpec, dict[str, str]]:
-        source, url_token = source_spec(self.source, self.branch, self.commit, self.depth,
-                                    self.options.get("repositoryFolder"))
-        options = dict(self.options)
-        push_tokens = strip_push_credentials(options, ("repoUrl", "remoteUrl"))
+        source = source_spec(self.source, self.branch, self.commit, self.depth, self.options.get("repositoryFolder"))
         spec = JobSpec(
             job_id=self.job_id or uuid.uuid4().hex,
             task=self.task,
             source=source,
-            options=options,
+            options=dict(self.options),
             callback_url=self.callback_url,
             project_id=self.project_id,
             org_id=self.org_id,
         )
-        return spec, secrets_of(self.token, url_token, *push_tokens)
+        return split_spec(spec, self.token)
 
 
 MISSING_FIELDS = "Missing required fields: jobId, task, and callbackUrl are required"
@@ -129,11 +95,8 @@ class ProcessRequest(BaseModel):
         repo_info = data.get("repoInfo") or {}
         where = data.get("repoUrl") or (repo_info.get("path") if isinstance(repo_info, dict) else None)
         depth = data.get("depth")
-        source, url_token = source_spec(where, data.get("branch"), data.get("commit"), int(depth) if depth else None,
-                                    data.get("repositoryFolder"))
-        if source is not None and source.url and isinstance(data.get("repoUrl"), str):
-            data["repoUrl"] = source.url  # without the credentials it may have carried
-        push_tokens = strip_push_credentials(data, ("remoteUrl",))
+        source = source_spec(where, data.get("branch"), data.get("commit"), int(depth) if depth else None,
+                             data.get("repositoryFolder"))
         spec = JobSpec(
             job_id=self.jobId,
             task=self.task,
@@ -143,7 +106,7 @@ class ProcessRequest(BaseModel):
             project_id=data.get("projectId"),
             org_id=data.get("orgId"),
         )
-        return spec, secrets_of(str(token) if token else None, url_token, *push_tokens)
+        return split_spec(spec, str(token) if token else None)
 
 
 def _iso(ts: float | None) -> str | None:

@@ -17,13 +17,15 @@ from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
 from dulwich.repo import Repo
 
 from pipeline.errors import PermanentError, TransientError
+from pipeline.http.credentials import mask_text
 
 _TRANSIENT = re.compile(r"Max retries exceeded|Connection refused|Connection reset|timed out|"
                         r"Temporary failure|\b50[0-9]\b", re.IGNORECASE)
 
 
 def mask_url(url: str) -> str:
-    return re.sub(r"(?<=://)[^/@]+@", "", url)
+    """A URL, or a message holding URLs, without their credentials (userinfo, `?access_token=`…)."""
+    return mask_text(url)
 
 
 def mask_secrets(text: str, secrets: list[str | None]) -> str:

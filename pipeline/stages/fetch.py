@@ -13,8 +13,9 @@ from pathlib import Path
 
 from pipeline.catalog import MADE_REPOSITORY, MADE_TREE, SOURCE_INFO, SOURCE_TREE
 from pipeline.errors import PermanentError
+from pipeline.http.credentials import GIT_TOKEN, original_key, restore, split_url
 from pipeline.models import SourceSpec, StageResult
-from pipeline.sources.git import clone, head_commit, mask_url
+from pipeline.sources.git import clone, head_commit
 from pipeline.stages.context import StageContext
 
 
@@ -24,7 +25,8 @@ def _count(tree: Path) -> tuple[int, int]:
 
 
 def _repository(ctx: StageContext) -> tuple[SourceSpec, str | None]:
-    """What to clone or copy, and the token for it: the repository the `source` stage made, else the job's source.
+    """What to clone or copy, and the token for it: the repository the `source` stage made, else the job's source
+    (with the credentials its URL came with, which the spec does not keep).
 
     The made one wins when both exist: for wp-import the job's `repoUrl` is where that repository was pushed.
     """
@@ -33,13 +35,15 @@ def _repository(ctx: StageContext) -> tuple[SourceSpec, str | None]:
         source = ctx.spec.source
         if source is None or not (source.path or source.url):
             raise PermanentError("the job has no source (a path or a git URL)")
-        return source, ctx.secret("git_token")
+        if source.url:
+            source = source.model_copy(update={"url": restore(source.url, ctx.secret(original_key("source")))})
+        return source, ctx.secret(GIT_TOKEN)
     made = ctx.artifacts.get_json(made_key)
     pinned = {"branch": made.get("branch"), "commit": made.get("commit")}
     if made.get("kind") == "git-tree":
         return SourceSpec(path=str(ctx.artifacts.tree(MADE_TREE.key(ctx.job_id))), **pinned), None
     if made.get("kind") == "url" and made.get("url"):
-        return SourceSpec(url=made["url"], **pinned), ctx.secret("git_token")
+        return SourceSpec(url=made["url"], **pinned), ctx.secret(GIT_TOKEN)
     raise PermanentError(f"the source stage made a repository of unknown kind {made.get('kind')!r}")
 
 
@@ -69,7 +73,7 @@ def run(ctx: StageContext) -> StageResult:
                 item.rename(staging / item.name)
         shutil.rmtree(staging / "repo")
         files, size = _count(staging)
-    info = {"kind": kind, "url": mask_url(source.url) if source.url else None, "path": source.path,
+    info = {"kind": kind, "url": split_url(source.url).url if source.url else None, "path": source.path,
             "branch": source.branch, "commit": commit, "files": files, "bytes": size}
     ctx.artifacts.put_json(info_key, info)
     ctx.progress(files, files)

@@ -26,6 +26,7 @@ from typing import Any
 
 from pipeline.catalog import MADE_REPOSITORY, MADE_TREE
 from pipeline.errors import PermanentError
+from pipeline.http.credentials import GIT_TOKEN, original_key, restore
 from pipeline.models import JSON, StageResult
 from pipeline.sources.brief import generate_files, write_files
 from pipeline.sources.git import mask_secrets, mask_url
@@ -65,12 +66,12 @@ def run(ctx: StageContext) -> StageResult:
 
 def _deliver(ctx: StageContext, made: JSON) -> JSON:
     """Push a made tree to the job's remote, or wait until GitHub's new repository can be cloned."""
-    token = ctx.secret("git_token")
+    token = ctx.secret(GIT_TOKEN)
     if made["kind"] == "url":
         commit = wait_until_cloneable(made["url"], token=token, branch=made.get("branch"),
                                       timeout=TEMPLATE_READY_TIMEOUT_S)
         return {**made, "commit": commit}
-    remote = _remote(ctx.spec.options)
+    remote = _remote(ctx)
     created = None
     repo_name = _text(ctx.spec.options, "repoName")
     if remote is None and repo_name is not None and token:
@@ -125,7 +126,7 @@ def _template(ctx: StageContext) -> JSON:
     options, task = ctx.spec.options, ctx.spec.task
     template = _required(options, "templateRepoUrl", task)
     name = _required(options, "newRepoName", task)
-    token = ctx.secret("git_token")
+    token = ctx.secret(GIT_TOKEN)
     if not token:
         raise PermanentError(f"{task} needs a GitHub token (gitToken) to create {name} from a template")
     repo = generate_from_template(template, name, token=token, owner=_text(options, "owner"),
@@ -180,13 +181,14 @@ def _wxr_bytes(options: dict[str, Any], artifacts: ArtifactStore) -> bytes:
     raise PermanentError("wp-import needs the WordPress export: `wpXml` (base64) or `xmlFilePath` in the job's data")
 
 
-def _remote(options: dict[str, Any]) -> str | None:
+def _remote(ctx: StageContext) -> str | None:
+    """The URL to push to, with the credentials it came with (the spec keeps it without them)."""
     for name in ("repoUrl", "remoteUrl"):
-        value = options.get(name)
+        value = ctx.spec.options.get(name)
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise PermanentError(f"{name} must be a git URL to push to")
         if value:
-            return str(value).strip()
+            return restore(str(value).strip(), ctx.secret(original_key(f"options.{name}")))
     return None
 
 
