@@ -17,6 +17,7 @@ from api.routes.openapi import bp as openapi_bp
 from api.routes.process import bp as process_bp
 from api.routes.projects import bp as projects_bp
 from api.schemas import BadRequest
+from pipeline.http.credentials import keep_credentials_out_of_logs
 from pipeline.settings import Settings
 from worker.factory import create_celery
 
@@ -25,6 +26,7 @@ OPEN_PATHS = {"/", "/health", "/ready", "/openapi.json"}
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
+    keep_credentials_out_of_logs()  # the inference API fetches imageUrl with httpx, which logs the URL
     app = Flask("repobuild")
     app.config["MAX_CONTENT_LENGTH"] = 50 * 1024 * 1024  # the original's body limit
     app.extensions[SETTINGS_KEY] = settings

@@ -28,7 +28,6 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from api.credentials import secrets_of, source_spec, strip_push_credentials
 from api.fields import (
     Base64Bytes,
     Branch,
@@ -47,8 +46,9 @@ from api.fields import (
     blank_is_none,
 )
 from pipeline.errors import PermanentError
+from pipeline.http.credentials import split_spec
 from pipeline.http.address_policy import outbound_policy, refused_field
-from pipeline.models import JobSpec, JobStatus
+from pipeline.models import JobSpec, JobStatus, SourceSpec
 from pipeline.plans import PLANS, stages_for
 from pipeline.settings import Settings
 from pipeline.sources.local_roots import LocalPathRefused, option_paths, resolve_local, source_path_of
@@ -100,6 +100,16 @@ def refuse_server_paths(task: str, named: list[tuple[tuple[str, ...], str]], set
 
 def _plain(value: Any) -> dict[str, Any]:
     return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else dict(value or {})
+
+
+def source_spec(value: str | None, branch: str | None, commit: str | None, depth: int | None,
+                subfolder: str | None = None) -> SourceSpec | None:
+    """A source string → SourceSpec; its credentials are split off later, with the rest of the job (split_spec)."""
+    if not value:
+        return None
+    if "://" in value or value.startswith("git@"):
+        return SourceSpec(url=value, branch=branch, commit=commit, depth=depth, subfolder=subfolder)
+    return SourceSpec(path=value, branch=branch, commit=commit, depth=depth, subfolder=subfolder)
 
 
 # ------------------------------------------------------------------------------------------------ bodies
@@ -283,12 +293,11 @@ class JobFields(Body):
 
     def to_spec(self) -> tuple[JobSpec, dict[str, str]]:
         options = self.options.model_dump(exclude_unset=True)
-        source, url_token = source_spec(self.source, self.branch, self.commit, self.depth,
-                                        options.get("repositoryFolder"))
-        push_tokens = strip_push_credentials(options, ("repoUrl", "remoteUrl"))
+        source = source_spec(self.source, self.branch, self.commit, self.depth, options.get("repositoryFolder"))
         spec = JobSpec(job_id=self.job_id or uuid.uuid4().hex, task=self.task, source=source, options=options,
                        callback_url=self.callback_url, project_id=self.project_id, org_id=self.org_id)
-        return spec, secrets_of(self.token, url_token, *push_tokens)
+        # every credential in any field goes to the job's secrets, never into stored state
+        return split_spec(spec, self.token)
 
 
 class UnknownTaskJob(JobFields):
@@ -348,14 +357,11 @@ class ProcessFields(OriginalBody):
         git_token, github_token = data.pop("gitToken", None), data.pop("githubToken", None)
         info = self.data.repoInfo
         where = self.data.repoUrl or (info.path if info else None)
-        source, url_token = source_spec(where, self.data.branch, self.data.commit, self.data.depth or None,
-                                        self.data.repositoryFolder)
-        if source is not None and source.url and self.data.repoUrl:
-            data["repoUrl"] = source.url  # without the credentials it may have carried
-        push_tokens = strip_push_credentials(data, ("remoteUrl",))
+        source = source_spec(where, self.data.branch, self.data.commit, self.data.depth or None,
+                             self.data.repositoryFolder)
         spec = JobSpec(job_id=self.jobId, task=self.task, source=source, options=data, callback_url=self.callbackUrl,
                        project_id=self.data.projectId, org_id=self.data.orgId)
-        return spec, secrets_of(git_token or github_token, url_token, *push_tokens)
+        return split_spec(spec, git_token or github_token)
 
 
 class UnknownTaskProcess(ProcessFields):

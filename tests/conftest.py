@@ -185,7 +185,7 @@ class CallbackServer:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 status = outer.statuses.pop(0) if outer.statuses else 200
-                entry = {"body": body, "headers": dict(self.headers), "status": status}
+                entry = {"body": body, "headers": dict(self.headers), "status": status, "path": self.path}
                 outer.requests.append(entry)
                 if status < 300:
                     outer.accepted.append(entry)

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready, worker_shutting_down
 
+from pipeline.http.credentials import keep_credentials_out_of_logs
 from pipeline.settings import Settings
 from worker.factory import create_celery
 from worker.reconciler import Reconciler
 
+keep_credentials_out_of_logs()
 app = create_celery(Settings.from_env())
 _reconciler: list[Reconciler] = []
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _mask_credentials(logger: logging.Logger, **_: Any) -> None:
+    keep_credentials_out_of_logs(logger.handlers)
 
 
 @worker_ready.connect

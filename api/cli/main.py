@@ -10,8 +10,9 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from api.credentials import secrets_of, source_spec
+from api.schemas import source_spec
 from pipeline.http.address_policy import url_host
+from pipeline.http.credentials import split_spec
 from pipeline.models import JobSpec, JobStatus, SourceSpec
 from pipeline.settings import Settings
 from pipeline.sources.local_roots import source_path_of
@@ -19,12 +20,10 @@ from worker.factory import create_celery
 from worker.repobuild_app import RepobuildCelery
 
 
-def _source_spec(source: str, branch: str | None, commit: str | None, subfolder: str | None,
-                 token: str | None) -> tuple[SourceSpec | None, dict[str, str]]:
+def _source_spec(source: str, branch: str | None, commit: str | None, subfolder: str | None) -> SourceSpec | None:
     if "://" not in source and not source.startswith("git@"):
         source = str(Path(source).resolve())
-    spec, url_token = source_spec(source, branch, commit, None, subfolder)
-    return spec, secrets_of(token, url_token)
+    return source_spec(source, branch, commit, None, subfolder)
 
 
 def _trusting(settings: Settings, source: SourceSpec | None) -> Settings:
@@ -58,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             settings = settings.with_(redis_url=private.url)
         if "artifacts" not in settings.model_fields_set:  # REPOBUILD_ARTIFACTS unset: this run's own folder
             settings = settings.with_(artifacts=str(Path(workdir) / "artifacts"))
-        source, secrets = _source_spec(args.source, args.branch, args.commit, args.subfolder, args.token)
+        source = _source_spec(args.source, args.branch, args.commit, args.subfolder)
         if not args.no_worker:  # workers of a service keep their operator's roots
             settings = _trusting(settings, source)
         env = {"REPOBUILD_REDIS_URL": settings.redis_url or "", "REPOBUILD_ARTIFACTS": settings.artifacts,
@@ -73,8 +72,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         options: dict[str, object] = {}
         if args.subfolder:
             options["repositoryFolder"] = args.subfolder
-        spec = JobSpec(job_id=args.job_id or uuid.uuid4().hex[:12], task=args.task, project_id=args.project_id,
-                       source=source, options=options, output=out)
+        spec, secrets = split_spec(JobSpec(job_id=args.job_id or uuid.uuid4().hex[:12], task=args.task,
+                                           project_id=args.project_id, source=source, options=options, output=out),
+                                   args.token)
         submit(app, spec, secrets)
         job = watch_job(app.store, spec.job_id, worker=worker)
         if job.status == JobStatus.COMPLETED:
@@ -118,9 +118,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from worker.submission import submit  # noqa: PLC0415
 
     app = _app()
-    source, secrets = _source_spec(args.source, args.branch, args.commit, None, args.token)
-    spec = JobSpec(job_id=args.job_id or uuid.uuid4().hex, task=args.task, project_id=args.project_id,
-                   source=source, callback_url=args.callback_url)
+    source = _source_spec(args.source, args.branch, args.commit, None)
+    spec, secrets = split_spec(JobSpec(job_id=args.job_id or uuid.uuid4().hex, task=args.task,
+                                       project_id=args.project_id, source=source, callback_url=args.callback_url),
+                               args.token)
     job, created = submit(app, spec, secrets)
     print(json.dumps({"job_id": job.spec.job_id, "status": job.status.value, "created": created}))
     return 0

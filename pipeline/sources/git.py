@@ -20,6 +20,7 @@ from dulwich.repo import Repo
 
 from pipeline.errors import PermanentError, TransientError
 from pipeline.http.address_policy import AddressPolicy, AddressRefused
+from pipeline.http.credentials import mask_text
 from pipeline.http.git_transport import DEFAULT_TIMEOUT_S, transport_kwargs
 from pipeline.sources.git_checkout import SkippedEntry, check_out
 
@@ -29,7 +30,8 @@ _TRANSIENT = re.compile(r"Max retries exceeded|Connection refused|Connection res
 
 
 def mask_url(url: str) -> str:
-    return re.sub(r"(?<=://)[^/@]+@", "", url)
+    """A URL, or a message holding URLs, without their credentials (userinfo, `?access_token=`…)."""
+    return mask_text(url)
 
 
 def mask_secrets(text: str, secrets: list[str | None]) -> str:

@@ -17,9 +17,10 @@ from pathlib import Path
 from pipeline.catalog import MADE_REPOSITORY, MADE_TREE, SOURCE_INFO, SOURCE_TREE
 from pipeline.errors import PermanentError, TransientError
 from pipeline.http.address_policy import outbound_policy
+from pipeline.http.credentials import original_key, restore, split_url
 from pipeline.http.token_scope import git_token
 from pipeline.models import Issue, SourceSpec, StageResult
-from pipeline.sources.git import clone, head_commit, mask_url
+from pipeline.sources.git import clone, head_commit
 from pipeline.sources.git_checkout import SkippedEntry
 from pipeline.sources.local_roots import existing_local, local_path_of, without_paths
 from pipeline.sources.symlinks import contain_symlinks, copy_folder
@@ -33,7 +34,8 @@ def _count(tree: Path) -> tuple[int, int]:
 
 def _repository(ctx: StageContext) -> tuple[SourceSpec, str | None, Path | None]:
     """What to clone or copy, the token for it, and the folder on this machine it is (None for a remote URL):
-    the repository the `source` stage made, else the job's source.
+    the repository the `source` stage made, else the job's source (with the credentials its URL came with,
+    which the spec does not keep).
 
     The made one wins when both exist: for wp-import the job's `repoUrl` is where that repository was pushed.
     The token is one the job may send to that host (pipeline/http/token_scope.py), or None.
@@ -43,6 +45,8 @@ def _repository(ctx: StageContext) -> tuple[SourceSpec, str | None, Path | None]
         source = ctx.spec.source
         if source is None or not (source.path or source.url):
             raise PermanentError("the job has no source (a path or a git URL)")
+        if source.url:
+            source = source.model_copy(update={"url": restore(source.url, ctx.secret(original_key("source")))})
         return source, git_token(ctx, source.url) if source.url else None, _local_folder(ctx, source)
     made = ctx.artifacts.get_json(made_key)
     pinned = {"branch": made.get("branch"), "commit": made.get("commit")}
@@ -112,7 +116,7 @@ def run(ctx: StageContext) -> StageResult:
     for problem in problems:
         ctx.record_issue(Issue(stage=ctx.stage, path=problem.path, message=problem.message,
                                severity=problem.severity))
-    info = {"kind": kind, "url": mask_url(source.url) if source.url else None, "path": source.path,
+    info = {"kind": kind, "url": split_url(source.url).url if source.url else None, "path": source.path,
             "branch": source.branch, "commit": commit, "files": files, "bytes": size}
     for entry in skipped:
         ctx.record_issue(Issue(stage="fetch", path=entry.path, message=f"not checked out: {entry.reason}",

@@ -12,21 +12,23 @@ from __future__ import annotations
 from pipeline.catalog import CALLBACK_PAYLOAD, FAILED_UPLOAD
 from pipeline.http import callbacks
 from pipeline.http.address_policy import outbound_policy
+from pipeline.http.credentials import GIT_TOKEN, original_key, restore
 from pipeline.models import JSON, JobStatus, StageResult
 from pipeline.stages.context import StageContext
 
 
 def run(ctx: StageContext) -> StageResult:
-    url = ctx.spec.callback_url
-    if not url:
+    if not ctx.spec.callback_url:
         return StageResult.done(delivered=False)
+    # The URL as the caller gave it, with its password or token: sent, never stored or shown.
+    url = restore(ctx.spec.callback_url, ctx.secret(original_key("callback_url")))
     key = CALLBACK_PAYLOAD.key(ctx.job_id)
     if not ctx.artifacts.exists(key):
         ctx.artifacts.put_json(key, payload(ctx))
     body: JSON = ctx.artifacts.get_json(key)
     settings = ctx.settings
     # Defence in depth: no stage should put a secret in a result or a log, but none may leave here.
-    body = callbacks.redact(body, (ctx.secret("git_token"), settings.callback_secret,
+    body = callbacks.redact(body, (ctx.secret(GIT_TOKEN), settings.callback_secret,
                                    settings.github_token, settings.openai_api_key))
     delivery_id = f"{ctx.job_id}:{body['status']}"
     code = callbacks.deliver(url, body, secret=settings.callback_secret, timeout_s=settings.callback_timeout_s,

@@ -27,6 +27,7 @@ from typing import Any
 from pipeline.catalog import MADE_REPOSITORY, MADE_TREE
 from pipeline.errors import PermanentError
 from pipeline.http.address_policy import image_policy, outbound_policy
+from pipeline.http.credentials import original_key, restore
 from pipeline.http.token_scope import git_token
 from pipeline.models import JSON, StageResult
 from pipeline.sources.brief import generate_files, write_files
@@ -75,7 +76,7 @@ def _deliver(ctx: StageContext, made: JSON) -> JSON:
                                       timeout=TEMPLATE_READY_TIMEOUT_S, policy=policy,
                                       request_timeout_s=settings.git_timeout_s)
         return {**made, "commit": commit}
-    remote = _remote(ctx.spec.options, ctx.settings.local_source_roots)
+    remote = _remote(ctx)
     created = None
     repo_name = _text(ctx.spec.options, "repoName")
     api_token = git_token(ctx, settings.github_api_url)
@@ -186,16 +187,18 @@ def _wxr_bytes(options: dict[str, Any], artifacts: ArtifactStore, roots: Sequenc
     raise PermanentError("wp-import needs the WordPress export: `wpXml` (base64) or `xmlFilePath` in the job's data")
 
 
-def _remote(options: dict[str, Any], roots: Sequence[str]) -> str | None:
+def _remote(ctx: StageContext) -> str | None:
+    """The URL to push to, with the credentials it came with (the spec keeps it without them); a folder on this
+    machine only under the roots, since a push writes."""
     for name in ("repoUrl", "remoteUrl"):
-        value = options.get(name)
+        value = ctx.spec.options.get(name)
         if value is not None and (not isinstance(value, str) or not value.strip()):
             raise PermanentError(f"{name} must be a git URL to push to")
         if value:
-            remote = str(value).strip()
+            remote = restore(str(value).strip(), ctx.secret(original_key(f"options.{name}")))
             local = local_path_of(remote)
-            if local is not None:  # a push writes: to a repository on this machine only under the roots
-                existing_local(local, roots, name, folder=True)
+            if local is not None:
+                existing_local(local, ctx.settings.local_source_roots, name, folder=True)
             return remote
     return None
 

@@ -21,7 +21,7 @@ class RedisKeys:
         return f"{self.prefix}job:{job_id}"
 
     def secrets(self, job_id: str) -> str:
-        """Hash: the job's secrets (a git token), kept out of the job hash that readers see."""
+        """Hash: the job's secrets (the git token, request values that held credentials), kept out of the job hash."""
         return f"{self.job(job_id)}:secrets"
 
     def issues(self, job_id: str) -> str:
