@@ -46,8 +46,8 @@ from api.fields import (
     blank_is_none,
 )
 from pipeline.errors import PermanentError
-from pipeline.http.credentials import split_spec
 from pipeline.http.address_policy import outbound_policy, refused_field
+from pipeline.http.credentials import split_spec
 from pipeline.models import JobSpec, JobStatus, SourceSpec
 from pipeline.plans import PLANS, stages_for
 from pipeline.settings import Settings

@@ -135,7 +135,8 @@ def test_both_bodies_store_no_credential() -> None:
     assert found[GIT_TOKEN] == "tok-3"
     assert found[original_key("source")] == found[original_key("options.repoInfo.path")] == \
         "https://oauth2:tok-2@h/r.git"
-    without_field = process.model_copy(update={"data": {"repoInfo": {"path": "https://oauth2:tok-2@h/r.git"}}})
+    without_field = ProcessRequest(jobId="p", task="deploy-repo", callbackUrl="https://cb.example/in",
+                                   data={"repoInfo": {"path": "https://oauth2:tok-2@h/r.git"}})
     assert without_field.to_spec()[1][GIT_TOKEN] == "tok-2"  # repoInfo.path is the source: its token clones it
 
 
