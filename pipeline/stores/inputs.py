@@ -47,6 +47,11 @@ def bounded_fields(fields: dict[str, Any], where: str) -> dict[str, Any]:
     """`fields` (the body's `options` or `data`) unchanged, or FieldTooLarge naming the field `where`.`name`."""
     inline = 0
     for name, value in fields.items():
+        if isinstance(value, dict) and "artifact" in value:
+            # Only offload_large_options writes such a reference, after this check: a caller who sent one could
+            # have a stage read another job's offloaded input.
+            raise FieldTooLarge(f"{where}.{name}", f"{where}.{name}: an object with an `artifact` key is not "
+                                                   f"accepted (it is how the service stores large inputs)")
         size = len(_encoded(value))
         if size > FIELD_MAX_BYTES and name not in PAYLOAD_FIELDS:
             raise FieldTooLarge(f"{where}.{name}", f"{where}.{name} is {size:,} bytes; a field may be at most "

@@ -187,9 +187,16 @@ def test_absurd_fields_are_refused_naming_the_field() -> None:
     body = {"task": "process-all", "source": "https://example.org/r.git", "options": {"blob": ["z"] * 1_000_000}}
     with pytest.raises(ValidationError) as invalid:
         JobRequest.model_validate(body)
-    bad = first_error(invalid.value)
+    bad = first_error(invalid.value, tagged=True)
     assert bad.field == "options" and "options.blob is 5,000,000 bytes" in bad.message
     with pytest.raises(ValidationError) as invalid:
         ProcessRequest.model_validate({"jobId": "p", "task": "process-all", "callbackUrl": "https://cb.example",
                                        "data": {"repoInfo": {"notes": "n" * (2 * FIELD_MAX_BYTES)}}})
     assert "data.repoInfo is" in first_error(invalid.value).message
+
+
+def test_a_request_cannot_name_a_stored_input_of_another_job() -> None:
+    with pytest.raises(ValueError, match=r"options\.wpXml: an object with an `artifact` key"):
+        bounded_fields({"wpXml": {"artifact": "inputs/" + "0" * 64, "bytes": 10}}, "options")
+    with pytest.raises(ValueError, match=r"data\.brief"):
+        bounded_fields({"brief": {"artifact": "inputs/x"}}, "data")
