@@ -52,7 +52,7 @@ from pipeline.models import JobSpec, JobStatus, SourceSpec
 from pipeline.plans import PLANS, stages_for
 from pipeline.settings import Settings
 from pipeline.sources.local_roots import LocalPathRefused, option_paths, resolve_local, source_path_of
-from pipeline.stores.inputs import bounded_fields
+from pipeline.stores.inputs import FieldTooLarge, bounded_fields
 
 # ------------------------------------------------------------------------------------------------ errors
 
@@ -68,6 +68,9 @@ def first_error(exc: ValidationError, *, tagged: bool = False) -> BadRequest:
     """The first problem, naming its field (`data.depth`). `tagged`: the model is a union by task, whose
     errors start with the task's tag, which is not a field of the request."""
     err = exc.errors()[0]
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldTooLarge):  # a field inside `options`/`data`: it names itself
+        return BadRequest(str(cause), cause.field)
     loc = err["loc"][1:] if tagged and err["loc"] else err["loc"]
     where = ".".join(str(p) for p in loc) or None
     msg = err["msg"]
