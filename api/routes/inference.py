@@ -17,6 +17,7 @@ from pipeline.timestamps import now_iso
 
 bp = Blueprint("inference", __name__)
 TEXT_MODEL_NAME = "all-MiniLM-L6-v2"
+NO_CLIP = "no CLIP model is configured (set REPOBUILD_CLIP_MODEL_DIR)"
 TAGS = ("inference",)
 ERRORS = (500, 503)
 
@@ -78,7 +79,7 @@ def clip_by_text(body: ClipTextRequest) -> Any:
     t0 = time.perf_counter()
     clip = _clip()
     if clip is None:
-        return _error(503, "no CLIP model is configured (set REPOBUILD_CLIP_MODEL_DIR)")
+        return _error(503, NO_CLIP)
     try:
         vec = clip.embed_texts([body.text])[0]
     except PermanentError as exc:
@@ -96,7 +97,7 @@ def clip_by_image(body: ClipImageRequest) -> Any:
     t0 = time.perf_counter()
     clip = _clip()
     if clip is None:
-        return _error(503, "no CLIP model is configured (set REPOBUILD_CLIP_MODEL_DIR)")
+        return _error(503, NO_CLIP)
     settings = settings_of()
     try:
         # a URL that cannot be fetched, for whatever reason, is the caller's to fix: 400, naming imageUrl
