@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench fuzz-api clean
+.PHONY: demo test lint bench chaos fuzz-api clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test: $(DEV_STAMP)
 # the embedding benchmark (benchmarks/embedding.py): prints a report, asserts nothing; BENCH_ARGS="--repeat 5 --keep"
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.embedding $(BENCH_ARGS)
+
+# the chaos suite at full scale (tests/chaos): seeded faults into real processes; prints one table and writes it
+# as JSON; CHAOS_SEED=N replays a run. `make test` runs the same suite at CI scale.
+CHAOS_RESULTS ?= benchmarks/results/chaos.json
+chaos: $(DEV_STAMP)
+	CHAOS_SCALE=full CHAOS_RESULTS=$(CHAOS_RESULTS) $(BIN)/python -m pytest -q -ra --timeout=3600 tests/chaos $(PYTEST_ARGS)
 
 # schemathesis against the live API from its OpenAPI document (tests/worker/fuzz_api.py), thousands of cases, inside a
 # network namespace of its own so no generated URL reaches another host; FUZZ_ARGS="--examples 200 --seed 1"
