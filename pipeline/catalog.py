@@ -36,6 +36,9 @@ MADE_TREE = Artifact("source", "repo", "the repository the source stage made, .g
 SOURCE_TREE = Artifact("fetch", "tree", "the repository's files, without .git")
 SOURCE_INFO = Artifact("fetch", "source.json", "where the tree came from: kind, masked url, path, branch, commit, "
                                                "files, bytes")
+GIT_DATES = Artifact("fetch", "git-dates.json", "when each post and media file of the commit was added and last "
+                                                "changed: {commit, shallow, commits, files: {path: [created, "
+                                                "modified]}}; absent for a folder without history")
 
 # existing: what the project's live revision lets this build reuse
 LIVE_REVISION = Artifact("existing", "result/existing.json",

@@ -14,14 +14,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.catalog import MADE_REPOSITORY, MADE_TREE, SOURCE_INFO, SOURCE_TREE
+from pipeline.catalog import GIT_DATES, MADE_REPOSITORY, MADE_TREE, SOURCE_INFO, SOURCE_TREE
 from pipeline.errors import PermanentError, TransientError
 from pipeline.http.address_policy import outbound_policy
 from pipeline.http.credentials import original_key, restore, split_url
 from pipeline.http.token_scope import git_token
+from pipeline.markdown.discovery import is_post_name, media_ext
 from pipeline.models import Issue, SourceSpec, StageResult
 from pipeline.sources.git import clone, head_commit
 from pipeline.sources.git_checkout import SkippedEntry
+from pipeline.sources.git_history import GitDates, file_dates
 from pipeline.sources.local_roots import existing_local, local_path_of, without_paths
 from pipeline.sources.symlinks import contain_symlinks, copy_folder
 from pipeline.stages.context import StageContext
@@ -105,6 +107,8 @@ def run(ctx: StageContext) -> StageResult:
         else:
             kind = "folder"
             problems = copy_folder(folder, staging / "repo")
+        # the history is read while .git is still there: the tree handed on has none
+        dates = file_dates(staging / "repo", commit, _dated) if commit else None
         # the clone lands in a subfolder so dulwich can create it; the tree is its content
         for item in (staging / "repo").iterdir():
             if item.name != ".git":
@@ -121,9 +125,27 @@ def run(ctx: StageContext) -> StageResult:
     for entry in skipped:
         ctx.record_issue(Issue(stage="fetch", path=entry.path, message=f"not checked out: {entry.reason}",
                                kind="checkout"))
+    if dates is not None:
+        _record_dates(ctx, dates, source.depth)
     ctx.artifacts.put_json(info_key, info)
     ctx.progress(files, files)
     return StageResult.done(commit=commit, files=files, bytes=size)
+
+
+def _dated(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return is_post_name(name) or media_ext(name) is not None
+
+
+def _record_dates(ctx: StageContext, dates: GitDates, depth: int | None) -> None:
+    ctx.artifacts.put_json(GIT_DATES.key(ctx.job_id), dates.to_json())
+    if dates.shallow:
+        cut = f" (depth {depth})" if depth else ""
+        ctx.record_issue(Issue(
+            stage=ctx.stage, path="", severity="warning", kind="git-history",
+            message=f"shallow clone{cut}: the history is cut, so posts and media get no gitCreated/gitModified "
+                    "and a post's date comes from its frontmatter, file name or path only; clone without a "
+                    "depth for git dates"))
 
 
 __all__ = ["run", "head_commit"]
