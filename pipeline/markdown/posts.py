@@ -14,9 +14,9 @@ from pipeline.markdown.hashing import post_hash
 from pipeline.markdown.links import Resolver
 from pipeline.markdown.plain import plain_text
 from pipeline.markdown.render import Problem, render_post
+from pipeline.markdown.site_conventions import is_section
+from pipeline.markdown.site_dates import post_date
 from pipeline.models import JSON
-
-_DATE_KEYS = ("date", "Date", "created")
 
 
 def read_post(root: Path, rel: str) -> tuple[JSON, str]:
@@ -52,7 +52,8 @@ class PostOutput:
     problems: list[Problem] = field(default_factory=list)
 
 
-def build_post(root: Path, rel: str, slug_info: JSON, resolver: Resolver) -> PostOutput:
+def build_post(root: Path, rel: str, slug_info: JSON, resolver: Resolver, git: list[str] | None = None) -> PostOutput:
+    """The post at `rel`; `git` is [gitCreated, gitModified] of its file when the history gave them."""
     frontmatter, body = read_post(root, rel)
     rendered = render_post(body, rel, resolver)
     out = PostOutput(entry={}, link_paths=[p for p in rendered.post_links if p != rel],
@@ -82,21 +83,17 @@ def build_post(root: Path, rel: str, slug_info: JSON, resolver: Resolver) -> Pos
     # Linux has no birth time in os.stat; the modification time is the honest fallback.
     entry["fsCreated"] = _iso(getattr(stat, "st_birthtime", stat.st_mtime))
     entry["fsModified"] = _iso(stat.st_mtime)
+    if git:
+        entry["gitCreated"], entry["gitModified"] = git
     entry["_slugInfo"] = dict(slug_info)
-    date = post_date(frontmatter)
-    if date is not None:
-        entry["date"] = date
+    dated = post_date(frontmatter, rel, git[0] if git else None)
+    if dated is not None:
+        entry["date"], entry["dateSource"] = dated
+    if is_section(rel):
+        entry["isSection"] = True
     entry["tags"] = post_tags(frontmatter)
     out.entry = entry
     return out
-
-
-def post_date(frontmatter: JSON) -> str | None:
-    for key in _DATE_KEYS:
-        value = frontmatter.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
 
 
 def post_tags(frontmatter: JSON) -> list[str]:
