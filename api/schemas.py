@@ -166,6 +166,7 @@ class TaskData(Open):
     notePrefix: Text | None = None
     domain: Text | None = None
     skipEmbeddings: bool | None = None
+    includeDrafts: bool | None = None  # drafts (draft: true, published: false, _drafts/) are left out unless set
     previousRev: OptionalName = None
     projectId: OptionalName = None
     orgId: OrgId = None

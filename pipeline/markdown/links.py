@@ -11,6 +11,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from pipeline.markdown.discovery import media_ext
+from pipeline.markdown.site_conventions import site_urls
+from pipeline.markdown.site_links import HUGO, JEKYLL_LINK, JEKYLL_POST, PermalinkIndex, is_page_link, split_marker
 from pipeline.markdown.slugs import slugify
 from pipeline.markdown.urls import UrlScheme
 
@@ -25,6 +27,7 @@ class Resolved:
     post: str | None = None
     media: str | None = None
     broken: str | None = None
+    unresolved: str | None = None  # a link that may name a page of the site but names no post: kept as written
 
 
 def is_external(ref: str) -> bool:
@@ -63,8 +66,11 @@ def _closest(candidates: list[str], from_path: str) -> str:
 class Resolver:
     """Lookups over the posts and media found at discovery, shared by every batch."""
 
-    def __init__(self, posts: Iterable[dict[str, Any]], medias: dict[str, dict[str, Any]], urls: UrlScheme) -> None:
+    def __init__(self, posts: Iterable[dict[str, Any]], medias: dict[str, dict[str, Any]], urls: UrlScheme,
+                 content_root: str = "") -> None:
         self.urls = urls
+        self.content_root = content_root
+        posts = list(posts)
         self.medias = medias
         self.slugs: dict[str, str] = {}
         self._post_lower: dict[str, str] = {}
@@ -78,6 +84,9 @@ class Resolver:
             self._by_name[str(p["fileName"]).lower()].append(path)
             self._by_slug.setdefault(str(p["slug"]).lower(), path)
             self._by_title[str(p["title"]).strip().lower()].append(path)
+        self.permalinks = PermalinkIndex(
+            ((str(p["path"]), p.get("siteUrls") or site_urls(str(p["path"]), {}, content_root)) for p in posts),
+            _closest)
         self._media_lower: dict[str, str] = {}
         self._media_by_name: dict[str, list[str]] = defaultdict(list)
         for path in sorted(medias):
@@ -102,16 +111,49 @@ class Resolver:
         return Resolved(self.urls.media(str(info["hash"]), str(info["ext"]), bool(info.get("resized"))), media=path)
 
     def link(self, href: str, from_path: str) -> Resolved | None:
-        """A markdown link: `.md` targets become note URLs, media files media URLs; None leaves it as written."""
+        """A markdown link: `.md` targets (also Zola's `@/x.md` and the generators' link tags) become note URLs,
+        media files media URLs, a page URL of another post that post's note URL; None leaves it as written."""
+        marked = split_marker(href)
+        if marked is not None:
+            return self._generator_link(*marked, from_path)
         if not href or href.startswith(("#", "?")) or is_external(href):
             return None
         path, fragment = _split(href)
+        if path.startswith("@/"):  # Zola: a path inside the content folder
+            post = self._post(_join("", posixpath.join(self.content_root, path[2:])))
+            return self._post_resolved(post, fragment) if post else broken(unquote(href))
         target = _join(from_path, path)
         if path.lower().endswith(".md"):
             post = self._post(target)
             return self._post_resolved(post, fragment) if post else broken(unquote(href))
         media = self.media_path(target) if media_ext(path) else None
-        return self._media_resolved(media) if media else None
+        if media:
+            return self._media_resolved(media)
+        if not is_page_link(path):
+            return None
+        post = self.permalinks.find(path, from_path)
+        return self._post_resolved(post, fragment) if post else Resolved(href, unresolved=unquote(href))
+
+    def _generator_link(self, kind: str, target: str, fragment: str, from_path: str) -> Resolved:
+        """Hugo `ref`/`relref` (the post's folder, then the content folder, then by file or bundle name),
+        Jekyll `post_url` (by file name) and `link` (from the site's root)."""
+        post: str | None = None
+        if kind == HUGO:
+            bases = [self.content_root] if target.startswith("/") else [posixpath.dirname(from_path),
+                                                                        self.content_root]
+            stem = target.strip("/")
+            for base in bases:
+                for variant in (stem, stem + ".md", stem + "/index.md", stem + "/_index.md"):
+                    post = post or self._post(_join("", posixpath.join(base, variant)))
+            if post is None:
+                named = self._by_name.get(posixpath.basename(stem).removesuffix(".md").lower())
+                post = _closest(named, from_path) if named else self._by_slug.get(slugify(posixpath.basename(stem)))
+        elif kind == JEKYLL_POST:
+            named = self._by_name.get(posixpath.basename(target).removesuffix(".md").lower())
+            post = _closest(named, from_path) if named else None
+        elif kind == JEKYLL_LINK:
+            post = self._post(_join("", target))
+        return self._post_resolved(post, fragment) if post else broken(target + fragment)
 
     def image(self, src: str, from_path: str) -> Resolved | None:
         """A markdown image; None for external and data URLs, which stay as written."""

@@ -19,6 +19,7 @@ from pipeline.errors import ItemError
 from pipeline.markdown.discovery import media_ext
 from pipeline.markdown.links import Resolved, Resolver
 from pipeline.markdown.plain import inline_text
+from pipeline.markdown.site_links import mark_generator_links
 from pipeline.markdown.slugs import UniqueIds
 from pipeline.models import Severity
 
@@ -107,7 +108,7 @@ def parse_tokens(body: str) -> list[Token]:
 def render_post(body: str, path: str, resolver: Resolver) -> Rendered:
     """HTML of one post body with every link, image and heading rewritten."""
     try:
-        tokens = parse_tokens(body)
+        tokens = parse_tokens(mark_generator_links(body))
         out = Rendered(html="", tokens=tokens)
         _rewrite(tokens, path, resolver, out, UniqueIds())
         out.html = _renderer()(tokens, BlockState())
@@ -160,6 +161,9 @@ def _use(tok: Token, resolved: Resolved, out: Rendered, what: str) -> None:
     tok["attrs"]["url"] = resolved.url
     if resolved.broken is not None:
         out.problems.append(Problem(f"broken {what}: {resolved.broken}"))
+    if resolved.unresolved is not None:
+        shown = resolved.unresolved if len(resolved.unresolved) <= 200 else resolved.unresolved[:200] + "…"
+        out.problems.append(Problem(f"link names no post: {shown}", "info", "unresolved-link"))
     if resolved.post is not None and resolved.post not in out.post_links:
         out.post_links.append(resolved.post)
     if resolved.media is not None and resolved.media not in out.media_used:

@@ -80,12 +80,13 @@ def explicit_slug(frontmatter_slug: object) -> str | None:
 
 
 def desired_slug(path: str, frontmatter_slug: object) -> str:
-    """Frontmatter `slug` verbatim; else the file name slugified; `index.md` is named after its folder."""
+    """Frontmatter `slug` verbatim; else the file name slugified; `index.md` (a page bundle) and `_index.md`
+    (a Zola or Hugo section page) are named after their folder."""
     explicit = explicit_slug(frontmatter_slug)
     if explicit is not None:
         return explicit
     stem = basename(path)[: -len(".md")] if path.lower().endswith(".md") else basename(path)
-    if stem.lower() == "index":
+    if stem.lower() in ("index", "_index"):
         folder = basename(dirname(path))
         return (slugify(folder) or "index") if folder else "index"
     return slugify(stem) or "post"

@@ -14,13 +14,24 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipeline.catalog import GRAPH, MEDIAS, PARSE_META, POSTS, PROCESSOR_ISSUES, SOURCE_FILES, SOURCE_TREE, Artifact
+from pipeline.catalog import (
+    GIT_DATES,
+    GRAPH,
+    MEDIAS,
+    PARSE_META,
+    POSTS,
+    PROCESSOR_ISSUES,
+    SOURCE_FILES,
+    SOURCE_TREE,
+    Artifact,
+)
 from pipeline.errors import ItemError, PermanentError
 from pipeline.markdown.discovery import discover, repository_root, source_files
 from pipeline.markdown.graph import link_graph
 from pipeline.markdown.links import Resolver
 from pipeline.markdown.media import MediaInfo, probe
 from pipeline.markdown.posts import build_post, file_name, post_title, read_post
+from pipeline.markdown.site_conventions import content_root, is_draft, site_urls
 from pipeline.markdown.slugs import assign_slugs
 from pipeline.markdown.urls import UrlScheme
 from pipeline.models import JSON, Issue, Severity, StageResult
@@ -48,7 +59,7 @@ def run(ctx: StageContext) -> StageResult:
             return StageResult.more()
         if resolver is None:
             index = ctx.artifacts.get_json(ctx.key("index.json"))
-            resolver = Resolver(index["posts"], index["medias"], url_scheme(ctx))
+            resolver = Resolver(index["posts"], index["medias"], url_scheme(ctx), index.get("contentRoot", ""))
         cursor = _render_batch(ctx, root, index, resolver, cursor)
         worked = True
     if worked and ctx.should_yield():
@@ -67,11 +78,30 @@ def _issue(path: str, message: str, severity: Severity, kind: str) -> Issue:
     return Issue(stage=STAGE, path=path, message=message, severity=severity, kind=kind)
 
 
-def _discover(ctx: StageContext, root: Path, rel_root: str) -> JSON:
-    found = discover(root)
-    issues: list[Issue] = []
+def include_drafts(ctx: StageContext) -> bool:
+    value = ctx.spec.options.get("includeDrafts")
+    if value is not None and not isinstance(value, bool):
+        raise PermanentError("includeDrafts must be true or false")
+    return bool(value)
+
+
+def _git_dates(ctx: StageContext, rel_root: str) -> dict[str, list[str]]:
+    """[gitCreated, gitModified] by path under the job's root, when fetch read the history."""
+    key = GIT_DATES.key(ctx.job_id)
+    if not ctx.artifacts.exists(key):
+        return {}
+    files: dict[str, list[str]] = ctx.artifacts.get_json(key)["files"]
+    if not rel_root:
+        return files
+    prefix = rel_root + "/"
+    return {p[len(prefix):]: d for p, d in files.items() if p.startswith(prefix)}
+
+
+def _medias(root: Path, found: list[str], git: dict[str, list[str]],
+            issues: list[Issue]) -> tuple[list[MediaInfo], list[JSON]]:
+    """Every media file probed (its problems in `issues`), and its entry with its git dates."""
     medias: list[MediaInfo] = []
-    for rel in found.medias:
+    for rel in found:
         try:
             info = probe(root, rel)
         except OSError as exc:
@@ -80,6 +110,21 @@ def _discover(ctx: StageContext, root: Path, rel_root: str) -> JSON:
         if info.problem:
             issues.append(_issue(rel, info.problem, "warning", "media"))
         medias.append(info)
+    entries = [m.entry() for m in medias]
+    for entry in entries:
+        if entry["originalPath"] in git:
+            entry["gitCreated"], entry["gitModified"] = git[entry["originalPath"]]
+    return medias, entries
+
+
+def _discover(ctx: StageContext, root: Path, rel_root: str) -> JSON:
+    found = discover(root)
+    git = _git_dates(ctx, rel_root)
+    site_root = content_root(found.posts)
+    with_drafts = include_drafts(ctx)
+    drafts = 0
+    issues: list[Issue] = []
+    medias, media_entries = _medias(root, found.medias, git, issues)
     posts: list[JSON] = []
     for rel in found.posts:
         try:
@@ -87,8 +132,16 @@ def _discover(ctx: StageContext, root: Path, rel_root: str) -> JSON:
         except ItemError as exc:
             issues.append(_issue(rel, exc.reason, "error", "parse-error"))
             continue
-        posts.append({"path": rel, "fmSlug": frontmatter.get("slug"), "fileName": file_name(rel),
-                      "title": post_title(frontmatter, rel)})
+        if not with_drafts and is_draft(frontmatter, rel):
+            drafts += 1
+            continue
+        post: JSON = {"path": rel, "fmSlug": frontmatter.get("slug"), "fileName": file_name(rel),
+                      "title": post_title(frontmatter, rel), "siteUrls": site_urls(rel, frontmatter, site_root)}
+        if rel in git:
+            post["git"] = git[rel]
+        posts.append(post)
+    if drafts:
+        ctx.log(f"parse: {drafts} drafts left out (includeDrafts puts them in)")
     slugs = assign_slugs((p["path"], p["fmSlug"]) for p in posts)
     for p in posts:
         del p["fmSlug"]
@@ -102,9 +155,11 @@ def _discover(ctx: StageContext, root: Path, rel_root: str) -> JSON:
     batch = max(1, int(ctx.settings.parse_batch))
     ctx.artifacts.put_json(ctx.key("index.json"), {
         "root": rel_root,
+        "contentRoot": site_root,
+        "drafts": drafts,
         "posts": posts,
         "medias": {m.path: m.to_index() for m in medias},
-        "mediaEntries": [m.entry() for m in medias],
+        "mediaEntries": media_entries,
         "issues": [i.to_json() for i in issues],
     })
     for issue in issues:
@@ -127,7 +182,7 @@ def _render_batch(ctx: StageContext, root: Path, index: JSON, resolver: Resolver
     for post in index["posts"][start:start + size]:
         rel = post["path"]
         try:
-            out = build_post(root, rel, post["slugInfo"], resolver)
+            out = build_post(root, rel, post["slugInfo"], resolver, post.get("git"))
         except ItemError as exc:
             issues.append(_issue(rel, exc.reason, "error", "parse-error"))
             continue
@@ -171,17 +226,18 @@ def _assemble(ctx: StageContext, root: Path, cursor: JSON) -> StageResult:
     put(MEDIAS, medias)
     put(GRAPH, link_graph(posts, medias, post_media))
     put(SOURCE_FILES, source_files(root))
-    put(PROCESSOR_ISSUES, issue_report(issues))
-    put(PARSE_META, {"root": index["root"], "posts": len(posts), "medias": len(medias)})
-    ctx.log(f"parse: {len(posts)} posts, {len(medias)} medias, {len(issues)} issues")
-    return StageResult.done(posts=len(posts), medias=len(medias), issues=len(issues))
+    drafts = int(index.get("drafts", 0))
+    put(PROCESSOR_ISSUES, issue_report(issues, drafts))
+    put(PARSE_META, {"root": index["root"], "posts": len(posts), "medias": len(medias), "drafts": drafts})
+    ctx.log(f"parse: {len(posts)} posts, {len(medias)} medias, {drafts} drafts left out, {len(issues)} issues")
+    return StageResult.done(posts=len(posts), medias=len(medias), issues=len(issues), drafts=drafts)
 
 
-def issue_report(issues: list[dict[str, Any]]) -> JSON:
+def issue_report(issues: list[dict[str, Any]], drafts: int = 0) -> JSON:
     severities = Counter(str(i.get("severity")) for i in issues)
     kinds = Counter(str(i.get("kind")) for i in issues)
     return {"issues": issues, "summary": {
         "totalIssues": len(issues), "errorCount": severities["error"], "warningCount": severities["warning"],
         "infoCount": severities["info"], "brokenLinks": kinds["broken-link"], "parseErrors": kinds["parse-error"],
-        "categoryCounts": dict(sorted(kinds.items())),
+        "categoryCounts": dict(sorted(kinds.items())), "draftsLeftOut": drafts,
     }}

@@ -67,11 +67,11 @@ def test_demo_posts_and_exclusions(demo: LocalContext) -> None:
                              "markdown-tips.md", "notes/ideas.md", "notes/reading-list.md", "notes/setup.md",
                              "welcome.md"]
     assert [p["originalFilePath"] for p in result(demo, "posts.json")] == sorted(posts)
-    assert result(demo, "meta.json") == {"root": "", "posts": 9, "medias": 3}
+    assert result(demo, "meta.json") == {"root": "", "posts": 9, "medias": 3, "drafts": 0}
     fields = {"fileName", "slug", "title", "frontmatter", "firstParagraphText", "plain", "wordCount", "html", "toc",
               "originalFilePath", "folder", "url", "hash", "links", "fsCreated", "fsModified", "_slugInfo", "tags"}
     for post in posts.values():
-        assert fields <= set(post) <= fields | {"firstImage", "date"}
+        assert fields <= set(post) <= fields | {"firstImage", "date", "dateSource"}
 
 
 def test_demo_slugs(demo: LocalContext) -> None:
@@ -193,7 +193,7 @@ def test_repository_folder_and_options(tmp_path: Path) -> None:
     (src / "outside.md").write_text("# not part of the repository\n")
     ctx = make_ctx(tmp_path, src, repositoryFolder="docs/site/", domain="example.org", notePrefix="/n")
     run_to_end(parse.run, ctx)
-    assert result(ctx, "meta.json") == {"root": "docs/site", "posts": 9, "medias": 3}
+    assert result(ctx, "meta.json") == {"root": "docs/site", "posts": 9, "medias": 3, "drafts": 0}
     posts = by_path(ctx)
     assert "outside.md" not in posts
     assert posts["welcome.md"]["url"] == "https://example.org/n/welcome"
@@ -267,7 +267,7 @@ def test_empty_repository(tmp_path: Path) -> None:
     (src / "README.md").write_text("# nothing to publish\n")
     (src / "img" / "broken.png").write_bytes(b"not a png")
     ctx = make_ctx(tmp_path, src, budget_s=0)
-    assert run_to_end(parse.run, ctx).summary == {"posts": 0, "medias": 1, "issues": 1}
+    assert run_to_end(parse.run, ctx).summary == {"posts": 0, "medias": 1, "issues": 1, "drafts": 0}
     assert result(ctx, "posts.json") == []
     (media,) = result(ctx, "medias.json")
     assert (media["metadata"]["width"], media["metadata"]["height"]) == (None, None)
