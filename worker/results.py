@@ -21,6 +21,6 @@ def job_result(job: JobView) -> JSON:
         result["publishInfo"] = uploaded["publishInfo"]
     parse = stages.get("parse", {})
     if parse:
-        result["counts"] = {k: parse[k] for k in ("posts", "medias", "issues") if k in parse}
+        result["counts"] = {k: parse[k] for k in ("posts", "medias", "issues", "drafts") if k in parse}
     result["timings"] = {s.name: round(s.elapsed_s, 3) for s in job.stages if s.name != NOTIFY}
     return result

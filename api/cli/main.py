@@ -41,6 +41,15 @@ def _trusting(settings: Settings, source: SourceSpec | None) -> Settings:
     return settings.with_(local_source_roots=(*settings.local_source_roots, str(root)))
 
 
+def _run_options(args: argparse.Namespace) -> dict[str, object]:
+    options: dict[str, object] = {}
+    if args.subfolder:
+        options["repositoryFolder"] = args.subfolder
+    if args.include_drafts:
+        options["includeDrafts"] = True
+    return options
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from api.cli.local_services import PrivateRedis, WorkerProcess  # noqa: PLC0415
     from api.cli.progress import watch_job  # noqa: PLC0415
@@ -69,9 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             worker = WorkerProcess(env, concurrency=args.concurrency, log_path=str(Path(workdir) / "worker.log"))
             worker.start()
         app = create_celery(settings)
-        options: dict[str, object] = {}
-        if args.subfolder:
-            options["repositoryFolder"] = args.subfolder
+        options = _run_options(args)
         spec, secrets = split_spec(JobSpec(job_id=args.job_id or uuid.uuid4().hex[:12], task=args.task,
                                            project_id=args.project_id, source=source, options=options, output=out),
                                    args.token)
@@ -82,8 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"bundle: {result.get('distFolder', out)}")
             print(f"latest: {Path(out) / 'latest'}")
             counts = result.get("counts", {})
-            print("posts: {posts}  media: {medias}  issues: {issues}".format(**{k: counts.get(k, 0) for k in (
-                "posts", "medias", "issues")}))
+            print("posts: {posts}  media: {medias}  issues: {issues}  drafts left out: {drafts}".format(
+                **{k: counts.get(k, 0) for k in ("posts", "medias", "issues", "drafts")}))
             if result.get("commit"):
                 print(f"commit: {result['commit']}")
             print("stage times: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.get("timings", {}).items()))
@@ -240,6 +247,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="bundle folder (default: $REPOBUILD_OUTPUT or ./repobuild-output)")
     _job_options(run, ids=("--project-id", "--job-id"), token_help="git token for private repositories")
     run.add_argument("--subfolder", help="only this folder of the repository")
+    run.add_argument("--include-drafts", action="store_true",
+                     help="publish drafts too (draft: true, published: false, _drafts/)")
     run.add_argument("--concurrency", type=int, default=2)
     run.add_argument("--no-worker", action="store_true", help="use workers already running on REPOBUILD_REDIS_URL")
     run.set_defaults(func=cmd_run)

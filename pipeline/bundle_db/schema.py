@@ -213,7 +213,8 @@ def write_content_db(path: Path, posts: list[dict[str, Any]], medias: list[dict[
                 rowid, pid, post.get("slug") or pid, post.get("title"), post.get("html"), post.get("plain"),
                 _dumps(backlinks.get(pid, [])), int(post.get("wordCount") or 0),
                 post.get("gitCreated") or post.get("fsCreated"), post.get("gitModified") or post.get("fsModified"),
-                post.get("originalFilePath"), "post", _dumps(fm), _dumps(normalized),
+                post.get("originalFilePath"), "section" if post.get("isSection") else "post",
+                _dumps(fm), _dumps(normalized),
                 *(_sql_value(normalized.get(n), t) for n, t in fm_cols),
             ))
             fts_rows.append((rowid, pid, post.get("title") or "", post.get("plain") or ""))

@@ -18,6 +18,14 @@ _INLINE_SKIP = frozenset({"image", "inline_html", "footnote_ref"})
 _CONTAINERS = frozenset({"block_quote", "list", "list_item", "task_list_item", "footnotes", "footnote_item",
                          "table", "table_head", "table_body"})
 _LEAVES = frozenset({"paragraph", "heading", "block_text"})
+# Site generators' template syntax is kept in the HTML (a site's own build expands it) but is noise to search
+# and embeddings: Hugo shortcodes `{{< x >}}` / `{{% x %}}`, Liquid and Zola tags `{% x %}`, Zola's inline
+# shortcodes `{{ name(…) }}` and Liquid's `{{ site.x }}`-style variables. What a paired shortcode wraps stays.
+# `{{<figure …>}}` without a space parses as raw HTML between `{{` and `}}`, which leaves an empty `{{}}`.
+_TEMPLATE = re.compile(r"\{\{[<%].*?[>%]\}\}|\{%.*?%\}|\{\{-?\s*[A-Za-z_][\w.]*\(.*?\)\s*-?\}\}"
+                       r"|\{\{-?\s*(?:site|page|layout|paginator|include|config|section)\.[\w.]*[^{}]*\}\}|\{\{\s*\}\}",
+                       re.DOTALL)
+_CODE_MARK = re.compile("\x00(\\d+)\x00")
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,33 @@ def inline_text(tokens: list[Token]) -> str:
     return "".join(parts)
 
 
+def without_templates(text: str) -> str:
+    """`text` without template syntax (above), and without the runs of spaces its removal leaves."""
+    if "{{" not in text and "{%" not in text:
+        return text
+    return _SPACES.sub(" ", _TEMPLATE.sub("", text)).strip()
+
+
+def _leaf_text(tokens: list[Token]) -> str:
+    """inline_text of a paragraph or heading without template syntax; inline code keeps it (it is shown)."""
+    code: list[str] = []
+
+    def mark(toks: list[Token]) -> list[Token]:
+        out: list[Token] = []
+        for tok in toks:
+            if tok["type"] == "codespan":
+                code.append(str(tok.get("raw", "")))
+                out.append({"type": "text", "raw": f"\x00{len(code) - 1}\x00"})
+            elif "children" in tok:
+                out.append({**tok, "children": mark(tok["children"])})
+            else:
+                out.append(tok)
+        return out
+
+    text = without_templates(inline_text(mark(tokens)).strip())
+    return _CODE_MARK.sub(lambda m: code[int(m.group(1))], text) if code else text
+
+
 def plain_text(tokens: list[Token]) -> PlainText:
     """Blocks separated by blank lines, list items and table rows by single lines; code kept as text."""
     blocks: list[str] = []
@@ -62,14 +97,15 @@ def _blocks(tokens: list[Token], out: list[str], first: list[str]) -> None:
     for tok in tokens:
         kind = tok["type"]
         if kind in _LEAVES:
-            text = inline_text(tok.get("children", [])).strip()
+            text = _leaf_text(tok.get("children", []))
             if kind == "paragraph" and text and not first:
                 first.append(text)
             out.append(text)
         elif kind == "block_code":
             out.append(str(tok.get("raw", "")).rstrip("\n"))
         elif kind == "block_html":
-            out.append(_SPACES.sub(" ", html.unescape(_TAG.sub("", str(tok.get("raw", ""))))).strip())
+            text = _SPACES.sub(" ", html.unescape(_TAG.sub("", str(tok.get("raw", ""))))).strip()
+            out.append(without_templates(text))
         elif kind == "table_row" or (kind == "table_head" and not _has_rows(tok)):
             out.append("\t".join(inline_text(c.get("children", [])).strip() for c in tok.get("children", [])))
         elif kind in _CONTAINERS:
