@@ -55,6 +55,7 @@ def measure(repo: Path, work: Path) -> dict[str, Any]:
         "posts": len(posts),
         "postEdges": sum(1 for e in graph["edges"] if e["type"] == "POST_LINKS_TO_POST"),
         "datedPosts": sum(1 for p in posts if p.get("date")),
+        "dateSources": dict(sorted(Counter(str(p["dateSource"]) for p in posts if p.get("dateSource")).items())),
         "gitDatedPosts": sum(1 for p in posts if p.get("gitCreated")),
         "resolvedPostLinks": sum(len(p["links"]) for p in posts),
         "brokenLinks": kinds["broken-link"],
