@@ -75,9 +75,10 @@ def split_marker(href: str) -> tuple[str, str, str] | None:
 
 
 def is_page_link(path: str) -> bool:
-    """A link path that may be a page's URL: no extension, or `.html` (a link to `x.pdf` is to a file)."""
+    """A link path that may be a page's URL: no extension, or `.html` (a link to `x.pdf` is to a file). The site's
+    home (`/`) and `..` name no page of their own."""
     last = path.rstrip("/").rsplit("/", 1)[-1]
-    return bool(path) and not path.startswith(("{", "@")) and ("." not in last or last.endswith((".html", ".htm")))
+    return bool(last) and not path.startswith(("{", "@")) and ("." not in last or last.endswith((".html", ".htm")))
 
 
 class PermalinkIndex:

@@ -187,7 +187,8 @@ def test_jekyll_post_url_link_and_pretty_permalinks(tmp_path: Path) -> None:
 
 
 def test_a_link_that_names_no_post_is_reported_and_kept(tmp_path: Path) -> None:
-    site = write_files(tmp_path / "s", {"a.md": b"[team](/team/) [pdf](/files/x.pdf) [ok](/b/)\n", "b.md": b"B\n"})
+    site = write_files(tmp_path / "s", {"a.md": b"[team](/team/) [pdf](/files/x.pdf) [ok](/b/) [home](/)\n",
+                                        "b.md": b"B\n"})
     built = build(tmp_path, SourceSpec(path=str(site)))
     assert built.links("a.md") == ["b.md"]
     assert built.problems("a.md") == [("unresolved-link", "link names no post: /team/")]
