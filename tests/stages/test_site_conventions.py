@@ -13,6 +13,8 @@ from dulwich.repo import Repo
 
 from pipeline.bundle_db.schema import write_content_db
 from pipeline.errors import PermanentError
+from pipeline.markdown.site_conventions import is_draft, site_urls
+from pipeline.markdown.site_dates import post_date
 from pipeline.markdown.site_links import mark_generator_links
 from pipeline.models import JobSpec, SourceSpec
 from pipeline.settings import Settings
@@ -208,3 +210,16 @@ def test_include_drafts_must_be_a_flag(tmp_path: Path) -> None:
     site = write_files(tmp_path / "s", {"a.md": b"A\n"})
     with pytest.raises(PermanentError, match="includeDrafts"):
         build(tmp_path, SourceSpec(path=str(site)), includeDrafts="yes")
+
+
+def test_dates_names_and_drafts_read_as_the_generators_do() -> None:
+    assert post_date({}, "_posts/2020-13-45-not-a-date.md", None) is None
+    assert post_date({}, "posts/2020-02-29-leap/index.md", "x") == ("2020-02-29", "fileName")
+    assert post_date({"path": "blog/2022/10/28/x"}, "a.md", None) is None  # a Zola path starts with the date
+    assert post_date({"date": "2001-01-01", "path": "2022/10/28/x"}, "2020-01-31-a.md", "g") == ("2001-01-01",
+                                                                                                 "frontmatter")
+    assert is_draft({"draft": "true"}, "a.md") and is_draft({"published": False}, "a.md")
+    assert is_draft({}, "blog/_drafts/a.md") and not is_draft({"draft": False, "published": True}, "_drafts.md")
+    assert site_urls("_posts/2010-07-21-name.md", {"permalink": "/:year/:title/"}, "") == [
+        "/2010/07/21/name/", "/name/"]
+    assert site_urls("content/blog/x.md", {"path": "2022/x", "slug": "y"}, "content") == ["2022/x", "/blog/y/"]
