@@ -7,7 +7,8 @@ author's (what `git log` shows), as ISO strings in UTC like the fs dates of a po
 a moved file's history starts at the move, as with `git log` without `--follow`.
 
 A shallow clone's history stops at its cut: every file not touched since would seem added there, so such a
-history gives no dates at all and says why (`GitDates.shallow`).
+history gives no dates at all and says why (`GitDates.shallow`); so does a history with an object missing
+(`GitDates.missing`), which must not fail the fetch of a tree that checked out fine.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dulwich.diff_tree import TreeChange
-from dulwich.errors import NotGitRepository
+from dulwich.errors import MissingCommitError, NotGitRepository
 from dulwich.objects import ObjectID
 from dulwich.repo import Repo
 
@@ -29,12 +30,13 @@ from pipeline.timestamps import iso
 class GitDates:
     commit: str
     shallow: bool = False
+    missing: str | None = None  # the object the walk could not read
     commits: int = 0
     # path in the repository → (author time of the first commit that added it, of the last that changed it)
     files: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def to_json(self) -> JSON:
-        return {"commit": self.commit, "shallow": self.shallow, "commits": self.commits,
+        return {"commit": self.commit, "shallow": self.shallow, "missing": self.missing, "commits": self.commits,
                 "files": {p: [iso(c), iso(m)] for p, (c, m) in sorted(self.files.items())}}
 
 
@@ -61,13 +63,22 @@ def file_dates(repo_path: Path, commit: str, keep: Callable[[str], bool]) -> Git
         if repo.get_shallow():
             return GitDates(commit, shallow=True)
         out = GitDates(commit)
-        for entry in repo.get_walker(include=[ObjectID(commit.encode())]):
-            out.commits += 1
-            when = int(entry.commit.author_time)
-            for raw in _changed_paths(entry.changes()):
-                path = raw.decode("utf-8", errors="replace")
-                if not keep(path):
-                    continue
-                seen = out.files.get(path)
-                out.files[path] = (when, when) if seen is None else (min(seen[0], when), max(seen[1], when))
+        try:
+            _walk(repo, commit, keep, out)
+        except (KeyError, MissingCommitError) as exc:  # dulwich's KeyError carries the missing object's id
+            missing = exc.args[0] if exc.args else b""
+            shown = missing.decode("ascii", "replace") if isinstance(missing, bytes) else str(missing)
+            return GitDates(commit, missing=shown or "an object")
         return out
+
+
+def _walk(repo: Repo, commit: str, keep: Callable[[str], bool], out: GitDates) -> None:
+    for entry in repo.get_walker(include=[ObjectID(commit.encode())]):
+        out.commits += 1
+        when = int(entry.commit.author_time)
+        for raw in _changed_paths(entry.changes()):
+            path = raw.decode("utf-8", errors="replace")
+            if not keep(path):
+                continue
+            seen = out.files.get(path)
+            out.files[path] = (when, when) if seen is None else (min(seen[0], when), max(seen[1], when))

@@ -139,13 +139,16 @@ def _dated(path: str) -> bool:
 
 def _record_dates(ctx: StageContext, dates: GitDates, depth: int | None) -> None:
     ctx.artifacts.put_json(GIT_DATES.key(ctx.job_id), dates.to_json())
+    without = ("so posts and media get no gitCreated/gitModified and a post's date comes from its frontmatter, "
+               "file name or path only")
     if dates.shallow:
         cut = f" (depth {depth})" if depth else ""
-        ctx.record_issue(Issue(
-            stage=ctx.stage, path="", severity="warning", kind="git-history",
-            message=f"shallow clone{cut}: the history is cut, so posts and media get no gitCreated/gitModified "
-                    "and a post's date comes from its frontmatter, file name or path only; clone without a "
-                    "depth for git dates"))
+        ctx.record_issue(Issue(stage=ctx.stage, path="", severity="warning", kind="git-history",
+                               message=f"shallow clone{cut}: the history is cut, {without}; clone without a depth "
+                                       "for git dates"))
+    elif dates.missing:
+        ctx.record_issue(Issue(stage=ctx.stage, path="", severity="warning", kind="git-history",
+                               message=f"the history cannot be read (object {dates.missing} is missing), {without}"))
 
 
 __all__ = ["run", "head_commit"]

@@ -223,3 +223,17 @@ def test_dates_names_and_drafts_read_as_the_generators_do() -> None:
     assert site_urls("_posts/2010-07-21-name.md", {"permalink": "/:year/:title/"}, "") == [
         "/2010/07/21/name/", "/name/"]
     assert site_urls("content/blog/x.md", {"path": "2022/x", "slug": "y"}, "content") == ["2022/x", "/blog/y/"]
+
+
+def test_a_history_with_an_object_missing_gives_no_dates_and_names_it(tmp_path: Path) -> None:
+    repo = zola_blog(tmp_path / "zola")
+    with Repo(str(repo)) as r:
+        head = r.head()
+        first = head
+        while r[first].parents:  # type: ignore[attr-defined]
+            first = r[first].parents[0]  # type: ignore[attr-defined]
+        root_tree = r[first].tree  # type: ignore[attr-defined]
+    loose = repo / ".git" / "objects" / root_tree[:2].decode() / root_tree[2:].decode()
+    loose.unlink()  # the first commit's tree: the checkout of head still works, its history does not
+    dates = file_dates(repo, head.decode(), lambda p: True)
+    assert dates.files == {} and dates.missing == root_tree.decode() and not dates.shallow
