@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dulwich.objects import Commit
 from dulwich.repo import Repo
 
 from pipeline.bundle_db.schema import write_content_db
@@ -229,10 +230,11 @@ def test_a_history_with_an_object_missing_gives_no_dates_and_names_it(tmp_path: 
     repo = zola_blog(tmp_path / "zola")
     with Repo(str(repo)) as r:
         head = r.head()
-        first = head
-        while r[first].parents:  # type: ignore[attr-defined]
-            first = r[first].parents[0]  # type: ignore[attr-defined]
-        root_tree = r[first].tree  # type: ignore[attr-defined]
+        commit = r[head]
+        while isinstance(commit, Commit) and commit.parents:
+            commit = r[commit.parents[0]]
+        assert isinstance(commit, Commit)
+        root_tree = commit.tree
     loose = repo / ".git" / "objects" / root_tree[:2].decode() / root_tree[2:].decode()
     loose.unlink()  # the first commit's tree: the checkout of head still works, its history does not
     dates = file_dates(repo, head.decode(), lambda p: True)
