@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from pipeline.markdown.discovery import media_ext
 from pipeline.markdown.site_conventions import site_urls
@@ -67,9 +67,10 @@ class Resolver:
     """Lookups over the posts and media found at discovery, shared by every batch."""
 
     def __init__(self, posts: Iterable[dict[str, Any]], medias: dict[str, dict[str, Any]], urls: UrlScheme,
-                 content_root: str = "") -> None:
+                 content_root: str = "", site_hosts: Iterable[str] = ()) -> None:
         self.urls = urls
         self.content_root = content_root
+        self.site_hosts = frozenset(h.lower() for h in site_hosts)
         posts = list(posts)
         self.medias = medias
         self.slugs: dict[str, str] = {}
@@ -116,8 +117,10 @@ class Resolver:
         marked = split_marker(href)
         if marked is not None:
             return self._generator_link(*marked, from_path)
-        if not href or href.startswith(("#", "?")) or is_external(href):
+        if not href or href.startswith(("#", "?")):
             return None
+        if is_external(href):
+            return self._own_site_link(href, from_path)
         path, fragment = _split(href)
         if path.startswith("@/"):  # Zola: a path inside the content folder
             post = self._post(_join("", posixpath.join(self.content_root, path[2:])))
@@ -133,6 +136,22 @@ class Resolver:
             return None
         post = self.permalinks.find(path, from_path)
         return self._post_resolved(post, fragment) if post else Resolved(href, unresolved=unquote(href))
+
+    def _own_site_link(self, href: str, from_path: str) -> Resolved | None:
+        """`https://<the site's own host>/x/`: the post served at /x/, else reported and kept; other URLs None."""
+        if not self.site_hosts:
+            return None
+        try:
+            parts = urlsplit(href)
+            host = (parts.hostname or "").lower()
+        except ValueError:  # a malformed URL is no address of the site's
+            return None
+        path = unquote(parts.path)
+        if parts.scheme not in ("http", "https") or host not in self.site_hosts or not is_page_link(path):
+            return None
+        post = self.permalinks.find(path if path.startswith("/") else "/" + path, from_path)
+        fragment = f"#{parts.fragment}" if parts.fragment else ""
+        return self._post_resolved(post, fragment) if post else Resolved(href, unresolved=href)
 
     def _generator_link(self, kind: str, target: str, fragment: str, from_path: str) -> Resolved:
         """Hugo `ref`/`relref` (the post's folder, then the content folder, then by file or bundle name),

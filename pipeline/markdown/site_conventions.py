@@ -5,8 +5,13 @@ the content folder, and the URLs a post is served at (which other posts link to 
 from __future__ import annotations
 
 import posixpath
+import tomllib
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
 
 from pipeline.markdown.slugs import explicit_slug
 from pipeline.models import JSON
@@ -18,6 +23,11 @@ DRAFTS_FOLDER = "_drafts"  # Jekyll's
 # and the old URLs Zola and Hugo redirect from.
 URL_KEYS = ("permalink", "path", "url")
 ALIAS_KEYS = ("aliases", "redirect_from")
+# Where each generator names the site's own address: Zola `base_url`, Hugo `baseURL`, Jekyll `url`.
+CONFIG_FILES = ("config.toml", "zola.toml", "hugo.toml", "hugo.yaml", "hugo.yml", "config.yaml", "config.yml",
+                "_config.yml", "_config.yaml")
+BASE_URL_KEYS = ("base_url", "baseURL", "baseurl", "url")
+CONFIG_MAX_BYTES = 1 << 20
 _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
 
@@ -91,3 +101,35 @@ def site_urls(rel: str, frontmatter: JSON, root: str) -> list[str]:
         stem = stem[11:]
     urls.append("/" + "/".join([*folders, stem]) + "/")
     return urls
+
+
+def host_of(url: str) -> str | None:
+    """The host of an http(s) URL or of a bare domain (`example.org`), lower-case; None for anything else."""
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    return parts.hostname.lower() if parts.scheme in ("http", "https") and parts.hostname else None
+
+
+def config_hosts(root: Path) -> tuple[list[str], list[str]]:
+    """(hosts the site's config names as its own address, problems reading a config file).
+
+    A link to one of these hosts is a link inside the site, as if it were written from its root."""
+    hosts: list[str] = []
+    problems: list[str] = []
+    for name in CONFIG_FILES:
+        path = root / name
+        if not path.is_file() or path.is_symlink() or path.stat().st_size > CONFIG_MAX_BYTES:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = tomllib.loads(text) if name.endswith(".toml") else yaml.safe_load(text)
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError, RecursionError) as exc:
+            problems.append(f"{name}: not read for the site's address ({type(exc).__name__})")
+            continue
+        if not isinstance(data, dict):
+            continue
+        for key in BASE_URL_KEYS:
+            value = data.get(key)
+            host = host_of(value) if isinstance(value, str) and value.strip() else None
+            if host and host not in hosts:
+                hosts.append(host)
+    return hosts, problems

@@ -31,7 +31,7 @@ from pipeline.markdown.graph import link_graph
 from pipeline.markdown.links import Resolver
 from pipeline.markdown.media import MediaInfo, probe
 from pipeline.markdown.posts import build_post, file_name, post_title, read_post
-from pipeline.markdown.site_conventions import content_root, is_draft, site_urls
+from pipeline.markdown.site_conventions import config_hosts, content_root, host_of, is_draft, site_urls
 from pipeline.markdown.slugs import assign_slugs
 from pipeline.markdown.urls import UrlScheme
 from pipeline.models import JSON, Issue, Severity, StageResult
@@ -59,7 +59,8 @@ def run(ctx: StageContext) -> StageResult:
             return StageResult.more()
         if resolver is None:
             index = ctx.artifacts.get_json(ctx.key("index.json"))
-            resolver = Resolver(index["posts"], index["medias"], url_scheme(ctx), index.get("contentRoot", ""))
+            resolver = Resolver(index["posts"], index["medias"], url_scheme(ctx), index.get("contentRoot", ""),
+                                index.get("siteHosts", ()))
         cursor = _render_batch(ctx, root, index, resolver, cursor)
         worked = True
     if worked and ctx.should_yield():
@@ -125,6 +126,12 @@ def _discover(ctx: StageContext, root: Path, rel_root: str) -> JSON:
     drafts = 0
     issues: list[Issue] = []
     medias, media_entries = _medias(root, found.medias, git, issues)
+    hosts, problems = config_hosts(root)
+    issues.extend(_issue(p.split(":", 1)[0], p, "info", "config") for p in problems)
+    # the job's `domain` is where the bundle's pages are served: a link to it is a link inside the site too
+    domain = host_of(str(ctx.spec.options.get("domain") or ""))
+    if domain and domain not in hosts:
+        hosts.append(domain)
     posts: list[JSON] = []
     for rel in found.posts:
         try:
@@ -156,6 +163,7 @@ def _discover(ctx: StageContext, root: Path, rel_root: str) -> JSON:
     ctx.artifacts.put_json(ctx.key("index.json"), {
         "root": rel_root,
         "contentRoot": site_root,
+        "siteHosts": hosts,
         "drafts": drafts,
         "posts": posts,
         "medias": {m.path: m.to_index() for m in medias},

@@ -103,6 +103,8 @@ HUGO: dict[str, bytes] = {
         b'```\n[kept]({{< ref "first.md" >}})\n```\n'),
     "content/posts/third.md": (
         b"---\ntitle: Third\n---\n\nSee [second](/custom/second/) and [bundle]({{< ref \"second\" >}}).\n"
+        b"[abs](https://Hugo.example.org/posts/first/#sec) [gone](https://hugo.example.org/posts/gone/) "
+        b"[other](https://elsewhere.example.org/posts/first/)\n"
         b"{{<youtube id=\"x\">}} and {{% notice %}}inside{{% /notice %}}.\n"),
     "content/posts/draft.md": b"---\ntitle: Draft\ndraft: true\n---\n\nSecret.\n",
 }

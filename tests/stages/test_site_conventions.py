@@ -158,7 +158,11 @@ def test_hugo_ref_relref_url_and_bundles(tmp_path: Path) -> None:
     hugo = build(tmp_path, SourceSpec(path=str(write_files(tmp_path / "hugo", HUGO))))
     second, third = "content/posts/second/index.md", "content/posts/third.md"
     assert hugo.links(second) == ["content/posts/first.md"]
-    assert hugo.links(third) == [second]
+    # a link to the site's own address (config.toml baseURL) is a link inside the site
+    assert hugo.links(third) == ["content/posts/first.md", second]
+    assert 'href="/_repo/notes/first#sec"' in hugo.posts[third]["html"]
+    assert 'href="https://elsewhere.example.org/posts/first/"' in hugo.posts[third]["html"]
+    assert hugo.problems(third) == [("unresolved-link", "link names no post: https://hugo.example.org/posts/gone/")]
     assert hugo.posts[second]["slug"] == "second" and "isSection" not in hugo.posts[second]
     assert hugo.posts["content/posts/_index.md"]["slug"] == "posts"
     assert hugo.posts["content/posts/_index.md"]["isSection"] is True
@@ -191,11 +195,13 @@ def test_jekyll_post_url_link_and_pretty_permalinks(tmp_path: Path) -> None:
 
 def test_a_link_that_names_no_post_is_reported_and_kept(tmp_path: Path) -> None:
     site = write_files(tmp_path / "s", {"a.md": b"[team](/team/) [pdf](/files/x.pdf) [ok](/b/) [home](/)\n",
-                                        "b.md": b"B\n"})
-    built = build(tmp_path, SourceSpec(path=str(site)))
+                                        "b.md": b"[back](https://www.example.com/a)\n"})
+    built = build(tmp_path, SourceSpec(path=str(site)), domain="www.example.com")
     assert built.links("a.md") == ["b.md"]
+    assert built.links("b.md") == ["a.md"]  # the job's domain is the site's own address
     assert built.problems("a.md") == [("unresolved-link", "link names no post: /team/")]
     assert 'href="/team/"' in built.posts["a.md"]["html"] and 'href="/files/x.pdf"' in built.posts["a.md"]["html"]
+    assert 'href="https://www.example.com/_repo/notes/a"' in built.posts["b.md"]["html"]
 
 
 def test_generator_links_are_marked_outside_code_only() -> None:
@@ -239,3 +245,12 @@ def test_a_history_with_an_object_missing_gives_no_dates_and_names_it(tmp_path: 
     loose.unlink()  # the first commit's tree: the checkout of head still works, its history does not
     dates = file_dates(repo, head.decode(), lambda p: True)
     assert dates.files == {} and dates.missing == root_tree.decode() and not dates.shallow
+
+
+def test_a_config_that_does_not_parse_is_reported_and_the_site_still_builds(tmp_path: Path) -> None:
+    site = write_files(tmp_path / "s", {"config.toml": b"base_url = [unclosed\n", "a.md": b"[b](https://x.org/b/)\n",
+                                        "b.md": b"B\n"})
+    built = build(tmp_path, SourceSpec(path=str(site)))
+    assert built.problems("config.toml") == [("config", "config.toml: not read for the site's address "
+                                                        "(TOMLDecodeError)")]
+    assert built.links("a.md") == []
