@@ -3,7 +3,10 @@
 Runs fetch and parse in-process (no Redis, no embeddings) on each corpus, made into a one-commit git repository
 first when it is not one, so the numbers of two commits of repobuild can be compared on the same input:
 
-    python -m benchmarks.site_fidelity CORPUS_DIR [CORPUS_DIR ...]
+    python -m benchmarks.site_fidelity CORPUS_DIR[=DOMAIN] [CORPUS_DIR[=DOMAIN] ...]
+
+DOMAIN is the job's `domain` option: the site's own address, so links to it count as links inside the site
+(til links to other TILs as https://til.simonwillison.net/…). Without it, the options of a plain job.
 """
 
 from __future__ import annotations
@@ -38,12 +41,12 @@ def as_git_repository(corpus: Path, work: Path) -> Path:
     return repo
 
 
-def measure(repo: Path, work: Path) -> dict[str, Any]:
+def measure(repo: Path, work: Path, domain: str | None = None) -> dict[str, Any]:
     settings = Settings(artifacts=str(work / "art"), output=str(work / "out"), temp_dir=str(work),
                         local_source_roots=(str(repo.parent), str(work)), skip_embeddings=True)
     store = LocalArtifactStore(settings.artifacts)
     spec = JobSpec(job_id="bench", task="process-all", source=SourceSpec(path=str(repo)),
-                   options={"skipEmbeddings": True})
+                   options={"skipEmbeddings": True, **({"domain": domain} if domain else {})})
     for module, name in ((fetch, "fetch"), (parse, "parse")):
         ctx = LocalContext(job_id="bench", stage=name, spec=spec, settings=settings, artifacts=store)
         run_to_end(module.run, ctx)
@@ -66,10 +69,12 @@ def measure(repo: Path, work: Path) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
     for arg in argv:
+        where, _, domain = arg.partition("=")
         with tempfile.TemporaryDirectory(prefix="site-fidelity-") as tmp:
             work = Path(tmp)
-            repo = as_git_repository(Path(arg).resolve(), work)
-            print(json.dumps({"corpus": Path(arg).name, **measure(repo, work / "run")}))
+            repo = as_git_repository(Path(where).resolve(), work)
+            print(json.dumps({"corpus": Path(where).name, "domain": domain or None,
+                              **measure(repo, work / "run", domain or None)}))
 
 
 if __name__ == "__main__":
