@@ -29,6 +29,7 @@ import pytest
 
 from api.cli.local_services import WorkerProcess
 from benchmarks.bundle_diff import diff
+from pipeline.http.callbacks import DELIVERY_HEADER
 from pipeline.models import JobStatus
 from pipeline.plans import PLANS
 from pipeline.settings import Settings
@@ -232,7 +233,15 @@ class Run:
         rec.duplicate_objects += len(rewritten)
         self.problems.extend(f"{job_id}: {p}" for p in rewritten)
         deliveries = [r for r in self.callbacks.accepted if json.loads(r["body"]).get("jobId") == job_id]
+        if not deliveries:
+            self.problems.append(f"{job_id}: no callback delivered")
+        # At least once: a kill between the POST and notify's checkpoint sends it again, the same bytes under
+        # the same delivery id, so the receiver can drop the repeat.
         rec.duplicate_deliveries += max(0, len(deliveries) - 1)
+        sent = {(r["body"], {k.lower(): v for k, v in r["headers"].items()}.get(DELIVERY_HEADER.lower()))
+                for r in deliveries}
+        if len(sent) > 1:
+            self.problems.append(f"{job_id}: {len(deliveries)} callbacks with {len(sent)} different bodies or ids")
 
 
 def test_kill9_whole_worker_at_random_moments(chaos: Chaos, settings: Settings, workers: Workers, store: JobStore,
@@ -273,7 +282,7 @@ def test_kill9_whole_worker_at_random_moments(chaos: Chaos, settings: Settings, 
     if run.from_start:
         rec.notes.append(f"resume from the new worker's start: median {statistics.median(run.from_start):.2f}s, "
                          f"max {max(run.from_start):.2f}s")
-    print("\n" + "\n".join(rec.notes))
+    print("\n" + "\n".join(rec.notes + [f"PROBLEM {p}" for p in run.problems]))
     assert run.problems == []
     assert rec.injected >= chaos.n(3, 50)
     assert rec.jobs_completed == rec.jobs_submitted
