@@ -78,9 +78,10 @@ def _passed(store: JobStore, job_id: str, stage: str) -> bool:
 
 
 def _batch_running(store: JobStore, job_id: str, stage: str) -> bool:
-    state = store.stage(job_id, stage)
-    total = int((state.cursor or {}).get("batches") or 0)
-    return state.status == StageStatus.RUNNING and bool(store.batches(job_id, stage).leased(set(range(total))))
+    # The stage itself mostly waits in the broker (a countdown) while its batches run: only they count here.
+    cursor = store.stage(job_id, stage).cursor or {}
+    total = int(cursor.get("batches") or 0)
+    return cursor.get("phase") == "batches" and bool(store.batches(job_id, stage).leased(set(range(total))))
 
 
 def wait_for(store: JobStore, job_id: str, moment: str, timeout: float = 300) -> bool:
@@ -167,6 +168,10 @@ def redone(before: Snapshot, after: Snapshot, moment: str, running: bool, artifa
             items += max(0, again) * sizes.get(n, bound)
         return Redone(stage, items, bound, problems)
     cursor = was.cursor or {}
+    if not cursor and stage in batch_sizes:
+        # Killed before its first checkpoint: what was in flight is the first batch (or parse's discovery).
+        bound = batch_sizes[stage]
+        return Redone(stage, min(bound, now.total or bound) if running else 0, bound, problems)
     if "next" in cursor and stage in batch_sizes:
         # A batched cursor: posts rendered (parse) or files sent (upload) up to `next` are checkpointed.
         bound = int(cursor.get("batch") or batch_sizes[stage])
