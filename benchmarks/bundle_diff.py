@@ -24,17 +24,17 @@ VOLATILE_KEYS = frozenset({"revision", "jobId", "createdAt", "publishedAt"})
 DB_NAME = "content.sqlite"
 
 
-def _strip(value: Any, rev: str) -> Any:
+def _strip(value: Any, rev: str, volatile: frozenset[str] = VOLATILE_KEYS) -> Any:
     if isinstance(value, dict):
-        return {k: _strip(v, rev) for k, v in value.items() if k not in VOLATILE_KEYS}
+        return {k: _strip(v, rev, volatile) for k, v in value.items() if k not in volatile}
     if isinstance(value, list):
-        return [_strip(v, rev) for v in value]
+        return [_strip(v, rev, volatile) for v in value]
     if isinstance(value, str):
         return value.replace(rev, "<rev>")
     return value
 
 
-def _rows(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+def _rows(db: Path, ignore: frozenset[str] = frozenset()) -> dict[str, list[tuple[Any, ...]]]:
     con = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
     con.enable_load_extension(True)
     con.load_extension(sqlite_vec.loadable_path())
@@ -47,6 +47,9 @@ def _rows(db: Path) -> dict[str, list[tuple[Any, ...]]]:
                 rows = list(con.execute(f'SELECT * FROM "{table}"'))
             except apsw.SQLError:
                 continue  # shadow tables of a virtual table that only its module may read
+            if ignore and rows:
+                names = [str(c[1]) for c in con.execute(f'PRAGMA table_info("{table}")')]
+                rows = [tuple(None if n in ignore else v for n, v in zip(names, r, strict=True)) for r in rows]
             out[table] = sorted((tuple(r) for r in rows), key=repr)
         return out
     finally:
@@ -57,8 +60,11 @@ def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
 
-def diff(a: Path, b: Path) -> list[str]:
+def diff(a: Path, b: Path, ignore: frozenset[str] = frozenset()) -> list[str]:
+    """Differences between bundles `a` and `b`; `ignore` names more JSON keys and content.sqlite columns that
+    may differ (e.g. the file times of a fresh git checkout: fsCreated, fsModified, _created, _modified)."""
     a, b = a.resolve(), b.resolve()
+    volatile = VOLATILE_KEYS | ignore
     problems: list[str] = []
     fa, fb = _files(a), _files(b)
     problems += [f"only in {a}: {f}" for f in sorted(fa - fb)]
@@ -66,9 +72,10 @@ def diff(a: Path, b: Path) -> list[str]:
     for rel in sorted(fa & fb):
         pa, pb = a / rel, b / rel
         if rel.endswith(".json"):
-            same = _strip(json.loads(pa.read_bytes()), a.name) == _strip(json.loads(pb.read_bytes()), b.name)
+            same = (_strip(json.loads(pa.read_bytes()), a.name, volatile)
+                    == _strip(json.loads(pb.read_bytes()), b.name, volatile))
         elif rel.endswith(DB_NAME):
-            ra, rb = _rows(pa), _rows(pb)
+            ra, rb = _rows(pa, ignore), _rows(pb, ignore)
             same = _strip(json.loads(json.dumps(ra, default=bytes.hex)), a.name) == \
                 _strip(json.loads(json.dumps(rb, default=bytes.hex)), b.name)
         else:

@@ -17,14 +17,15 @@ EDITED_POST = "getting-paid.md"
 EDIT_SENTENCE = " (The benchmark added this sentence to measure an incremental rebuild.)"
 IMAGE_LINK = re.compile(r"/assets/images/[^\s)\"'>]+")
 
-def english_corpus(dest: Path) -> tuple[Path, int, int]:
-    """The English posts (`_articles/*.md`, not `_articles/<lang>/`), the images they link to, the licence."""
-    articles = GUIDE / "_articles"
-    if not articles.is_dir():
-        raise SystemExit(f"corpus not found: {articles} (set REPOBUILD_CORPORA to the corpora folder)")
+def english_corpus(dest: Path, articles: int | None = None) -> tuple[Path, int, int]:
+    """The English posts (`_articles/*.md`, not `_articles/<lang>/`), the images they link to, the licence;
+    with `articles`, only the first that many posts (by name) and their images."""
+    folder = GUIDE / "_articles"
+    if not folder.is_dir():
+        raise SystemExit(f"corpus not found: {folder} (set REPOBUILD_CORPORA to the corpora folder)")
     (dest / "_articles").mkdir(parents=True)
     posts, links = 0, set()
-    for md in sorted(articles.glob("*.md")):  # top level only: the translations live in subfolders
+    for md in sorted(folder.glob("*.md"))[:articles]:  # top level only: the translations live in subfolders
         shutil.copy2(md, dest / "_articles" / md.name)
         links.update(IMAGE_LINK.findall(md.read_text(encoding="utf-8")))
         posts += 1
