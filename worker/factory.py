@@ -7,6 +7,7 @@ from kombu.entity import Queue
 from pipeline.settings import Settings
 from pipeline.stages.registry import STAGES
 from worker import tasks
+from worker.heartbeat import ConsumingHeartbeat
 from worker.policy import app_defaults
 from worker.queues import QUEUE_IO, QUEUES, stage_queues
 from worker.repobuild_app import RepobuildCelery
@@ -45,5 +46,7 @@ def create_celery(settings: Settings) -> RepobuildCelery:
         worker_cancel_long_running_tasks_on_connection_loss=True,
         **app_defaults(),
     )
+    # the liveness heartbeat `repobuild probe worker` reads: beats only while the task consumer consumes
+    app.steps["consumer"].add(ConsumingHeartbeat)
     tasks.register(app)
     return app

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import uuid
 from pathlib import Path
 
+from api.cli import probe
+from api.cli.celery_exec import exec_celery
 from api.schemas import source_spec
 from pipeline.http.address_policy import url_host
 from pipeline.http.credentials import split_spec
@@ -205,22 +206,6 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_worker(rest: list[str]) -> int:
-    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", *rest]
-    if not any(a == "-Q" or a.startswith("--queues") for a in rest):
-        from worker.queues import QUEUES  # noqa: PLC0415
-
-        argv += ["-Q", ",".join(QUEUES)]
-    os.execv(sys.executable, argv)  # exec, so signals from the supervisor reach celery itself
-    return 0
-
-
-def cmd_flower(rest: list[str]) -> int:
-    """Flower on the same broker; its /api answers 401 unless FLOWER_BASIC_AUTH=user:pass (or --basic-auth)."""
-    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "worker.app", "flower", *rest])
-    return 0
-
-
 def _job_options(sp: argparse.ArgumentParser, ids: tuple[str, str], token_help: str | None = None) -> None:
     """The options `run` and `submit` share; `ids` keeps the order in which each command's help lists them."""
     sp.add_argument("--task", default="process-all")
@@ -275,6 +260,8 @@ def parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int)
     api.set_defaults(func=cmd_api)
 
+    probe.add_parser(sub)
+
     sub.add_parser("worker", help="start a Celery worker (arguments pass through)", add_help=False)
     sub.add_parser("flower", help="start Flower on the broker (arguments pass through; FLOWER_BASIC_AUTH=user:pass)",
                    add_help=False)
@@ -283,10 +270,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "worker":
-        return cmd_worker(argv[1:])
-    if argv and argv[0] == "flower":
-        return cmd_flower(argv[1:])
+    if argv and argv[0] in ("worker", "flower"):
+        return exec_celery(argv[0], argv[1:])
     args = parser().parse_args(argv)
     return int(args.func(args))
 
