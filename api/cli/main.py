@@ -177,6 +177,30 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_create_bucket(args: argparse.Namespace) -> int:
+    """The buckets the settings name (publishing, and an s3:// artifact store), created when missing."""
+    from pipeline.errors import PipelineError  # noqa: PLC0415
+    from pipeline.targets.s3_client import ensure_bucket, parse_s3_url, s3_client  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    buckets = list(args.bucket) or [b for b in (
+        settings.s3_bucket, parse_s3_url(settings.artifacts)[0] if settings.artifacts.startswith("s3://") else None)
+        if b]
+    if not buckets:
+        print("repobuild: no bucket named: set REPOBUILD_S3_BUCKET (or REPOBUILD_ARTIFACTS=s3://...)",
+              file=sys.stderr)
+        return 1
+    client = s3_client(settings)
+    for bucket in dict.fromkeys(buckets):
+        try:
+            created = ensure_bucket(client, bucket)
+        except PipelineError as exc:
+            print(f"repobuild: bucket {bucket}: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps({"bucket": bucket, "created": created}))
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from pipeline.bundle_db.search import search  # noqa: PLC0415
     from pipeline.errors import PermanentError  # noqa: PLC0415
@@ -251,6 +275,10 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument("project_id")
     rb.add_argument("rev", help="the revision (job id) to make live again")
     rb.set_defaults(func=cmd_rollback)
+
+    cb = sub.add_parser("create-bucket", help="create the bucket(s) the settings name, if missing (deploy step)")
+    cb.add_argument("bucket", nargs="*", help="default: REPOBUILD_S3_BUCKET and the bucket of REPOBUILD_ARTIFACTS")
+    cb.set_defaults(func=cmd_create_bucket)
 
     rec = sub.add_parser("reconcile", help="re-drive stuck jobs once")
     rec.set_defaults(func=cmd_reconcile)
