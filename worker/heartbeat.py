@@ -68,6 +68,7 @@ class ConsumingHeartbeat(bootsteps.StartStopStep):
         self.redis_url: str = settings.redis_url or ""
         self.client: redis.Redis | None = None
         self.tref: Any = None
+        self.first: Any = None
         super().__init__(c, **kwargs)
 
     def start(self, c: Any) -> None:
@@ -75,13 +76,15 @@ class ConsumingHeartbeat(bootsteps.StartStopStep):
         self.watch.received()  # a fresh consumer has not been starved yet
         c.on_task_message.add(self._on_message)
         self.tref = c.timer.call_repeatedly(self.interval, self.beat, (c,), priority=10)
-        self.beat(c)
+        # the first beat as soon as the event loop runs: the task consumer starts consuming only then
+        self.first = c.timer.call_after(0.1, self.beat, (c,), priority=10)
 
     def stop(self, c: Any) -> None:
         # The file stays: a short broker outage restarts the consumer, and the probe's --max-age is the grace.
-        if self.tref is not None:
-            self.tref.cancel()
-            self.tref = None
+        for entry in (self.tref, self.first):
+            if entry is not None:
+                entry.cancel()
+        self.tref = self.first = None
         c.on_task_message.discard(self._on_message)
         if self.client is not None:
             self.client.close()
