@@ -131,6 +131,8 @@ class Settings(BaseSettings):
     )
 
     redis_url: str | None = _env("REPOBUILD_REDIS_URL")
+    # the master's name when REPOBUILD_REDIS_URL is a Sentinel URL (sentinel://h1:26379;sentinel://h2:26379/0)
+    redis_sentinel_master: str = _env("REPOBUILD_REDIS_SENTINEL_MASTER", default="mymaster")
     temp_dir: str = _env("REPOBUILD_TEMP_DIR", "TEMP_DIR", factory=tempfile.gettempdir)
     artifacts: str = _env("REPOBUILD_ARTIFACTS", factory=_artifacts_default)
     output: str = _env("REPOBUILD_OUTPUT", factory=lambda: str(Path.cwd() / "repobuild-output"))

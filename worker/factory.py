@@ -36,6 +36,8 @@ def create_celery(settings: Settings) -> RepobuildCelery:
             # the defaults (10 × 10 s) delay a dead worker's message by ~100 s more (FACTS.md).
             "unacked_restore_throttle": 1,
             "unacked_restore_interval": 1,
+            # read only when REPOBUILD_REDIS_URL is a sentinel:// URL (pipeline/stores/redis_connect.py)
+            "master_name": settings.redis_sentinel_master,
         },
         task_queues=[Queue(q) for q in QUEUES],
         task_default_queue=QUEUE_IO,

@@ -65,14 +65,13 @@ class ConsumingHeartbeat(bootsteps.StartStopStep):
         self.path = Path(settings.heartbeat_file)
         self.interval = float(settings.heartbeat_interval_s)
         self.watch = ConsumptionWatch(stall_s=float(settings.heartbeat_stall_s))
-        self.redis_url: str = settings.redis_url or ""
         self.client: redis.Redis | None = None
         self.tref: Any = None
         self.first: Any = None
         super().__init__(c, **kwargs)
 
     def start(self, c: Any) -> None:
-        self.client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self.client = c.app.redis_client(socket_timeout=2, socket_connect_timeout=2)
         self.watch.received()  # a fresh consumer has not been starved yet
         c.on_task_message.add(self._on_message)
         self.tref = c.timer.call_repeatedly(self.interval, self.beat, (c,), priority=10)

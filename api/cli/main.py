@@ -158,12 +158,10 @@ def cmd_transition(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    import redis  # noqa: PLC0415
-
     from worker.reconciler import reconcile_once  # noqa: PLC0415
 
     app = _app()
-    actions = reconcile_once(app, redis.Redis.from_url(app.repobuild_settings.redis_url or ""))
+    actions = reconcile_once(app, app.redis_client())
     print(json.dumps([{"job_id": j, "stage": s} for j, s in actions]))
     return 0
 
