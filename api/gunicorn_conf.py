@@ -16,11 +16,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from pipeline.settings import Settings
 
-bind = [f"0.0.0.0:{Settings.from_env().port}"]
+_SETTINGS = Settings.from_env()
+bind = [f"0.0.0.0:{_SETTINGS.port}"]
 worker_class = "gthread"
 threads = 8
 # a gthread worker's heartbeat comes from its main thread, so a long request does not count against this
@@ -39,7 +41,8 @@ _METRICS_DIR: list[str] = []
 
 
 def on_starting(server: Any) -> None:
-    metrics_dir = tempfile.mkdtemp(prefix="repobuild-api-metrics-")
+    Path(_SETTINGS.temp_dir).mkdir(parents=True, exist_ok=True)
+    metrics_dir = tempfile.mkdtemp(prefix="repobuild-api-metrics-", dir=_SETTINGS.temp_dir)
     _METRICS_DIR.append(metrics_dir)
     # before any worker imports prometheus_client, which picks multiprocess values when this is set
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir

@@ -116,6 +116,9 @@ def test_compose_commands_serve_a_job(redis_server: PrivateRedis, s3_server: S3S
     services.append(api)
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/ready", api)
+    # api/gunicorn_conf.py made the Prometheus multiprocess folder its workers share, in the container's temp dir
+    metrics_dirs = list(Path(api_env["REPOBUILD_TEMP_DIR"]).glob("repobuild-api-metrics-*"))
+    assert len(metrics_dirs) == 1
 
     project = f"p-{uuid.uuid4().hex[:6]}"
     job_id = f"compose-{project}"
@@ -144,5 +147,6 @@ def test_compose_commands_serve_a_job(redis_server: PrivateRedis, s3_server: S3S
             time.sleep(0.5)
 
     assert api.terminate(timeout=40) == 0, api.tail()
+    assert not metrics_dirs[0].exists()  # removed at exit: the next start sums no stale metrics
     assert worker.terminate(timeout=60) == 0, worker.tail()
     assert "Warm shutdown" in worker.tail()

@@ -32,6 +32,7 @@ from tests.deploy_files import (
     k8s_files,
     pod_specs,
 )
+from worker.factory import create_celery
 from worker.queues import QUEUES
 
 KUBERNETES_VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
@@ -166,6 +167,13 @@ def _worker_queue(spec: dict[str, Any]) -> str:
     command = spec["containers"][0]["command"]
     assert command[:2] == ["repobuild", "worker"], command
     return str(command[command.index("-Q") + 1])
+
+
+def test_workers_prefetch_one_message_per_process_and_ack_late() -> None:
+    # what makes a queue's list length the backlog KEDA should scale on, and a SIGTERM'd or killed pod lose nothing
+    conf = create_celery(Settings(redis_url="redis://127.0.0.1:1/0")).conf
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
 
 
 def test_one_worker_deployment_per_queue_with_probes_limits_and_a_budget() -> None:
