@@ -131,6 +131,8 @@ class Settings(BaseSettings):
     )
 
     redis_url: str | None = _env("REPOBUILD_REDIS_URL")
+    # the master's name when REPOBUILD_REDIS_URL is a Sentinel URL (sentinel://h1:26379;sentinel://h2:26379/0)
+    redis_sentinel_master: str = _env("REPOBUILD_REDIS_SENTINEL_MASTER", default="mymaster")
     temp_dir: str = _env("REPOBUILD_TEMP_DIR", "TEMP_DIR", factory=tempfile.gettempdir)
     artifacts: str = _env("REPOBUILD_ARTIFACTS", factory=_artifacts_default)
     output: str = _env("REPOBUILD_OUTPUT", factory=lambda: str(Path.cwd() / "repobuild-output"))
@@ -204,6 +206,15 @@ class Settings(BaseSettings):
     upload_batch: Annotated[Whole, _at_least(1)] = _env("REPOBUILD_UPLOAD_BATCH", default=200)
     # Where an S3 artifact store materialises `tree()` prefixes; None: <temp_dir>/repobuild/artifact-cache.
     artifacts_cache: str | None = _env("REPOBUILD_ARTIFACTS_CACHE")
+    # The worker's liveness heartbeat (worker/heartbeat.py): a file its consumer rewrites every interval while it
+    # really consumes; `repobuild probe worker` fails once it is older than --max-age. One worker per container.
+    heartbeat_file: str = _env("REPOBUILD_HEARTBEAT_FILE", factory=lambda d: str(
+        Path(d.get("temp_dir") or tempfile.gettempdir()) / "repobuild-worker.heartbeat"))
+    heartbeat_interval_s: Annotated[Number, AfterValidator(lambda v: max(v, 0.1))] = _env(
+        "REPOBUILD_HEARTBEAT_INTERVAL_S", default=5.0)
+    # Messages left waiting this long in the worker's queues while it had a free process and received none:
+    # its consumer is stuck (celery#8030), and the heartbeat stops.
+    heartbeat_stall_s: Number = _env("REPOBUILD_HEARTBEAT_STALL_S", default=60.0)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

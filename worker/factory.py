@@ -7,6 +7,7 @@ from kombu.entity import Queue
 from pipeline.settings import Settings
 from pipeline.stages.registry import STAGES
 from worker import tasks
+from worker.heartbeat import ConsumingHeartbeat
 from worker.policy import app_defaults
 from worker.queues import QUEUE_IO, QUEUES, stage_queues
 from worker.repobuild_app import RepobuildCelery
@@ -35,6 +36,8 @@ def create_celery(settings: Settings) -> RepobuildCelery:
             # the defaults (10 × 10 s) delay a dead worker's message by ~100 s more (FACTS.md).
             "unacked_restore_throttle": 1,
             "unacked_restore_interval": 1,
+            # read only when REPOBUILD_REDIS_URL is a sentinel:// URL (pipeline/stores/redis_connect.py)
+            "master_name": settings.redis_sentinel_master,
         },
         task_queues=[Queue(q) for q in QUEUES],
         task_default_queue=QUEUE_IO,
@@ -45,5 +48,7 @@ def create_celery(settings: Settings) -> RepobuildCelery:
         worker_cancel_long_running_tasks_on_connection_loss=True,
         **app_defaults(),
     )
+    # the liveness heartbeat `repobuild probe worker` reads: beats only while the task consumer consumes
+    app.steps["consumer"].add(ConsumingHeartbeat)
     tasks.register(app)
     return app

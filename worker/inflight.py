@@ -77,7 +77,7 @@ def jobs_in_broker(client: redis.Redis, overdue_after_s: float | None = None) ->
 
 
 def _client(app: RepobuildCelery) -> redis.Redis:
-    return redis.Redis.from_url(app.repobuild_settings.redis_url or "", socket_timeout=10)
+    return app.redis_client(socket_timeout=10)
 
 
 def overdue_after_s(app: RepobuildCelery) -> float:

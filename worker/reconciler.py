@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, cast
+from typing import Any
 
 import redis
 
@@ -76,7 +76,7 @@ class Reconciler:
         self.interval = app.repobuild_settings.reconcile_interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="repobuild-reconciler", daemon=True)
-        self.broker: Any = redis.Redis.from_url(cast(str, app.repobuild_settings.redis_url), socket_timeout=10)
+        self.broker: Any = app.redis_client(socket_timeout=10)
         self.lock_key = RedisKeys(app.repobuild_settings.key_prefix).reconciler_lock
 
     def start(self) -> None:

@@ -7,7 +7,9 @@ are built from can name the type without importing the factory.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
+import redis
 from celery import Celery
 
 from pipeline.settings import Settings
@@ -15,6 +17,7 @@ from pipeline.stores.artifacts import ArtifactStore
 from pipeline.stores.artifacts_s3 import artifact_store
 from pipeline.stores.jobs import JobStore
 from pipeline.stores.jobs_redis import RedisJobStore
+from pipeline.stores.redis_connect import redis_client
 
 
 class RepobuildCelery(Celery):
@@ -29,7 +32,13 @@ class RepobuildCelery(Celery):
     def store(self) -> JobStore:
         s = self.repobuild_settings
         assert s.redis_url, "REPOBUILD_REDIS_URL is required"
-        return RedisJobStore.from_url(s.redis_url, prefix=s.key_prefix, ttl_s=s.state_ttl_s, events_max=s.events_max)
+        return RedisJobStore.from_url(s.redis_url, s.redis_sentinel_master, prefix=s.key_prefix, ttl_s=s.state_ttl_s,
+                                      events_max=s.events_max)
+
+    def redis_client(self, **kw: Any) -> redis.Redis:
+        """A client of the broker's Redis (kombu's keys: queues, unacked messages), Sentinel URLs included."""
+        s = self.repobuild_settings
+        return redis_client(s.redis_url or "", s.redis_sentinel_master, **kw)
 
     @cached_property
     def artifacts(self) -> ArtifactStore:

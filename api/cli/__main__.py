@@ -1,5 +1,5 @@
 """`python -m api.cli`: the same command as `repobuild`."""
-from api.cli.main import main
+from api.cli.entry import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

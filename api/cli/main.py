@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import uuid
 from pathlib import Path
 
+from api.cli import probe
+from api.cli.celery_exec import exec_celery
 from api.schemas import source_spec
 from pipeline.http.address_policy import url_host
 from pipeline.http.credentials import split_spec
@@ -164,12 +165,10 @@ def cmd_transition(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    import redis  # noqa: PLC0415
-
     from worker.reconciler import reconcile_once  # noqa: PLC0415
 
     app = _app()
-    actions = reconcile_once(app, redis.Redis.from_url(app.repobuild_settings.redis_url or ""))
+    actions = reconcile_once(app, app.redis_client())
     print(json.dumps([{"job_id": j, "stage": s} for j, s in actions]))
     return 0
 
@@ -180,6 +179,30 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     pointer = projects.rollback(settings, args.project_id, args.rev)
     print(json.dumps(pointer, indent=2))
+    return 0
+
+
+def cmd_create_bucket(args: argparse.Namespace) -> int:
+    """The buckets the settings name (publishing, and an s3:// artifact store), created when missing."""
+    from pipeline.errors import PipelineError  # noqa: PLC0415
+    from pipeline.targets.s3_client import ensure_bucket, parse_s3_url, s3_client  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    buckets = list(args.bucket) or [b for b in (
+        settings.s3_bucket, parse_s3_url(settings.artifacts)[0] if settings.artifacts.startswith("s3://") else None)
+        if b]
+    if not buckets:
+        print("repobuild: no bucket named: set REPOBUILD_S3_BUCKET (or REPOBUILD_ARTIFACTS=s3://...)",
+              file=sys.stderr)
+        return 1
+    client = s3_client(settings)
+    for bucket in dict.fromkeys(buckets):
+        try:
+            created = ensure_bucket(client, bucket)
+        except PipelineError as exc:
+            print(f"repobuild: bucket {bucket}: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps({"bucket": bucket, "created": created}))
     return 0
 
 
@@ -209,22 +232,6 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     run_simple(args.host, args.port or settings.port, create_app(settings), threaded=True)
-    return 0
-
-
-def cmd_worker(rest: list[str]) -> int:
-    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", *rest]
-    if not any(a == "-Q" or a.startswith("--queues") for a in rest):
-        from worker.queues import QUEUES  # noqa: PLC0415
-
-        argv += ["-Q", ",".join(QUEUES)]
-    os.execv(sys.executable, argv)  # exec, so signals from the supervisor reach celery itself
-    return 0
-
-
-def cmd_flower(rest: list[str]) -> int:
-    """Flower on the same broker; its /api answers 401 unless FLOWER_BASIC_AUTH=user:pass (or --basic-auth)."""
-    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "worker.app", "flower", *rest])
     return 0
 
 
@@ -276,6 +283,10 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument("rev", help="the revision (job id) to make live again")
     rb.set_defaults(func=cmd_rollback)
 
+    cb = sub.add_parser("create-bucket", help="create the bucket(s) the settings name, if missing (deploy step)")
+    cb.add_argument("bucket", nargs="*", help="default: REPOBUILD_S3_BUCKET and the bucket of REPOBUILD_ARTIFACTS")
+    cb.set_defaults(func=cmd_create_bucket)
+
     rec = sub.add_parser("reconcile", help="re-drive stuck jobs once")
     rec.set_defaults(func=cmd_reconcile)
 
@@ -283,6 +294,8 @@ def parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int)
     api.set_defaults(func=cmd_api)
+
+    probe.add_parser(sub)
 
     sub.add_parser("worker", help="start a Celery worker (arguments pass through)", add_help=False)
     sub.add_parser("flower", help="start Flower on the broker (arguments pass through; FLOWER_BASIC_AUTH=user:pass)",
@@ -292,10 +305,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "worker":
-        return cmd_worker(argv[1:])
-    if argv and argv[0] == "flower":
-        return cmd_flower(argv[1:])
+    if argv and argv[0] in ("worker", "flower"):
+        return exec_celery(argv[0], argv[1:])
     args = parser().parse_args(argv)
     return int(args.func(args))
 

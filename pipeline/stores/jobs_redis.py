@@ -14,6 +14,7 @@ from pipeline.stores import job_hash
 from pipeline.stores.batches import RedisBatchState
 from pipeline.stores.jobs import Event, JobExists, JobView, pick_jobs
 from pipeline.stores.keys import RedisKeys
+from pipeline.stores.redis_connect import redis_client
 
 # Write a job field only while holding the stage lease (KEYS: lease, job hash; ARGV: token, field, value, ttl).
 _FENCED_HSET = """
@@ -44,9 +45,9 @@ class RedisJobStore:
         self._release = self.r.register_script(_RELEASE)
 
     @classmethod
-    def from_url(cls, url: str, **kw: Any) -> RedisJobStore:
-        client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5,
-                                      health_check_interval=30)
+    def from_url(cls, url: str, sentinel_master: str = "mymaster", **kw: Any) -> RedisJobStore:
+        client = redis_client(url, sentinel_master, decode_responses=True, socket_timeout=10, socket_connect_timeout=5,
+                              health_check_interval=30)
         return cls(client, **kw)
 
     # create / read ------------------------------------------------------

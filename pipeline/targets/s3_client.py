@@ -103,6 +103,23 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return parts.netloc, prefix
 
 
+def ensure_bucket(client: S3Client, bucket: str) -> bool:
+    """Create `bucket` unless it is there already; True when it was created (a deployment's one-shot step)."""
+    try:
+        client.head_bucket(Bucket=bucket)
+        return False
+    except (ClientError, BotoCoreError) as exc:
+        if not is_missing(exc) and http_status(exc) != 404:
+            raise as_pipeline_error(exc, f"check bucket {bucket}") from exc
+    try:
+        client.create_bucket(Bucket=bucket)
+    except (ClientError, BotoCoreError) as exc:
+        if error_code(exc) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            return False  # made by another run of this step meanwhile
+        raise as_pipeline_error(exc, f"create bucket {bucket}") from exc
+    return True
+
+
 # --- errors ------------------------------------------------------------------------------------------
 
 def _client_error(exc: BaseException) -> ClientError | None:
