@@ -19,7 +19,8 @@ from pipeline.settings import Settings
 
 KEY_COOKIE = "repobuild_key"
 UI_PREFIX = "/ui/"
-OPEN_PATHS = {"/", "/health", "/ready", "/openapi.json", "/ui/login"}
+# the login form, and logging out (which only drops the cookie), need no key
+OPEN_PATHS = {"/", "/health", "/ready", "/openapi.json", "/ui/login", "/ui/logout"}
 OPEN_PREFIXES = ("/ui/static/",)
 READS = {"GET", "HEAD"}
 

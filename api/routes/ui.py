@@ -65,7 +65,9 @@ def _csrf_ok() -> bool:
 
 
 def _page(template: str, status: int = 200, **context: Any) -> Any:
-    return render_template(template, csrf=_csrf_token(), keys=bool(settings_of().api_keys), **context), status
+    keys = settings_of().api_keys
+    logged_in = bool(keys) and key_is_valid(request.cookies.get(KEY_COOKIE, ""), keys)
+    return render_template(template, csrf=_csrf_token(), logged_in=logged_in, **context), status
 
 
 def _problem(status: int, message: str) -> Any:
