@@ -6,6 +6,7 @@ the raw HTML, the headers, which requests the cookie opens, and that the install
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -154,8 +155,14 @@ def test_openapi_document_leaves_out_the_pages(settings: Settings,
 
 
 def test_wheel_ships_the_pages(tmp_path: Path) -> None:
+    # built from a copy, so setuptools' build/ folder never lands in the checkout (nor a stale one in the wheel)
+    project = tmp_path / "project"
+    for name in ("api", "worker", "pipeline"):
+        shutil.copytree(ROOT / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copyfile(ROOT / name, project / name)
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path),
-                            str(ROOT)], capture_output=True, text=True, timeout=240)
+                            str(project)], capture_output=True, text=True, timeout=240)
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = tmp_path.glob("repobuild-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
