@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from typing import Any
 
 from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
+from api.auth import refuse_without_key
 from api.extensions import SETTINGS_KEY, UNAVAILABLE, set_celery
 from api.routes.health import bp as health_bp
 from api.routes.inference import bp as inference_bp
@@ -16,12 +16,11 @@ from api.routes.jobs import bp as jobs_bp
 from api.routes.openapi import bp as openapi_bp
 from api.routes.process import bp as process_bp
 from api.routes.projects import bp as projects_bp
+from api.routes.ui import bp as ui_bp
 from api.schemas import BadRequest
 from pipeline.http.credentials import keep_credentials_out_of_logs
 from pipeline.settings import Settings
 from worker.factory import create_celery
-
-OPEN_PATHS = {"/", "/health", "/ready", "/openapi.json"}
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -32,18 +31,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions[SETTINGS_KEY] = settings
     set_celery(app, create_celery(settings))
 
-    for bp in (health_bp, jobs_bp, process_bp, inference_bp, projects_bp, openapi_bp):
+    for bp in (health_bp, jobs_bp, process_bp, inference_bp, projects_bp, openapi_bp, ui_bp):
         app.register_blueprint(bp)
 
-    @app.before_request
-    def _auth() -> Any:
-        if not settings.api_keys or request.path in OPEN_PATHS:
-            return None
-        header = request.headers.get("Authorization", "")
-        given = header[7:] if header.startswith("Bearer ") else request.headers.get("X-API-Key", "")
-        if any(hmac.compare_digest(given.encode(), k.encode()) for k in settings.api_keys):
-            return None
-        return jsonify(status="error", message="missing or invalid API key"), 401
+    app.before_request(lambda: refuse_without_key(settings))
 
     app.register_error_handler(BadRequest, _bad_request)
     app.register_error_handler(HTTPException, _http_error)

@@ -22,6 +22,7 @@ from api.responses import ErrorBody, JobConflict
 from api.schemas import first_error
 
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound=BaseModel)
 Model = type[BaseModel]
 
 AUTH = ("bearer", "apiKey")
@@ -49,7 +50,8 @@ SPEC = SpecTree(
 )
 
 
-def _parsed(model: Model, value: Any) -> BaseModel:
+def parsed(model: type[M], value: Any) -> M:
+    """`value` as `model`, or the 400 naming the first field at fault (the job pages read their ids with it too)."""
     try:
         return model.model_validate(value, context={"settings": settings_of()})
     except ValidationError as exc:
@@ -82,14 +84,14 @@ def endpoint(*, ok: Mapping[int, Model | None], errors: Iterable[int] = (), body
         @functools.wraps(view)
         def validated(**params: Any) -> Any:
             if path is not None:
-                params = _parsed(path, params).model_dump()
+                params = parsed(path, params).model_dump()
             given: dict[str, Any] = {}
             if body is not None:
-                given["body"] = _parsed(body, request.get_json(silent=True))
+                given["body"] = parsed(body, request.get_json(silent=True))
             if query is not None:
-                given["query"] = _parsed(query, request.args.to_dict())
+                given["query"] = parsed(query, request.args.to_dict())
             if headers is not None:
-                given["headers"] = _parsed(headers, _headers(headers))
+                given["headers"] = parsed(headers, _headers(headers))
             return view(**params, **given)
 
         # the document finds the route's models through this chain (spectree follows `__wrapped__`)
