@@ -132,9 +132,11 @@ class OpenAIServer:
             self._failures.extend([None] * after)
             self._failures.extend([Failure(0, {}, "", "drop")] * times)
 
-    def fail_all(self, failure: Failure) -> None:
-        """Every request from now on meets `failure` (after whatever is scripted), until `clear_faults`."""
+    def fail_all(self, failure: Failure, *, after: int = 0) -> None:
+        """After whatever is scripted and then `after` more requests, every request meets `failure` until
+        `clear_faults`."""
         with self._lock:
+            self._failures.extend([None] * after)
             self._always = failure
 
     def clear_faults(self) -> None:
