@@ -3,9 +3,6 @@ could not be written, nothing half-written left, what was there before untouched
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,24 +11,15 @@ import pytest
 from pipeline.errors import StorageFull, TransientError
 from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.targets.local import LocalFolderTarget
+from tests.fakes.small_disk import small_disk
 
 TOO_BIG = b"x" * (2 * 1024 * 1024)
 
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root and mount(8) for a 1 MiB tmpfs")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True,
-                          text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with small_disk(tmp_path / "disk", 1) as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True, check=False)
 
 
 def hidden(root: Path) -> list[str]:
