@@ -16,6 +16,13 @@ class TransientError(PipelineError):
     """Worth retrying: a network blip, a 5xx, a busy server."""
 
 
+class StorageFull(TransientError):
+    """No space left where a stage writes (ENOSPC, EDQUOT). Retried with backoff like any transient error, since
+    space comes back (an operator frees or grows the volume, old jobs' artifacts are removed); once the retries run
+    out the stage is dead-lettered with this message, naming what could not be written, and
+    `POST /jobs/<id>/retry` resumes it from its cursor. Never an item's fault: no post or image is skipped for it."""
+
+
 class PermanentError(PipelineError):
     """Retrying cannot help: bad input, missing repository, refused credentials."""
 

@@ -168,6 +168,10 @@ class Settings(BaseSettings):
     # 0 or unset: the model's own size
     openai_dimensions: Annotated[int | None, BeforeValidator(_whole), AfterValidator(lambda v: v or None)] = _env(
         "REPOBUILD_OPENAI_DIMENSIONS")
+    # Each embeddings request to the OpenAI-compatible server: how long one may take, and how many attempts
+    # (429/5xx/timeouts/dropped connections) before the batch gives up and its task's own retries take over.
+    openai_timeout_s: Number = _env("REPOBUILD_OPENAI_TIMEOUT_S", default=120.0)
+    openai_max_attempts: Annotated[Whole, _at_least(1)] = _env("REPOBUILD_OPENAI_MAX_ATTEMPTS", default=6)
     clip_model_dir: str | None = _env("REPOBUILD_CLIP_MODEL_DIR")
     # the chat model that writes a project from a brief (generate-project-from-brief), on openai_base_url
     openai_chat_model: str = _env("REPOBUILD_OPENAI_CHAT_MODEL", default="gpt-4o-mini")

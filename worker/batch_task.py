@@ -14,7 +14,7 @@ from pipeline.stages.context import BatchFn
 from pipeline.stores.jobs import JobStore
 from pipeline.stores.keys import lease_holder
 from worker.context import LeaseKeeper, RedisJobContext
-from worker.policy import failure_message
+from worker.policy import RETRYABLE, failure_message
 
 
 class BatchTask(Task):
@@ -46,7 +46,12 @@ class BatchTask(Task):
             job = store.get(job_id)
             ctx = RedisJobContext(job_id=job_id, stage=stage, spec=job.spec, settings=settings,
                                   artifacts=self.app.artifacts, store=store, job_secrets=store.secrets(job_id))
-            fn(ctx, n)
+            try:
+                fn(ctx, n)
+            except RETRYABLE as exc:
+                # Celery retries it (policy.py); the job's events say why its stage is waiting.
+                store.event(job_id, "retry", f"{stage} batch {n}: {failure_message(exc)}", stage=stage)
+                raise
             state.mark_done(n)
         return "done"
 

@@ -12,6 +12,7 @@ from pipeline.stores.inputs import offload_large_options
 from pipeline.stores.jobs import JobStore, JobView
 from worker.chains import enqueue_from
 from worker.repobuild_app import RepobuildCelery
+from worker.stage_task import BATCH_TASK
 
 
 class Conflict(Exception):
@@ -53,17 +54,36 @@ def retry(app: RepobuildCelery, job_id: str) -> JobView:
         raise Conflict(f"job {job_id} is {job.status.value}; only failed or cancelled jobs can be retried")
     if job.error is not None and job.error.get("stage") is None and job.status == JobStatus.FAILED:
         raise Conflict(f"job {job_id} cannot run: {job.error.get('message')}")
-    for state in job.stages:
-        if state.status != StageStatus.DONE or state.name == NOTIFY:
-            state.status = StageStatus.PENDING
-            state.error = None
-            store.put_stage(job_id, state)
+    resumed = [state for state in job.stages if state.status != StageStatus.DONE or state.name == NOTIFY]
+    for state in resumed:
+        state.status = StageStatus.PENDING
+        state.error = None
+        store.put_stage(job_id, state)
     # The failure callback was delivered; the retried outcome gets a fresh payload.
     app.artifacts.delete_prefix(CALLBACK_PAYLOAD.key(job_id))
     store.set_job(job_id, JobStatus.QUEUED, error="", finished_at="")
     store.event(job_id, "retry-requested", "job retried by request")
+    for state in resumed:
+        _send_unfinished_batches_again(app, job_id, state.name)
     enqueue_from(app, job_id)
     return store.get(job_id)
+
+
+def _send_unfinished_batches_again(app: RepobuildCelery, job_id: str, stage: str) -> None:
+    """A fanned-out stage that failed because a batch did keeps its cursor (batches sent, some done). Its
+    failure marks are dropped, or the resumed stage would find them and fail at once, and every batch sent but
+    not done is sent again: the failed ones, and those whose messages were dropped while the job was failed.
+    Batches already done are not: the retry costs only what was not finished."""
+    batches = app.store.batches(job_id, stage)
+    failed = batches.forget_failed()
+    todo = sorted(set(batches.sent_at()) - batches.done())
+    if not todo:
+        return
+    batches.mark_sent(todo)
+    for n in todo:
+        app.tasks[BATCH_TASK].apply_async((job_id, stage, n))
+    app.store.event(job_id, "resent", f"{stage}: sending {len(todo)} unfinished batch(es) again "
+                    f"({len(failed)} had failed): {todo[:10]}", stage=stage)
 
 
 def cancel(app: RepobuildCelery, job_id: str) -> JobView:

@@ -28,7 +28,9 @@ def text_embedder(settings: Settings) -> TextEmbedder:
             raise PermanentError("REPOBUILD_EMBED_PROVIDER=openai needs OPENAI_API_KEY or REPOBUILD_OPENAI_BASE_URL")
         embedder: TextEmbedder = OpenAIEmbedder(base_url=settings.openai_base_url, model=settings.openai_embed_model,
                                                 api_key=settings.openai_api_key or "unused",
-                                                dimensions=settings.openai_dimensions)
+                                                dimensions=settings.openai_dimensions,
+                                                max_attempts=settings.openai_max_attempts,
+                                                timeout_s=settings.openai_timeout_s)
         return embedder
     if settings.embed_provider != "onnx":
         raise PermanentError(f"unknown REPOBUILD_EMBED_PROVIDER {settings.embed_provider!r} (onnx or openai)")

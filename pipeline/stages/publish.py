@@ -43,6 +43,7 @@ from pipeline.markdown.urls import media_filename
 from pipeline.models import JSON, Issue, StageResult
 from pipeline.plans import publishes_to_bucket
 from pipeline.stages.context import StageContext
+from pipeline.stores.artifacts import is_no_space
 from pipeline.stores.vectors import has_matrix, read_matrix
 from pipeline.targets.local import LocalFolderTarget
 from pipeline.timestamps import now_iso
@@ -234,6 +235,8 @@ class Publisher:
             digest = self.w.copy(rel, src)
         except OSError as exc:
             self.w.remove(rel)
+            if is_no_space(exc):
+                raise  # the disk's fault, not the media file's: the stage retries, the bundle loses nothing
             self._issue(original, f"media file could not be read: {exc.strerror or exc}")
             return False
         if digest != h:

@@ -7,6 +7,7 @@ The local store is a folder; `artifacts_s3.S3ArtifactStore` is the same interfac
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -17,7 +18,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline.errors import PermanentError
+from pipeline.errors import PermanentError, StorageFull
+
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_no_space(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE
+
+
+def storage_full(exc: OSError, where: str, what: str) -> StorageFull:
+    """The error for a write that found no space: which errno, where, and what could not be written."""
+    code = errno.errorcode.get(exc.errno or 0, "ENOSPC")
+    return StorageFull(f"{where} full: no space left on device ({code}) writing {what}")
 
 
 def _check_key(key: str) -> str:
@@ -68,8 +81,13 @@ class LocalArtifactStore:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, data)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(target, data)
+        except OSError as exc:
+            if is_no_space(exc):
+                raise storage_full(exc, "artifact store", f"artifact {key!r}") from exc
+            raise
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -124,6 +142,11 @@ class LocalArtifactStore:
             os.replace(staging, target)
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
+        except OSError as exc:
+            # Raised by the block's own writes into the staging folder as much as by ours.
+            if is_no_space(exc):
+                raise storage_full(exc, "artifact store", f"artifact tree {prefix!r}") from exc
+            raise
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)

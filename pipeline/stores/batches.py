@@ -39,6 +39,10 @@ class BatchState(Protocol):
 
     def failed(self) -> dict[int, str]: ...
 
+    def forget_failed(self) -> list[int]:
+        """Drop every failure mark (a retry of the job sends those batches again); which batches they were."""
+        ...
+
     def sent_at(self) -> dict[int, float]: ...
 
     def leased(self, batches: set[int]) -> set[int]:
@@ -94,6 +98,13 @@ class RedisBatchState:
 
     def failed(self) -> dict[int, str]:
         return {int(k): v for k, v in cast(dict[str, str], self.r.hgetall(self.k.failed)).items()}
+
+    def forget_failed(self) -> list[int]:
+        with self.r.pipeline() as pipe:  # MULTI: no failure recorded between the read and the delete is lost
+            pipe.hkeys(self.k.failed)
+            pipe.delete(self.k.failed)
+            keys, _ = pipe.execute()
+        return sorted(int(k) for k in cast(list[str], keys))
 
     def sent_at(self) -> dict[int, float]:
         return {int(k): float(v) for k, v in cast(dict[str, str], self.r.hgetall(self.k.sent)).items()}

@@ -332,6 +332,13 @@ class MemoryBatchState:
     def failed(self) -> dict[int, str]:
         return {int(k): v for k, v in self._hash(self.k.failed).items()}
 
+    def forget_failed(self) -> list[int]:
+        with self.store._lock:
+            failed = self.store.space.get(self.k.failed) or {}
+            numbers = sorted(int(k) for k in failed)
+            failed.clear()
+        return numbers
+
     def sent_at(self) -> dict[int, float]:
         return {int(k): float(v) for k, v in self._hash(self.k.sent).items()}
 

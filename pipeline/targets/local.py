@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.errors import PermanentError
-from pipeline.stores.artifacts import write_atomic
+from pipeline.stores.artifacts import is_no_space, storage_full, write_atomic
 from pipeline.timestamps import now_iso
 
 LATEST = "latest"
@@ -79,6 +79,10 @@ class LocalFolderTarget:
             yield staging
             self._install(staging, target)
             self._point_latest(rev)
+        except OSError as exc:
+            if is_no_space(exc):
+                raise storage_full(exc, "output folder", f"revision {rev!r}") from exc
+            raise
         finally:
             # After a swap the staging name holds the previous copy of the revision.
             if staging.exists():

@@ -1,8 +1,10 @@
 """A real OpenAI-compatible HTTP server for tests: `/v1/embeddings` and `/v1/chat/completions` on a loopback port.
 
 Vectors are a pure function of the input text (see `raw_vector`), so tests can compute what they expect.
-Failures are scripted per request (`fail_next`), chat replies are scripted (`queue_replies`), and every
-request is recorded, failed ones included, so tests can count attempts and read what was sent.
+Failures are scripted per request (`fail_next` answers an error status, `hang_next` answers only after a delay
+a client's timeout should not wait for, `drop_next` closes the connection without an answer; `fail_all` does one
+of them to every request until `clear_faults`), chat replies are scripted (`queue_replies`), and every request is
+recorded with the fault it met, failed ones included, so tests can count attempts and read what was sent.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -44,6 +47,13 @@ class Failure:
     status: int
     headers: dict[str, str]
     message: str
+    # "status": answer `status`; "hang": answer normally only after `hang_s`; "drop": close without an answer
+    kind: str = "status"
+    hang_s: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return str(self.status) if self.kind == "status" else self.kind
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,14 @@ class RecordedRequest:
     body: Any
     headers: dict[str, str]
     at: float = field(default_factory=time.monotonic)
+    # the scripted fault this request met ("429", "500", "hang", "drop"), None when it was served normally
+    fault: str | None = None
+
+    @property
+    def inputs(self) -> list[str]:
+        """The texts of an embeddings request."""
+        value = self.body.get("input") if isinstance(self.body, dict) else None
+        return [value] if isinstance(value, str) else [str(t) for t in value or []]
 
 
 class OpenAIServer:
@@ -65,8 +83,10 @@ class OpenAIServer:
         self.drop_embeddings = 0
         self.force_dim: int | None = None
         self._failures: deque[Failure | None] = deque()
+        self._always: Failure | None = None
         self._replies: deque[str] = deque()
         self._lock = threading.Lock()
+        self._closing = threading.Event()  # releases hanging requests at close
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
@@ -82,6 +102,7 @@ class OpenAIServer:
         self.close()
 
     def close(self) -> None:
+        self._closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self._thread.join(timeout=5)
@@ -99,6 +120,30 @@ class OpenAIServer:
             for _ in range(times):
                 self._failures.append(Failure(status, headers, message or f"scripted failure {status}"))
 
+    def hang_next(self, seconds: float, *, times: int = 1, after: int = 0) -> None:
+        """After `after` requests pass, the next `times` are answered only after `seconds` (past a client's timeout)."""
+        with self._lock:
+            self._failures.extend([None] * after)
+            self._failures.extend([Failure(200, {}, "", "hang", seconds)] * times)
+
+    def drop_next(self, *, times: int = 1, after: int = 0) -> None:
+        """After `after` requests pass, the next `times` have their connection closed without an answer."""
+        with self._lock:
+            self._failures.extend([None] * after)
+            self._failures.extend([Failure(0, {}, "", "drop")] * times)
+
+    def fail_all(self, failure: Failure, *, after: int = 0) -> None:
+        """After whatever is scripted and then `after` more requests, every request meets `failure` until
+        `clear_faults`."""
+        with self._lock:
+            self._failures.extend([None] * after)
+            self._always = failure
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._failures.clear()
+            self._always = None
+
     def queue_replies(self, *replies: str) -> None:
         """Chat completions answer these, in order; then `default_reply`."""
         with self._lock:
@@ -110,16 +155,22 @@ class OpenAIServer:
 
     # --- request handling (server threads) ---
 
-    def _handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str], Any]:
+    def _handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str], Any] | None:
+        """(status, headers, body) to answer, or None to close the connection without one."""
         try:
             body: Any = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", "replace")
         with self._lock:
-            self.requests.append(RecordedRequest(path, body, headers))
-            failure = self._failures.popleft() if self._failures else None
+            failure = self._failures.popleft() if self._failures else self._always
+            self.requests.append(RecordedRequest(path, body, headers, fault=failure.name if failure else None))
         if failure is not None:
-            return failure.status, failure.headers, _error(failure.message, "server_error", None)
+            if failure.kind == "drop":
+                return None
+            if failure.kind == "hang":
+                self._closing.wait(failure.hang_s)
+            else:
+                return failure.status, failure.headers, _error(failure.message, "server_error", None)
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
             return 401, {}, _error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         if not isinstance(body, dict):
@@ -183,8 +234,16 @@ class OpenAIServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                status, extra, payload = server._handle(self.path, headers, raw)
-                self._send(status, extra, payload)
+                answer = server._handle(self.path, headers, raw)
+                if answer is None:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                status, extra, payload = answer
+                try:
+                    self._send(status, extra, payload)
+                except OSError:
+                    self.close_connection = True  # the client gave up on a hanging answer
 
             def do_GET(self) -> None:
                 self._send(404, {}, _error(f"Unknown path {self.path}", "invalid_request_error", None))

@@ -194,6 +194,10 @@ def test_batches(store: JobStore) -> None:
     assert batches.failed() == {} and batches.runs() == {0: 2, 1: 1} and set(batches.sent_at()) == {0, 1, 2}
     token = store.acquire_lease("j1", "embed_text#2", 30)
     assert token is not None and batches.leased({0, 2}) == {2} and batches.leased(set()) == set()
+    batches.mark_failed(2, "TransientError: still busy")
+    batches.mark_failed(1, "late failure of a batch done since")
+    assert batches.forget_failed() == [1, 2] and batches.failed() == {} and batches.forget_failed() == []
+    assert batches.done() == {0, 1}
 
 
 def test_the_keys_are_those_jobs_already_in_redis_use(store: JobStore) -> None:
