@@ -85,7 +85,7 @@ def test_realistic_export(tmp_path: Path, server: MediaServer) -> None:
 
     [issue] = report.issues
     assert issue.path == "posts/second-post/index.md" and issue.kind == "attachment"
-    assert f"{base}/wp-content/uploads/missing.png" in issue.message and "404" in issue.message
+    assert f"{base}/wp-content/uploads/missing.png" in issue.message and "answered 404" in issue.message
 
     fm, body = read(dest, "posts/hello-world/index.md")
     assert fm == {"title": "Hello World", "date": "2023-01-05T10:00:00Z", "author": "Ada Lovelace",
@@ -158,7 +158,7 @@ def test_media_over_the_size_cap_is_an_issue(tmp_path: Path, server: MediaServer
     assert report.attachments_downloaded == 0 and report.attachments_failed == 4
     # one issue per item that uses a file: the photo is in three posts, the 404 is no size problem
     assert sum("larger than 8 bytes" in i.message for i in report.issues) == 6
-    assert sum("404" in i.message for i in report.issues) == 1 and len(report.issues) == 7
+    assert sum("answered 404" in i.message for i in report.issues) == 1 and len(report.issues) == 7
     assert report.posts == 6
 
 
