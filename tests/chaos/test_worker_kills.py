@@ -222,6 +222,8 @@ class Run:
             rec.notes.append(f"{job_id}: {uploads_repeated(versions)} object(s) uploaded again with the same content")
         else:
             rewritten = revisions.rewritten_differently(bundle, ignore)
+            if revisions.taken:
+                rec.notes.append(f"{job_id}: revision folder on disk at {len(revisions.taken)} kill(s), compared")
         rec.duplicate_objects += len(rewritten)
         self.problems.extend(f"{job_id}: {p}" for p in rewritten)
         deliveries = [r for r in self.callbacks.accepted if json.loads(r["body"]).get("jobId") == job_id]
