@@ -6,9 +6,9 @@ every credential a caller sends — git tokens in the URL (http) and in the toke
 password — while the service uses its own: the API key, the callback signing secret, S3 keys
 (SeaweedFS), the OpenAI key (a local OpenAI-compatible server embeds the text) and GITHUB_TOKEN.
 
-Then each secret is searched for in the job views, the job list, the events, every key and value of
-Redis (sampled while the jobs run, so queued Celery messages are read too), every artifact file, the
-bundle in the bucket, the callback bodies, the worker, API and Flower logs, and Flower's task records.
+Then each secret is searched for in the job views, the job list, the events, the job pages, every key
+and value of Redis (sampled while the jobs run, so queued Celery messages are read too), every artifact
+file, the bundle in the bucket, the callback bodies, the worker, API and Flower logs, and Flower's task records.
 A caller's secret may be in one place only, the job's own secrets hash; the service's never in Redis.
 """
 
@@ -138,6 +138,10 @@ def test_no_secret_leaves_the_job_secrets(settings: Settings, workers: Workers, 
                 places[f"GET /jobs/{job_id}"] = api.get(f"/jobs/{job_id}").content
                 places[f"GET /jobs/{job_id}/events"] = api.get(f"/jobs/{job_id}/events").content
             places["GET /jobs"] = api.get("/jobs").content
+            for page in ("/ui/jobs", "/ui/jobs/leak-process", "/ui/jobs/leak-jobs"):  # the job pages
+                shown = api.get(page)
+                assert shown.status_code == 200, shown.text
+                places[f"GET {page}"] = shown.content
             flower_tasks = httpx.get(f"{flower_url}/api/tasks", auth=flower_auth, timeout=10).json()
             places["flower /api/tasks"] = json.dumps(flower_tasks).encode()
             places.update({f"flower task {tid}": json.dumps(httpx.get(f"{flower_url}/api/task/info/{tid}",
