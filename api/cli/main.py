@@ -86,7 +86,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "posts", "medias", "issues")}))
             if result.get("commit"):
                 print(f"commit: {result['commit']}")
-            print("stage times: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.get("timings", {}).items()))
+            tasks = result.get("task_timings", {})
+            print("stage times (wall, task time): " + ", ".join(f"{k} {v:.2f}s" + (
+                f" ({tasks[k]:.2f}s)" if k in tasks else "") for k, v in result.get("timings", {}).items()))
             return 0
         reason = (job.error or {}).get("message") or job.status.value
         stage = (job.error or {}).get("stage")
@@ -206,7 +208,9 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(rest: list[str]) -> int:
-    argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", *rest]
+    from api.cli.local_services import celery_command  # noqa: PLC0415
+
+    argv = [*celery_command(Settings.from_env()), "worker", *rest]
     if not any(a == "-Q" or a.startswith("--queues") for a in rest):
         from worker.queues import QUEUES  # noqa: PLC0415
 
