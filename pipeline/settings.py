@@ -16,7 +16,7 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError
 from pydantic.fields import FieldInfo
@@ -70,6 +70,8 @@ Number = Annotated[float, BeforeValidator(_number)]
 Whole = Annotated[int, BeforeValidator(_whole)]
 # NoDecode: the variable is a comma-separated list, not JSON.
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
+LogFormat = Annotated[Literal["text", "json"], BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str)
+                                                                else v)]
 NoTrailingSlash = Annotated[str, AfterValidator(lambda v: v.rstrip("/"))]
 
 
@@ -204,6 +206,14 @@ class Settings(BaseSettings):
     upload_batch: Annotated[Whole, _at_least(1)] = _env("REPOBUILD_UPLOAD_BATCH", default=200)
     # Where an S3 artifact store materialises `tree()` prefixes; None: <temp_dir>/repobuild/artifact-cache.
     artifacts_cache: str | None = _env("REPOBUILD_ARTIFACTS_CACHE")
+    # Prometheus: a worker's main process serves its metrics on this port (0: none); the API answers /metrics.
+    metrics_port: Whole = _env("REPOBUILD_METRICS_PORT", default=9808)
+    metrics_host: str = _env("REPOBUILD_METRICS_HOST", default="0.0.0.0")
+    # prometheus-client's own variable (it reads it at import): the empty folder where prefork pool processes and
+    # gunicorn workers keep their metrics. Declared here so worker processes are handed it and the exporters know.
+    prometheus_multiproc_dir: str | None = _env("PROMETHEUS_MULTIPROC_DIR")
+    # text: human-readable lines; json: one JSON object a line with job_id, stage, attempt, task_id on each.
+    log_format: LogFormat = _env("REPOBUILD_LOG_FORMAT", default="text")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -19,7 +19,13 @@ from types import TracebackType
 
 import redis
 
+from pipeline.settings import Settings
 from worker.queues import QUEUES
+
+
+def celery_command(settings: Settings) -> list[str]:
+    """`celery -A worker.app`; quiet when the logs are JSON, so no banner lines come between them."""
+    return [sys.executable, "-m", "celery", *(["--quiet"] if settings.log_format == "json" else []), "-A", "worker.app"]
 
 
 def free_port() -> int:
@@ -101,7 +107,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel=INFO",
+        cmd = [*celery_command(Settings.from_env(self.env)), "worker", "--loglevel=INFO",
                f"--concurrency={self.concurrency}", f"--pool={self.pool}", "-Q", ",".join(QUEUES),
                "-n", self.name, "--without-mingle", "--without-gossip"]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115

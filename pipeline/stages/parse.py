@@ -174,7 +174,8 @@ def _assemble(ctx: StageContext, root: Path, cursor: JSON) -> StageResult:
     put(PROCESSOR_ISSUES, issue_report(issues))
     put(PARSE_META, {"root": index["root"], "posts": len(posts), "medias": len(medias)})
     ctx.log(f"parse: {len(posts)} posts, {len(medias)} medias, {len(issues)} issues")
-    return StageResult.done(posts=len(posts), medias=len(medias), issues=len(issues))
+    return StageResult.done(posts=len(posts), medias=len(medias), issues=len(issues)).counting(
+        items=len(posts) + len(medias))
 
 
 def issue_report(issues: list[dict[str, Any]]) -> JSON:
