@@ -56,6 +56,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             **{name: getattr(record, name, None) for name in FIELDS},
             "process": record.processName,
+            "pid": record.process,
         }
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
