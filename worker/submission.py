@@ -6,6 +6,7 @@ import time
 
 from pipeline.catalog import CALLBACK_PAYLOAD
 from pipeline.errors import PermanentError
+from pipeline.log_lines import add_log_fields
 from pipeline.models import JobSpec, JobStatus, StageStatus
 from pipeline.plans import NEEDS_PROJECT, NEEDS_SOURCE, NOTIFY, stages_for
 from pipeline.stores.inputs import offload_large_options
@@ -25,6 +26,7 @@ def submit(app: RepobuildCelery, spec: JobSpec, job_secrets: dict[str, str] | No
     A task the service cannot run is still stored, then failed through the callback, as the original did.
     """
     store: JobStore = app.store
+    add_log_fields(job_id=spec.job_id)  # what is logged about this submission (a request's access line) names it
     try:
         stages = stages_for(spec.task)
         if spec.task in NEEDS_SOURCE and spec.source is None:

@@ -61,7 +61,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.no_worker:  # workers of a service keep their operator's roots
             settings = _trusting(settings, source)
         env = {"REPOBUILD_REDIS_URL": settings.redis_url or "", "REPOBUILD_ARTIFACTS": settings.artifacts,
-               "REPOBUILD_OUTPUT": out, "REPOBUILD_LOCAL_SOURCE_ROOTS": ",".join(settings.local_source_roots)}
+               "REPOBUILD_OUTPUT": out, "REPOBUILD_LOCAL_SOURCE_ROOTS": ",".join(settings.local_source_roots),
+               # the run's own worker serves metrics only when asked: the default port may be a service's
+               "REPOBUILD_METRICS_PORT": str(settings.metrics_port if "metrics_port" in settings.model_fields_set
+                                             else 0)}
         named = url_host(args.source) if "://" in args.source or args.source.startswith("git@") else None
         if named:  # the user of their own private worker may clone from the host they typed, private or not
             env["REPOBUILD_ALLOW_HOSTS"] = ",".join((*settings.allow_hosts, named))
@@ -76,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                            project_id=args.project_id, source=source, options=options, output=out),
                                    args.token)
         submit(app, spec, secrets)
-        job = watch_job(app.store, spec.job_id, worker=worker)
+        job = watch_job(app.store, spec.job_id, worker=worker, line_every_s=args.progress_every)
         if job.status == JobStatus.COMPLETED:
             result = job.result or {}
             print(f"bundle: {result.get('distFolder', out)}")
@@ -245,6 +248,8 @@ def parser() -> argparse.ArgumentParser:
     _job_options(run, ids=("--project-id", "--job-id"), token_help="git token for private repositories")
     run.add_argument("--subfolder", help="only this folder of the repository")
     run.add_argument("--concurrency", type=int, default=2)
+    run.add_argument("--progress-every", type=float, default=5.0, metavar="SECONDS",
+                     help="without a terminal: a progress line (counts, rate, time left) this often")
     run.add_argument("--no-worker", action="store_true", help="use workers already running on REPOBUILD_REDIS_URL")
     run.set_defaults(func=cmd_run)
 

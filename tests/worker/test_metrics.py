@@ -7,6 +7,7 @@ Two identical jobs run one after the other on a prefork worker in multiprocess m
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,10 +16,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.cli.local_services import free_port
-from pipeline.models import JobStatus
+from pipeline.models import JobStatus, StageStatus
 from pipeline.settings import Settings
 from pipeline.stores.jobs import JobStore
-from tests.conftest import DEMO_REPO, ApiServer, Workers, wait_job
+from tests.conftest import DEMO_REPO, ApiServer, CallbackServer, Workers, wait_job
 from worker.queues import QUEUES
 
 pytestmark = pytest.mark.integration
@@ -46,34 +47,44 @@ def names(samples: Samples) -> set[str]:
 
 def test_metrics_timings_and_json_logs_of_two_identical_jobs(
         settings: Settings, workers: Workers, store: JobStore, tmp_path: Path,
-        api_factory: Callable[[Settings], ApiServer]) -> None:
+        api_factory: Callable[[Settings], ApiServer], callback_server: Callable[..., CallbackServer]) -> None:
     port = free_port()
-    worker_settings = settings.with_(embed_batch=4, metrics_port=port, metrics_host="127.0.0.1",
-                                     prometheus_multiproc_dir=str(tmp_path / "prom"), log_format="json")
+    worker_settings = settings.with_(embed_batch=4, metrics_port=port, metrics_host="127.0.0.1", max_retries=2,
+                                     retry_backoff_max_s=1, prometheus_multiproc_dir=str(tmp_path / "prom"),
+                                     log_format="json")
     (tmp_path / "prom").mkdir()
     api = api_factory(settings)
     before = scrape(f"{api.url}/metrics")
 
-    # Submitted before any worker runs: the API's collector sees it waiting in its queue.
-    r = api.client.post("/jobs", json={"task": "process-all", "source": str(DEMO_REPO), "job_id": "m-1"})
-    assert r.status_code == 202, r.text
+    # Submitted before any worker runs: the API's collector sees them waiting in their queue. The first one's
+    # folder is gone when a worker takes it: its fetch fails for good (dead-lettered).
+    gone = tmp_path / "gone"
+    shutil.copytree(DEMO_REPO, gone)
+    for job_id, source in (("m-0", gone), ("m-1", DEMO_REPO)):
+        r = api.client.post("/jobs", json={"task": "process-all", "source": str(source), "job_id": job_id})
+        assert r.status_code == 202, r.text
+    shutil.rmtree(gone)
     waiting = scrape(f"{api.url}/metrics")
     assert {dict(ls)["queue"] for n, ls in waiting if n == "repobuild_queue_depth"} == set(QUEUES)
-    assert value(waiting, "repobuild_queue_depth") == 1
+    assert value(waiting, "repobuild_queue_depth") == 2
     assert value(waiting, "repobuild_jobs_submitted_total", task="process-all") == value(
-        before, "repobuild_jobs_submitted_total", task="process-all") + 1
+        before, "repobuild_jobs_submitted_total", task="process-all") + 2
 
     workers.start(worker_settings, concurrency=2)
+    failed = wait_job(store, "m-0")
+    assert failed.status == JobStatus.FAILED and failed.error and failed.error["stage"] == "fetch", failed.error
     first = wait_job(store, "m-1")
     assert first.status == JobStatus.COMPLETED, first.error
     exporter = f"http://127.0.0.1:{port}/metrics"
     one = scrape(exporter)
     assert value(one, "repobuild_jobs_finished_total", task="process-all", status="completed") == 1
-    assert value(one, "repobuild_jobs_finished_total", status="failed") == 0
-    # one observation per stage done (notify included), none for a stage twice
+    assert value(one, "repobuild_jobs_finished_total", task="process-all", status="failed") == 1
+    assert value(one, "repobuild_dead_letters_total", stage="fetch") == value(one, "repobuild_dead_letters_total") == 1
+    # one observation per stage done, none for a stage twice; m-0 got as far as its notify (no callback)
     for stage in first.stages:
-        assert value(one, "repobuild_stage_wall_seconds_count", task="process-all", stage=stage.name) == 1, stage.name
-    assert value(one, "repobuild_stage_wall_seconds_count") == len(first.stages)
+        assert value(one, "repobuild_stage_wall_seconds_count", task="process-all", stage=stage.name) == (
+            2 if stage.name == "notify" else 1), stage.name
+    assert value(one, "repobuild_stage_wall_seconds_count") == len(first.stages) + 1
     embed = first.stage("embed_text")
     assert embed.summary["batches"] > 1, embed.summary  # the point: a stage that fanned out
     assert value(one, "repobuild_batches_total", stage="embed_text") == embed.summary["batches"]
@@ -83,7 +94,7 @@ def test_metrics_timings_and_json_logs_of_two_identical_jobs(
     assert value(one, "repobuild_cache_misses_total", cache="vectors") >= embed.summary["embedded"] > 0
     assert value(one, "repobuild_cache_hits_total", cache="vectors") >= embed.summary["cached"]
     assert value(one, "repobuild_tasks_running") == 0
-    assert value(one, "repobuild_retries_total") == value(one, "repobuild_dead_letters_total") == 0
+    assert value(one, "repobuild_retries_total") == value(one, "repobuild_callback_failures_total") == 0
 
     # Timings: wall time from first start to done covers the batches, whichever processes ran them.
     view = api.client.get("/jobs/m-1").json()
@@ -105,7 +116,7 @@ def test_metrics_timings_and_json_logs_of_two_identical_jobs(
     assert second.status == JobStatus.COMPLETED, second.error
     two = scrape(exporter)
     assert value(two, "repobuild_jobs_finished_total", task="process-all", status="completed") == 2
-    assert value(two, "repobuild_stage_wall_seconds_count") == len(first.stages) + len(second.stages)
+    assert value(two, "repobuild_stage_wall_seconds_count") == len(first.stages) + 1 + len(second.stages)
     again = second.stage("embed_text").summary
     assert again["embedded"] == 0 and again["batches"] == 0, again
     assert value(two, "repobuild_batches_total", stage="embed_text") == embed.summary["batches"]
@@ -118,10 +129,24 @@ def test_metrics_timings_and_json_logs_of_two_identical_jobs(
     assert value(two, "repobuild_cache_hits_total", cache="variants") - value(
         one, "repobuild_cache_hits_total", cache="variants") == images["images"] > 0
 
+    # A callback that never answers 2xx: retried, then given up; the build stays completed.
+    cb = callback_server([500] * 10)
+    r = api.client.post("/jobs", json={"task": "process-all", "source": str(DEMO_REPO), "job_id": "m-3",
+                                       "callback_url": cb.url})
+    assert r.status_code == 202, r.text
+    third = wait_job(store, "m-3")
+    assert third.status == JobStatus.COMPLETED and third.stage("notify").status == StageStatus.FAILED
+    three = scrape(exporter)
+    assert value(three, "repobuild_callback_failures_total") == 1
+    assert value(three, "repobuild_retries_total", stage="notify", kind="stage") == 2 == len(cb.requests) - 1
+    assert value(three, "repobuild_retries_total") == 2
+    assert value(three, "repobuild_dead_letters_total") == 1  # a callback is no build stage
+    assert value(three, "repobuild_jobs_finished_total", status="completed") == 3
+
     after = scrape(f"{api.url}/metrics")
     assert value(after, "repobuild_queue_depth") == 0
     assert value(after, "repobuild_jobs_submitted_total", task="process-all") == value(
-        before, "repobuild_jobs_submitted_total", task="process-all") + 2
+        before, "repobuild_jobs_submitted_total", task="process-all") + 4
 
     # JSON logs: one object a line with the four fields, Celery's own lines about a task included.
     lines = Path(workers.started[0].log_path or "").read_text().splitlines()

@@ -85,3 +85,5 @@ def test_gunicorn_workers_add_up_in_metrics_and_log_json(settings: Settings, tmp
     assert all({"job_id", "stage", "attempt", "task_id", "message", "level"} <= set(r) for r in records)
     access = [r for r in records if r["logger"] == "gunicorn.access" and "/jobs/g-3" in r["message"]]
     assert access and access[0]["job_id"] == "g-3", records[-5:]
+    posts = [r for r in records if r["logger"] == "gunicorn.access" and "POST /jobs" in r["message"]]
+    assert sorted(r["job_id"] for r in posts) == sorted(["g-hold", *(f"g-{n}" for n in range(6))])
