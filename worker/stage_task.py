@@ -82,11 +82,13 @@ class StageTask(Task):
             except LeaseLost:
                 raise Ignore() from None
             except JobCancelled:
+                self._count_time(job_id, state, t0)
                 state.status = StageStatus.CANCELLED
                 store.put_stage(job_id, state, token)
                 store.event(job_id, "cancelled", f"{name}: stopped, job cancelled", stage=name)
                 raise Ignore() from None
             except RETRYABLE as exc:
+                self._count_time(job_id, state, t0)  # a retried attempt's time is task time too
                 state.status = StageStatus.QUEUED
                 state.error = failure_message(exc)
                 state.enqueued_at = time.time()
@@ -94,12 +96,8 @@ class StageTask(Task):
                 store.event(job_id, "retry", f"{name}: {state.error} (attempt {state.attempts})", stage=name)
                 raise
             finally:
-                spent = time.monotonic() - t0
                 metrics.TASKS_RUNNING.labels("stage").dec()
-                metrics.TASK_TIME.labels(name, "stage").observe(spent)
-                state.elapsed_s += spent
-                # What its batches took so far, on every worker: the stage's task time (StageState.task_s).
-                state.batch_s = store.batches(job_id, name).seconds()
+            self._count_time(job_id, state, t0)
             if not result.finished:
                 state.status = StageStatus.QUEUED
                 state.enqueued_at = time.time()
@@ -116,6 +114,13 @@ class StageTask(Task):
             raise self.replace(follow.set(countdown=result.wait_s) if result.wait_s else follow)
         self._after_done(job_id, name)
         return "done"
+
+    def _count_time(self, job_id: str, state: StageState, t0: float) -> None:
+        spent = time.monotonic() - t0
+        metrics.TASK_TIME.labels(state.name, "stage").observe(spent)
+        state.elapsed_s += spent
+        # What its batches took so far, on every worker: the rest of the stage's task time (StageState.task_s).
+        state.batch_s = self.store.batches(job_id, state.name).seconds()
 
     def _batch_sender(self, job_id: str) -> Callable[[int], None]:
         task = self.app.tasks[BATCH_TASK]
