@@ -121,16 +121,26 @@ class WorkerProcess:
     def kill9(self) -> None:
         """SIGKILL the whole process group: the main process and every pool child, no warning."""
         if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):  # already gone is what we want
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            kill_group(self.proc)
 
     def stop(self, timeout: float = 20) -> None:
-        if not self.alive():
-            return
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGTERM)  # warm shutdown: running tasks finish
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill9()
+        if self.alive():
+            assert self.proc is not None
+            stop_group(self.proc, timeout)  # warm shutdown: running tasks finish
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process started in a session of its own, and everything in its group."""
+    with contextlib.suppress(ProcessLookupError):  # already gone is what we want
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM the group of a process started in a session of its own; SIGKILL what is left after `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)

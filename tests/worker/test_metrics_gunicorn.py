@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.cli.local_services import free_port
+from api.cli.local_services import free_port, stop_group
 from pipeline.settings import Settings
 from tests.conftest import DEMO_REPO, ROOT
 from tests.worker.test_metrics import scrape, value
@@ -72,12 +71,7 @@ def test_gunicorn_workers_add_up_in_metrics_and_log_json(settings: Settings, tmp
                 assert value(samples, "repobuild_queue_depth") == 7  # each job's first stage, and no worker
             assert one.get("/jobs/g-3").status_code == 200
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, 20)
     # both processes counted submissions: the sums above were over both
     assert len(list((tmp_path / "prom").glob("counter_*.db"))) == 2
     lines = [line for line in log_path.read_text().splitlines() if line.strip()]
