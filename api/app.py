@@ -13,12 +13,14 @@ from api.extensions import SETTINGS_KEY, UNAVAILABLE, set_celery
 from api.routes.health import bp as health_bp
 from api.routes.inference import bp as inference_bp
 from api.routes.jobs import bp as jobs_bp
+from api.routes.metrics import bp as metrics_bp
 from api.routes.openapi import bp as openapi_bp
 from api.routes.process import bp as process_bp
 from api.routes.projects import bp as projects_bp
 from api.routes.ui import bp as ui_bp
 from api.schemas import BadRequest
 from pipeline.http.credentials import keep_credentials_out_of_logs
+from pipeline.log_lines import log_to_stderr, start_log_context
 from pipeline.settings import Settings
 from worker.factory import create_celery
 
@@ -26,13 +28,20 @@ from worker.factory import create_celery
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     keep_credentials_out_of_logs()  # the inference API fetches imageUrl with httpx, which logs the URL
+    log_to_stderr(settings.log_format)
     app = Flask("repobuild")
     app.config["MAX_CONTENT_LENGTH"] = 50 * 1024 * 1024  # the original's body limit
     app.extensions[SETTINGS_KEY] = settings
     set_celery(app, create_celery(settings))
 
-    for bp in (health_bp, jobs_bp, process_bp, inference_bp, projects_bp, openapi_bp, ui_bp):
+    for bp in (health_bp, jobs_bp, process_bp, inference_bp, projects_bp, openapi_bp, ui_bp, metrics_bp):
         app.register_blueprint(bp)
+
+    @app.before_request
+    def _log_context() -> None:
+        # A request about one job (/jobs/<job_id>/...) logs its lines with that job's id; a fresh context for
+        # each request, since a server thread serves one request after another.
+        start_log_context(job_id=(request.view_args or {}).get("job_id"))
 
     app.before_request(lambda: refuse_without_key(settings))
 

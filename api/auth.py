@@ -20,7 +20,7 @@ from pipeline.settings import Settings
 KEY_COOKIE = "repobuild_key"
 UI_PREFIX = "/ui/"
 # the login form, and logging out (which only drops the cookie), need no key
-OPEN_PATHS = {"/", "/health", "/ready", "/openapi.json", "/ui/login", "/ui/logout"}
+OPEN_PATHS = {"/", "/health", "/ready", "/openapi.json", "/metrics", "/ui/login", "/ui/logout"}
 OPEN_PREFIXES = ("/ui/static/",)
 READS = {"GET", "HEAD"}
 

@@ -8,7 +8,10 @@ REPOBUILD_EVENTS_STREAM_MAX_S) holds one thread, not a whole process.
 Prometheus: every gunicorn worker is a process of its own, so the API's metrics use prometheus_client's
 multiprocess mode. The directory is made fresh here before any worker starts (metrics of an earlier run must not be
 summed in), handed to the workers through PROMETHEUS_MULTIPROC_DIR, and the files of a worker that exits are marked
-dead so its gauges leave the sum.
+dead so its gauges leave the sum. An operator who sets PROMETHEUS_MULTIPROC_DIR keeps that folder (and empties it).
+
+Logs: with REPOBUILD_LOG_FORMAT=json, gunicorn's own lines (its error log and the access log, one line a request)
+are JSON too, through the same formatter as the app's, so a request about a job carries its job_id.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ _METRICS_DIR: list[str] = []
 
 
 def on_starting(server: Any) -> None:
+    if _SETTINGS.prometheus_multiproc_dir:
+        return  # the operator's folder; they keep it empty between starts
     Path(_SETTINGS.temp_dir).mkdir(parents=True, exist_ok=True)
     metrics_dir = tempfile.mkdtemp(prefix="repobuild-api-metrics-", dir=_SETTINGS.temp_dir)
     _METRICS_DIR.append(metrics_dir)
@@ -51,9 +56,30 @@ def on_starting(server: Any) -> None:
 def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess  # noqa: PLC0415 - only once the directory is in the environment
 
-    multiprocess.mark_process_dead(worker.pid)
+    folder = _SETTINGS.prometheus_multiproc_dir or (_METRICS_DIR[0] if _METRICS_DIR else None)
+    if folder:
+        multiprocess.mark_process_dead(worker.pid, folder)
 
 
 def on_exit(server: Any) -> None:
     for metrics_dir in _METRICS_DIR:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _json_logging() -> dict[str, Any]:
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context"],
+               "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "pipeline.log_lines.JsonFormatter"}},
+        "filters": {"context": {"()": "pipeline.log_lines.ContextFilter"}},
+        "handlers": {"stderr": handler},
+        "root": {"level": "INFO", "handlers": ["stderr"]},
+        "loggers": {name: {"level": "INFO", "handlers": ["stderr"], "propagate": False, "qualname": name}
+                    for name in ("gunicorn.error", "gunicorn.access")},
+    }
+
+
+if _SETTINGS.log_format == "json":
+    logconfig_dict = _json_logging()

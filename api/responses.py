@@ -81,7 +81,9 @@ class StageBody(BaseModel):
     resumed_from: dict[str, Any] | None
     started_at: str | None
     finished_at: str | None
-    elapsed_s: float
+    elapsed_s: float = Field(description="wall time from the stage's first start to done (or to now), batches included")
+    task_s: float = Field(description="the time all the stage's tasks ran: its own, continuations, fanned-out batches")
+    own_task_s: float = Field(description="the part of task_s the stage's own tasks ran, without its batches")
     error: str | None
     summary: dict[str, Any]
 
@@ -144,7 +146,8 @@ def job_view(job: JobView, issues: list[JSON], issue_count: int) -> JSON:
         stages=[StageBody(name=s.name, status=s.status, attempts=s.attempts, continuations=s.continuations,
                           progress=Progress(done=s.done, total=s.total), cursor=s.cursor,
                           resumed_from=s.resumed_from, started_at=_iso(s.started_at),
-                          finished_at=_iso(s.finished_at), elapsed_s=round(s.elapsed_s, 3), error=s.error,
+                          finished_at=_iso(s.finished_at), elapsed_s=round(s.wall_s(), 3),
+                          task_s=round(s.task_s, 3), own_task_s=round(s.elapsed_s, 3), error=s.error,
                           summary=s.summary)
                 for s in job.stages],
         error=job.error,

@@ -79,12 +79,29 @@ class StageState:
     total: int = 0
     started_at: float | None = None
     finished_at: float | None = None
+    # Seconds spent in the stage's own tasks (first run, continuations, retries), not its batches: see task_s.
     elapsed_s: float = 0.0
     error: str | None = None
     resumed_from: JSON | None = None
     continuations: int = 0
     summary: JSON = field(default_factory=dict)
     enqueued_at: float | None = None
+    # Seconds spent in the stage's fanned-out batch tasks, on whichever workers ran them.
+    batch_s: float = 0.0
+
+    @property
+    def task_s(self) -> float:
+        """Task time: every task the stage ran, its own and its batches' (more than wall time when they overlap)."""
+        return self.elapsed_s + self.batch_s
+
+    def wall_s(self, now: float | None = None) -> float:
+        """Wall time from the stage's first start to done (to `now`, default the clock, while it is not done)."""
+        if self.started_at is None:
+            return 0.0
+        # A stage retried after a failure keeps its old finished_at until it is done again.
+        over = self.status in (StageStatus.DONE, StageStatus.FAILED, StageStatus.CANCELLED)
+        end = self.finished_at if over and self.finished_at is not None else (time.time() if now is None else now)
+        return max(0.0, end - self.started_at)
 
     def to_json(self) -> JSON:
         d = asdict(self)
@@ -116,6 +133,16 @@ class Issue:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class WorkCounts:
+    """What a finished stage did, for the metrics: items it processed, and per cache (`vectors`, `variants`,
+    `uploads`) the items it found there (hits: not redone) and those it had to do (misses)."""
+
+    items: int = 0
+    cache_hits: dict[str, int] = field(default_factory=dict)
+    cache_misses: dict[str, int] = field(default_factory=dict)
+
+
 @dataclass
 class StageResult:
     """What `run(ctx)` returns: finished (with a summary for the job result) or not yet (continue later)."""
@@ -125,6 +152,7 @@ class StageResult:
     # When not finished: how long to wait before continuing (a stage waiting on fanned-out batches
     # must not hold a worker process while it waits).
     wait_s: float = 0.0
+    counts: WorkCounts = field(default_factory=WorkCounts)
 
     @classmethod
     def more(cls, wait_s: float = 0.0) -> StageResult:
@@ -133,3 +161,9 @@ class StageResult:
     @classmethod
     def done(cls, **summary: Any) -> StageResult:
         return cls(finished=True, summary=summary)
+
+    def counting(self, items: int = 0, hits: dict[str, int] | None = None,
+                 misses: dict[str, int] | None = None) -> StageResult:
+        """This result, reporting what the stage did (the worker turns it into metrics; stages stay pure)."""
+        self.counts = WorkCounts(items=items, cache_hits=dict(hits or {}), cache_misses=dict(misses or {}))
+        return self

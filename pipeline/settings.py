@@ -16,7 +16,7 @@ import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError
 from pydantic.fields import FieldInfo
@@ -70,6 +70,8 @@ Number = Annotated[float, BeforeValidator(_number)]
 Whole = Annotated[int, BeforeValidator(_whole)]
 # NoDecode: the variable is a comma-separated list, not JSON.
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
+LogFormat = Annotated[Literal["text", "json"], BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str)
+                                                                else v)]
 NoTrailingSlash = Annotated[str, AfterValidator(lambda v: v.rstrip("/"))]
 
 
@@ -219,6 +221,14 @@ class Settings(BaseSettings):
     # Messages left waiting this long in the worker's queues while it had a free process and received none:
     # its consumer is stuck (celery#8030), and the heartbeat stops.
     heartbeat_stall_s: Number = _env("REPOBUILD_HEARTBEAT_STALL_S", default=60.0)
+    # Prometheus: a worker's main process serves its metrics on this port (0: none); the API answers /metrics.
+    metrics_port: Whole = _env("REPOBUILD_METRICS_PORT", default=9808)
+    metrics_host: str = _env("REPOBUILD_METRICS_HOST", default="0.0.0.0")
+    # prometheus-client's own variable (it reads it at import): the empty folder where prefork pool processes and
+    # gunicorn workers keep their metrics. Declared here so worker processes are handed it and the exporters know.
+    prometheus_multiproc_dir: str | None = _env("PROMETHEUS_MULTIPROC_DIR")
+    # text: human-readable lines; json: one JSON object a line with job_id, stage, attempt, task_id on each.
+    log_format: LogFormat = _env("REPOBUILD_LOG_FORMAT", default="text")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -79,6 +79,7 @@ def settings(redis_server: PrivateRedis, tmp_path: Path) -> Settings:
         retry_backoff_max_s=2,
         callback_timeout_s=3.0,
         allow_hosts=ALLOW_LOCAL,
+        metrics_port=0,  # no worker exporter unless a test asks for one (on a free port, not the fixed default)
         # what tests submit through the API: their own folders, the samples and the corpora
         local_source_roots=(str(tmp_path), str(DEMO_REPO), str(CORPORA)),
     )

@@ -5,10 +5,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready, worker_shutting_down
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutting_down,
+)
 
 from pipeline.http.credentials import keep_credentials_out_of_logs
+from pipeline.log_lines import apply_log_format, start_log_context
 from pipeline.settings import Settings
+from worker import metrics_server
 from worker.factory import create_celery
 from worker.reconciler import Reconciler
 
@@ -19,8 +31,39 @@ _reconciler: list[Reconciler] = []
 
 @after_setup_logger.connect
 @after_setup_task_logger.connect
-def _mask_credentials(logger: logging.Logger, **_: Any) -> None:
+def _set_up_logs(logger: logging.Logger, **_: Any) -> None:
     keep_credentials_out_of_logs(logger.handlers)
+    apply_log_format(app.repobuild_settings.log_format, logger.handlers)
+
+
+@task_prerun.connect
+def _log_fields(task_id: str = "", task: Any = None, args: tuple[Any, ...] = (), **_: Any) -> None:
+    # Every line while a task runs, Celery's own "succeeded" or "retry" included, says which job and stage.
+    fields = task.log_fields(tuple(args)) if hasattr(task, "log_fields") else {}
+    start_log_context(task_id=task_id, **fields)
+
+
+@task_postrun.connect
+def _end_log_fields(**_: Any) -> None:
+    start_log_context()
+
+
+@worker_init.connect
+def _start_metrics(sender: Any = None, **_: Any) -> None:
+    # worker_init runs in the main process before the pool forks: one exporter per worker, not per process.
+    pool = getattr(getattr(sender, "pool_cls", None), "__module__", "") or ""
+    metrics_server.start_exporter(app.repobuild_settings, "prefork" if pool.endswith("prefork") else pool)
+
+
+@worker_process_init.connect
+def _forget_dead_processes(**_: Any) -> None:
+    # A pool process starts, often in place of one that died (kill -9 leaves no chance to clean up).
+    metrics_server.forget_dead_processes(app.repobuild_settings)
+
+
+@worker_process_shutdown.connect
+def _process_exited(**_: Any) -> None:
+    metrics_server.process_exited(app.repobuild_settings)
 
 
 @worker_ready.connect

@@ -3,6 +3,7 @@ its retry policy is worker/policy.py's, as the stage tasks'."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 from celery import Task
@@ -13,6 +14,7 @@ from pipeline.models import JobStatus
 from pipeline.stages.context import BatchFn
 from pipeline.stores.jobs import JobStore
 from pipeline.stores.keys import lease_holder
+from worker import metrics
 from worker.context import LeaseKeeper, RedisJobContext
 from worker.policy import RETRYABLE, failure_message
 
@@ -24,6 +26,11 @@ class BatchTask(Task):
     @property
     def store(self) -> JobStore:
         return cast(JobStore, self.app.store)
+
+    def log_fields(self, args: tuple[Any, ...]) -> dict[str, Any]:
+        """What this task's log lines say it is about (worker/app.py sets them before the task runs)."""
+        job_id, stage = (args[0], args[1]) if len(args) >= 2 else (None, None)
+        return {"job_id": job_id, "stage": stage, "attempt": self.request.retries + 1}
 
     def execute(self, job_id: str, stage: str, n: int) -> str:
         store = self.store
@@ -46,14 +53,26 @@ class BatchTask(Task):
             job = store.get(job_id)
             ctx = RedisJobContext(job_id=job_id, stage=stage, spec=job.spec, settings=settings,
                                   artifacts=self.app.artifacts, store=store, job_secrets=store.secrets(job_id))
+            t0 = time.monotonic()
+            metrics.TASKS_RUNNING.labels("batch").inc()
             try:
                 fn(ctx, n)
             except RETRYABLE as exc:
                 # Celery retries it (policy.py); the job's events say why its stage is waiting.
                 store.event(job_id, "retry", f"{stage} batch {n}: {failure_message(exc)}", stage=stage)
                 raise
+            finally:
+                spent = time.monotonic() - t0
+                metrics.TASKS_RUNNING.labels("batch").dec()
+                metrics.TASK_TIME.labels(stage, "batch").observe(spent)
+                state.add_seconds(n, spent)  # the stage's task time counts its batches (StageState.batch_s)
             state.mark_done(n)
+        metrics.BATCHES.labels(stage).inc()
         return "done"
+
+    def on_retry(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 einfo: Any) -> None:
+        metrics.RETRIES.labels(str(args[1]), "batch").inc()
 
     def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                    einfo: Any) -> None:

@@ -18,6 +18,7 @@ from pipeline.models import StageState, StageStatus
 from pipeline.plans import job_is_over, stage_to_drive
 from pipeline.stores.jobs import JobStore, JobView
 from pipeline.stores.keys import RedisKeys
+from worker import metrics
 from worker.chains import enqueue_from
 from worker.inflight import jobs_in_broker, overdue_after_s
 from worker.repobuild_app import RepobuildCelery
@@ -64,6 +65,7 @@ def reconcile_once(app: RepobuildCelery, broker: redis.Redis) -> list[tuple[str,
         store.event(job_id, "redrive", f"{stage.name}: re-driven by the reconciler ({reason})", stage=stage.name)
         log.warning("re-driving %s/%s: %s", job_id, stage.name, reason)
         enqueue_from(app, job_id, stage.name)
+        metrics.REDRIVES.labels(stage.name, reason.replace(" ", "-")).inc()
         actions.append((job_id, stage.name))
     return actions
 

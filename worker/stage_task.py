@@ -13,9 +13,11 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from pipeline.errors import JobCancelled, LeaseLost
+from pipeline.log_lines import add_log_fields
 from pipeline.models import JobStatus, StageResult, StageState, StageStatus
 from pipeline.plans import NOTIFY, build_finished, callback_record, fails_job, job_is_over, may_run
 from pipeline.stores.jobs import JobStore, JobView
+from worker import metrics
 from worker.context import LeaseKeeper, RedisStageContext
 from worker.inflight import batches_in_broker
 from worker.policy import RETRYABLE, failure_message
@@ -34,6 +36,10 @@ class StageTask(Task):
     @property
     def store(self) -> JobStore:
         return cast(JobStore, self.app.store)
+
+    def log_fields(self, args: tuple[Any, ...]) -> dict[str, Any]:
+        """What this task's log lines say it is about (worker/app.py sets them before the task runs)."""
+        return {"job_id": args[0] if args else None, "stage": self.stage_name}
 
     def execute(self, job_id: str, stage_fn: StageFn, continuation: bool = False) -> str:
         name = self.stage_name
@@ -64,21 +70,25 @@ class StageTask(Task):
                 self._after_done(job_id, name)
                 return "already-done"
             self._mark_started(job, state, token, continuation)
+            add_log_fields(attempt=state.attempts)
             ctx = RedisStageContext(job_id=job_id, stage=name, spec=job.spec, settings=settings,
                                     artifacts=self.app.artifacts, store=store, job_secrets=store.secrets(job_id),
                                     state=state, lease=lease, send_batch=self._batch_sender(job_id),
                                     batches_in_broker=lambda: batches_in_broker(self.app, job_id, name))
             t0 = time.monotonic()
+            metrics.TASKS_RUNNING.labels("stage").inc()
             try:
                 result = stage_fn(ctx)
             except LeaseLost:
                 raise Ignore() from None
             except JobCancelled:
+                self._count_time(job_id, state, t0)
                 state.status = StageStatus.CANCELLED
                 store.put_stage(job_id, state, token)
                 store.event(job_id, "cancelled", f"{name}: stopped, job cancelled", stage=name)
                 raise Ignore() from None
             except RETRYABLE as exc:
+                self._count_time(job_id, state, t0)  # a retried attempt's time is task time too
                 state.status = StageStatus.QUEUED
                 state.error = failure_message(exc)
                 state.enqueued_at = time.time()
@@ -86,7 +96,8 @@ class StageTask(Task):
                 store.event(job_id, "retry", f"{name}: {state.error} (attempt {state.attempts})", stage=name)
                 raise
             finally:
-                state.elapsed_s += time.monotonic() - t0
+                metrics.TASKS_RUNNING.labels("stage").dec()
+            self._count_time(job_id, state, t0)
             if not result.finished:
                 state.status = StageStatus.QUEUED
                 state.enqueued_at = time.time()
@@ -94,6 +105,7 @@ class StageTask(Task):
                     raise Ignore()
             else:
                 self._mark_done(job_id, state, result, token)
+                metrics.stage_done(job.spec.task, state, result.counts)
         if not result.finished:
             # Budget spent: continue in a fresh task; replace() keeps the rest of the chain. The lease
             # is already released so the continuation can take it at once.
@@ -102,6 +114,13 @@ class StageTask(Task):
             raise self.replace(follow.set(countdown=result.wait_s) if result.wait_s else follow)
         self._after_done(job_id, name)
         return "done"
+
+    def _count_time(self, job_id: str, state: StageState, t0: float) -> None:
+        spent = time.monotonic() - t0
+        metrics.TASK_TIME.labels(state.name, "stage").observe(spent)
+        state.elapsed_s += spent
+        # What its batches took so far, on every worker: the rest of the stage's task time (StageState.task_s).
+        state.batch_s = self.store.batches(job_id, state.name).seconds()
 
     def _batch_sender(self, job_id: str) -> Callable[[int], None]:
         task = self.app.tasks[BATCH_TASK]
@@ -137,7 +156,8 @@ class StageTask(Task):
         state.error = None
         if not self.store.put_stage(job_id, state, token):
             raise Ignore()
-        self.store.event(job_id, "done", f"{state.name}: done in {state.elapsed_s:.2f}s", stage=state.name)
+        self.store.event(job_id, "done", f"{state.name}: done in {state.wall_s():.2f}s "
+                         f"({state.task_s:.2f}s of task time)", stage=state.name)
 
     def _after_done(self, job_id: str, name: str) -> None:
         store = self.store
@@ -145,6 +165,7 @@ class StageTask(Task):
         if job.status == JobStatus.RUNNING and build_finished(job):
             store.set_job(job_id, JobStatus.COMPLETED, finished_at=time.time(), result=job_result(job))
             store.event(job_id, "completed", "job completed")
+            metrics.job_finished(job.spec.task, JobStatus.COMPLETED)
             job = store.get(job_id)
         if job_is_over(job):
             store.set_job(job_id, callback=callback_record(job))
@@ -157,6 +178,10 @@ class StageTask(Task):
             following.status = StageStatus.QUEUED
             following.enqueued_at = time.time()
             store.put_stage(job_id, following)
+
+    def on_retry(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 einfo: Any) -> None:
+        metrics.RETRIES.labels(self.stage_name, "stage").inc()
 
     def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                    einfo: Any) -> None:
@@ -172,10 +197,13 @@ class StageTask(Task):
         state.finished_at = time.time()
         store.put_stage(job_id, state)
         if not fails_job(name):
+            metrics.CALLBACK_FAILURES.inc()
             store.set_job(job_id, callback=callback_record(store.get(job_id)))
             store.event(job_id, "callback-failed", f"callback failed: {message}")
             store.deactivate(job_id)
             return
+        metrics.DEAD_LETTERS.labels(name).inc()
+        metrics.job_finished(store.get(job_id).spec.task, JobStatus.FAILED)
         store.set_job(job_id, JobStatus.FAILED, finished_at=time.time(),
                       error={"stage": name, "message": message, "attempts": state.attempts,
                              "type": type(exc).__name__})

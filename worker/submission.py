@@ -6,10 +6,12 @@ import time
 
 from pipeline.catalog import CALLBACK_PAYLOAD
 from pipeline.errors import PermanentError
+from pipeline.log_lines import add_log_fields
 from pipeline.models import JobSpec, JobStatus, StageStatus
 from pipeline.plans import NEEDS_PROJECT, NEEDS_SOURCE, NOTIFY, stages_for
 from pipeline.stores.inputs import offload_large_options
 from pipeline.stores.jobs import JobStore, JobView
+from worker import metrics
 from worker.chains import enqueue_from
 from worker.repobuild_app import RepobuildCelery
 from worker.stage_task import BATCH_TASK
@@ -25,6 +27,7 @@ def submit(app: RepobuildCelery, spec: JobSpec, job_secrets: dict[str, str] | No
     A task the service cannot run is still stored, then failed through the callback, as the original did.
     """
     store: JobStore = app.store
+    add_log_fields(job_id=spec.job_id)  # what is logged about this submission (a request's access line) names it
     try:
         stages = stages_for(spec.task)
         if spec.task in NEEDS_SOURCE and spec.source is None:
@@ -38,7 +41,9 @@ def submit(app: RepobuildCelery, spec: JobSpec, job_secrets: dict[str, str] | No
     job, created = store.create(spec, stages, job_secrets)
     if not created:
         return job, False
+    metrics.JOBS_SUBMITTED.labels(spec.task).inc()
     if problem is not None:
+        metrics.job_finished(spec.task, JobStatus.FAILED)
         store.set_job(spec.job_id, JobStatus.FAILED, finished_at=time.time(),
                       error={"stage": None, "message": problem, "attempts": 0, "type": "PermanentError"})
         store.event(spec.job_id, "failed", problem, level="error")
@@ -93,6 +98,7 @@ def cancel(app: RepobuildCelery, job_id: str) -> JobView:
     if job.status.terminal:
         raise Conflict(f"job {job_id} is already {job.status.value}")
     store.set_job(job_id, JobStatus.CANCELLED, finished_at=time.time())
+    metrics.job_finished(job.spec.task, JobStatus.CANCELLED)
     for state in job.stages:
         if state.name != NOTIFY and state.status in (StageStatus.PENDING, StageStatus.QUEUED):
             state.status = StageStatus.CANCELLED

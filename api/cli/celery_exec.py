@@ -12,8 +12,9 @@ import sys
 from worker.queues import QUEUES
 
 
-def celery_argv(command: str, rest: list[str]) -> list[str]:
-    argv = [sys.executable, "-m", "celery", "-A", "worker.app", command, *rest]
+def celery_argv(command: str, rest: list[str], quiet: bool = False) -> list[str]:
+    # quiet: no banner lines between JSON log lines
+    argv = [sys.executable, "-m", "celery", *(["--quiet"] if quiet else []), "-A", "worker.app", command, *rest]
     if command == "worker" and not any(a == "-Q" or a.startswith(("-Q", "--queues")) for a in rest):
         argv += ["-Q", ",".join(QUEUES)]  # both queues unless told which
     return argv
@@ -21,5 +22,7 @@ def celery_argv(command: str, rest: list[str]) -> list[str]:
 
 def exec_celery(command: str, rest: list[str]) -> int:
     """Flower's /api answers 401 unless FLOWER_BASIC_AUTH=user:pass (or --basic-auth) is given."""
-    os.execv(sys.executable, celery_argv(command, rest))
+    from pipeline.settings import Settings  # noqa: PLC0415 - the settings alone, not the pipeline
+
+    os.execv(sys.executable, celery_argv(command, rest, quiet=Settings.from_env().log_format == "json"))
     return 0  # not reached: exec replaced this process

@@ -19,7 +19,13 @@ from types import TracebackType
 
 import redis
 
+from pipeline.settings import Settings
 from worker.queues import QUEUES
+
+
+def celery_command(settings: Settings) -> list[str]:
+    """`celery -A worker.app`; quiet when the logs are JSON, so no banner lines come between them."""
+    return [sys.executable, "-m", "celery", *(["--quiet"] if settings.log_format == "json" else []), "-A", "worker.app"]
 
 
 def free_port() -> int:
@@ -101,7 +107,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel=INFO",
+        cmd = [*celery_command(Settings.from_env(self.env)), "worker", "--loglevel=INFO",
                f"--concurrency={self.concurrency}", f"--pool={self.pool}", "-Q", ",".join(QUEUES),
                "-n", self.name, "--without-mingle", "--without-gossip"]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
@@ -115,16 +121,26 @@ class WorkerProcess:
     def kill9(self) -> None:
         """SIGKILL the whole process group: the main process and every pool child, no warning."""
         if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):  # already gone is what we want
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            kill_group(self.proc)
 
     def stop(self, timeout: float = 20) -> None:
-        if not self.alive():
-            return
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGTERM)  # warm shutdown: running tasks finish
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill9()
+        if self.alive():
+            assert self.proc is not None
+            stop_group(self.proc, timeout)  # warm shutdown: running tasks finish
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process started in a session of its own, and everything in its group."""
+    with contextlib.suppress(ProcessLookupError):  # already gone is what we want
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM the group of a process started in a session of its own; SIGKILL what is left after `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)

@@ -71,7 +71,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not args.no_worker:  # workers of a service keep their operator's roots
             settings = _trusting(settings, source)
         env = {"REPOBUILD_REDIS_URL": settings.redis_url or "", "REPOBUILD_ARTIFACTS": settings.artifacts,
-               "REPOBUILD_OUTPUT": out, "REPOBUILD_LOCAL_SOURCE_ROOTS": ",".join(settings.local_source_roots)}
+               "REPOBUILD_OUTPUT": out, "REPOBUILD_LOCAL_SOURCE_ROOTS": ",".join(settings.local_source_roots),
+               # the run's own worker serves metrics only when asked: the default port may be a service's
+               "REPOBUILD_METRICS_PORT": str(settings.metrics_port if "metrics_port" in settings.model_fields_set
+                                             else 0)}
         named = url_host(args.source) if "://" in args.source or args.source.startswith("git@") else None
         if named:  # the user of their own private worker may clone from the host they typed, private or not
             env["REPOBUILD_ALLOW_HOSTS"] = ",".join((*settings.allow_hosts, named))
@@ -84,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                            project_id=args.project_id, source=source, options=options, output=out),
                                    args.token)
         submit(app, spec, secrets)
-        job = watch_job(app.store, spec.job_id, worker=worker)
+        job = watch_job(app.store, spec.job_id, worker=worker, line_every_s=args.progress_every)
         if job.status == JobStatus.COMPLETED:
             result = job.result or {}
             print(f"bundle: {result.get('distFolder', out)}")
@@ -94,7 +97,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 **{k: counts.get(k, 0) for k in ("posts", "medias", "issues", "drafts")}))
             if result.get("commit"):
                 print(f"commit: {result['commit']}")
-            print("stage times: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.get("timings", {}).items()))
+            tasks = result.get("task_timings", {})
+            print("stage times (wall, task time): " + ", ".join(f"{k} {v:.2f}s" + (
+                f" ({tasks[k]:.2f}s)" if k in tasks else "") for k, v in result.get("timings", {}).items()))
             return 0
         reason = (job.error or {}).get("message") or job.status.value
         stage = (job.error or {}).get("stage")
@@ -257,6 +262,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--include-drafts", action="store_true",
                      help="publish drafts too (draft: true, published: false, _drafts/)")
     run.add_argument("--concurrency", type=int, default=2)
+    run.add_argument("--progress-every", type=float, default=5.0, metavar="SECONDS",
+                     help="without a terminal: a progress line (counts, rate, time left) this often")
     run.add_argument("--no-worker", action="store_true", help="use workers already running on REPOBUILD_REDIS_URL")
     run.set_defaults(func=cmd_run)
 

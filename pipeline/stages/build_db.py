@@ -98,7 +98,7 @@ def run(ctx: StageContext) -> StageResult:
     summary.update(vector_counts)
     if folder is not None:
         summary["path"] = str(folder / DB_NAME)
-    return StageResult.done(**summary)
+    return StageResult.done(**summary).counting(items=counts.posts + counts.medias)
 
 
 def _add_vectors(ctx: StageContext, db: Path, posts: list[dict[str, Any]]) -> dict[str, int]:

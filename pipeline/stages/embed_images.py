@@ -82,10 +82,12 @@ def _plan(ctx: StageContext) -> int:
     vectors = None if embeddings_skipped(ctx.settings, ctx.spec.options) else _Vectors(ctx)
     old = previous_vectors(ctx, vectors.model_id, ("medias",))["medias"] if vectors and vectors.kind == "clip" else {}
     todo = []
+    cache = {"variants_hit": 0, "vectors_hit": 0, "vectors_miss": 0}  # for the metrics (StageResult.counts)
     for item in items:
         sha = str(item["hash"])
         known = variants.known(sha)
         item["remote"] = sha in remote and not known
+        cache["variants_hit"] += known or item["remote"]
         needs_vector = False
         if vectors is not None and variants.error(sha) is None:
             key = vectors.key(item)
@@ -94,13 +96,14 @@ def _plan(ctx: StageContext) -> int:
                     vectors.cache.put(key, old[sha])  # the live revision's vector: a cold cache need not redo it
                 else:
                     needs_vector = True
+            cache["vectors_miss" if needs_vector else "vectors_hit"] += 1
         if (not known and not item["remote"]) or needs_vector:
             todo.append(item)
     batches = [todo[k:k + IMAGES_PER_BATCH] for k in range(0, len(todo), IMAGES_PER_BATCH)]
     for n, batch in enumerate(batches):
         ctx.artifacts.put_json(ctx.key(f"batches/{n:05d}.json"), {"items": batch})
     ctx.artifacts.put_json(ctx.key("plan.json"), {
-        "items": items, "processed": len(todo), "cached": len(items) - len(todo),
+        "items": items, "processed": len(todo), "cached": len(items) - len(todo), "cache": cache,
         "remote": {sha: [i._asdict() for i in infos] for sha, infos in remote.items()},
         "vectors": None if vectors is None else {"kind": vectors.kind, "model": vectors.model_id, "dim": vectors.dim},
     })
@@ -197,5 +200,9 @@ def _assemble(ctx: StageContext, total: int) -> StageResult:
         write_matrix(ctx.artifacts, MEDIA_VECTORS.key(ctx.job_id), matrix,
                      {"model": vectors["model"], "kind": vectors["kind"], "ids": ids})
         embedded = len(ids)
-    return StageResult.done(images=len(plan["items"]), processed=int(plan["processed"]), cached=int(plan["cached"]),
-                            resized=len(sizes), failed=failed, vectors=embedded, batches=total)
+    seen: dict[str, int] = plan.get("cache") or {}
+    images = len(plan["items"])
+    return StageResult.done(images=images, processed=int(plan["processed"]), cached=int(plan["cached"]),
+                            resized=len(sizes), failed=failed, vectors=embedded, batches=total).counting(
+        items=images, hits={"variants": seen.get("variants_hit", 0), "vectors": seen.get("vectors_hit", 0)},
+        misses={"variants": images - seen.get("variants_hit", 0), "vectors": seen.get("vectors_miss", 0)})

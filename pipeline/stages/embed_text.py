@@ -118,4 +118,5 @@ def _assemble(ctx: StageContext, total: int) -> StageResult:
                   "chunks": [{"post": c["post"], "index": c["index"], "start": c["start"], "end": c["end"]}
                              for c in chunks]})
     return StageResult.done(model=plan["model"], posts=len(posts), chunks=len(chunks), embedded=int(plan["embedded"]),
-                            cached=int(plan["cached"]), batches=total)
+                            cached=int(plan["cached"]), batches=total).counting(
+        items=len(plan["items"]), hits={"vectors": int(plan["cached"])}, misses={"vectors": int(plan["embedded"])})

@@ -238,7 +238,8 @@ def _assemble(ctx: StageContext, root: Path, cursor: JSON) -> StageResult:
     put(PROCESSOR_ISSUES, issue_report(issues, drafts))
     put(PARSE_META, {"root": index["root"], "posts": len(posts), "medias": len(medias), "drafts": drafts})
     ctx.log(f"parse: {len(posts)} posts, {len(medias)} medias, {drafts} drafts left out, {len(issues)} issues")
-    return StageResult.done(posts=len(posts), medias=len(medias), issues=len(issues), drafts=drafts)
+    return StageResult.done(posts=len(posts), medias=len(medias), issues=len(issues), drafts=drafts).counting(
+        items=len(posts) + len(medias))
 
 
 def issue_report(issues: list[dict[str, Any]], drafts: int = 0) -> JSON:

@@ -89,7 +89,8 @@ def run(ctx: StageContext) -> StageResult:
             ctx.log(f"upload: the bundle is identical to revision {same}, already live; nothing uploaded")
             total = sum(len(object_keys(r, project_id, same, root=ctx.settings.s3_prefix)) for r in rels)
             return StageResult.done(publishInfo=_publish_info(ctx, same, base, total, 0, total, []),
-                                    rev=same, unchanged=True, latest=True)
+                                    rev=same, unchanged=True, latest=True).counting(
+                items=total, hits={"uploads": total}, misses={"uploads": 0})
     # Shared objects first and the revision's own files after: a reader that finds a revision finds
     # everything it links to. One listing per task run settles which objects are already there.
     plan = sorted(((key, rel) for rel in rels
@@ -118,7 +119,8 @@ def run(ctx: StageContext) -> StageResult:
     info = _publish_info(ctx, rev, base, len(plan), int(cursor["uploaded"]), int(cursor["skipped"]), [])
     ctx.log(f"upload: {cursor['uploaded']} uploaded, {cursor['skipped']} already there, "
             f"revision {rev} {'is live' if moved else 'is stored (a later submission is live)'}")
-    return StageResult.done(publishInfo=info, rev=rev, unchanged=False, latest=moved)
+    return StageResult.done(publishInfo=info, rev=rev, unchanged=False, latest=moved).counting(
+        items=len(plan), hits={"uploads": int(cursor["skipped"])}, misses={"uploads": int(cursor["uploaded"])})
 
 
 def _raise_failed(report: UploadReport) -> None:

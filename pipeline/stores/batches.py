@@ -27,6 +27,14 @@ class BatchState(Protocol):
         """How often each batch was started."""
         ...
 
+    def add_seconds(self, n: int, seconds: float) -> None:
+        """Batch n's task ran this long (a run that failed counts too: it was work done)."""
+        ...
+
+    def seconds(self) -> float:
+        """Task seconds of all the batches so far."""
+        ...
+
     def mark_done(self, n: int) -> None:
         """Batch n finished; a failure recorded for it before (then retried) no longer counts."""
         ...
@@ -76,6 +84,15 @@ class RedisBatchState:
 
     def runs(self) -> dict[int, int]:
         return {int(k): int(v) for k, v in cast(dict[str, str], self.r.hgetall(self.k.runs)).items()}
+
+    def add_seconds(self, n: int, seconds: float) -> None:
+        with self.r.pipeline() as pipe:
+            pipe.hincrbyfloat(self.k.seconds, str(n), seconds)
+            self._expire(pipe)
+            pipe.execute()
+
+    def seconds(self) -> float:
+        return sum(float(v) for v in cast(list[str], self.r.hvals(self.k.seconds)))
 
     def mark_done(self, n: int) -> None:
         with self.r.pipeline() as pipe:

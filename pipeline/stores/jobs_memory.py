@@ -309,6 +309,15 @@ class MemoryBatchState:
     def runs(self) -> dict[int, int]:
         return {int(k): int(v) for k, v in self._hash(self.k.runs).items()}
 
+    def add_seconds(self, n: int, seconds: float) -> None:
+        with self.store._lock:
+            spent = self.store.space.hash(self.k.seconds)
+            spent[str(n)] = repr(float(spent.get(str(n), "0")) + seconds)
+            self._expire()
+
+    def seconds(self) -> float:
+        return sum(float(v) for v in self._hash(self.k.seconds).values())
+
     def mark_done(self, n: int) -> None:
         with self.store._lock:
             # The done set kept as a hash of members, so one container type serves every batch key.

@@ -89,8 +89,13 @@ class BatchKeys:
         """Hash: batch number → how often it was started (proof that finished batches are not redone)."""
         return f"{self.base}:runs"
 
+    @property
+    def seconds(self) -> str:
+        """Hash: batch number → seconds its tasks ran, over every run (the stage's task time counts them)."""
+        return f"{self.base}:seconds"
+
     def all(self) -> tuple[str, ...]:
-        return (self.done, self.failed, self.sent, self.runs)
+        return (self.done, self.failed, self.sent, self.runs, self.seconds)
 
 
 def lease_holder(stage: str, batch: int | None = None) -> str:

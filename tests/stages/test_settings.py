@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from pydantic import ValidationError
@@ -34,6 +34,8 @@ def other_value(name: str, field: FieldInfo) -> Any:
         return f"x-{name}"
     if kind == tuple[str, ...]:
         return ("k1", "k2")
+    if kind == Literal["text", "json"]:
+        return "json"
     raise AssertionError(f"no test value for {name}: {kind}; add one here")
 
 
