@@ -18,6 +18,12 @@ from pipeline.stores.jobs import JobStore, JobView
 log = logging.getLogger("repobuild.worker")
 
 
+def run_id(token: str) -> str:
+    """What events call one run of a stage: a prefix of its lease token, enough to tell runs apart (every
+    run takes a fresh token) without printing the token that fences its writes."""
+    return token[:8]
+
+
 class LeaseKeeper:
     """Renews a stage lease in the background; flags the loss if renewal ever fails."""
 
@@ -109,7 +115,7 @@ class RedisStageContext(RedisJobContext):
         self.state.done, self.state.total = done, total
         self._write()
         self.store.event(self.job_id, "progress", f"{self.stage} {done}/{total}", stage=self.stage,
-                         done=done, total=total)
+                         done=done, total=total, run=run_id(self.lease.token) if self.lease else "")
 
     def should_yield(self) -> bool:
         if self.lease is not None and self.lease.lost.is_set():

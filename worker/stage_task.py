@@ -16,7 +16,7 @@ from pipeline.errors import JobCancelled, LeaseLost
 from pipeline.models import JobStatus, StageResult, StageState, StageStatus
 from pipeline.plans import NOTIFY, build_finished, callback_record, fails_job, job_is_over, may_run
 from pipeline.stores.jobs import JobStore, JobView
-from worker.context import LeaseKeeper, RedisStageContext
+from worker.context import LeaseKeeper, RedisStageContext, run_id
 from worker.inflight import batches_in_broker
 from worker.policy import RETRYABLE, failure_message
 from worker.results import job_result
@@ -97,7 +97,8 @@ class StageTask(Task):
         if not result.finished:
             # Budget spent: continue in a fresh task; replace() keeps the rest of the chain. The lease
             # is already released so the continuation can take it at once.
-            store.event(job_id, "continue", f"{name}: budget spent, continuing at {state.cursor}", stage=name)
+            store.event(job_id, "continue", f"{name}: budget spent, continuing at {state.cursor}", stage=name,
+                        run=run_id(token))
             follow = self.si(job_id, continuation=True)
             raise self.replace(follow.set(countdown=result.wait_s) if result.wait_s else follow)
         self._after_done(job_id, name)
@@ -128,7 +129,8 @@ class StageTask(Task):
             raise Ignore()
         if job.status == JobStatus.QUEUED:
             store.set_job(job_id, JobStatus.RUNNING, started_at=now)
-        store.event(job_id, "started", f"{state.name}: started (attempt {state.attempts})", stage=state.name)
+        store.event(job_id, "started", f"{state.name}: started (attempt {state.attempts})", stage=state.name,
+                    run=run_id(token))
 
     def _mark_done(self, job_id: str, state: StageState, result: StageResult, token: str) -> None:
         state.status = StageStatus.DONE
@@ -137,7 +139,8 @@ class StageTask(Task):
         state.error = None
         if not self.store.put_stage(job_id, state, token):
             raise Ignore()
-        self.store.event(job_id, "done", f"{state.name}: done in {state.elapsed_s:.2f}s", stage=state.name)
+        self.store.event(job_id, "done", f"{state.name}: done in {state.elapsed_s:.2f}s", stage=state.name,
+                         run=run_id(token))
 
     def _after_done(self, job_id: str, name: str) -> None:
         store = self.store
