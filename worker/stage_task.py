@@ -5,6 +5,7 @@ tasks in tasks.py are a few lines each."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -129,8 +130,9 @@ class StageTask(Task):
             raise Ignore()
         if job.status == JobStatus.QUEUED:
             store.set_job(job_id, JobStatus.RUNNING, started_at=now)
+        # Which process runs it: what an operator (or a test) needs to find a stuck or misbehaving run.
         store.event(job_id, "started", f"{state.name}: started (attempt {state.attempts})", stage=state.name,
-                    run=run_id(token))
+                    run=run_id(token), worker=self.request.hostname or "", pid=os.getpid())
 
     def _mark_done(self, job_id: str, state: StageState, result: StageResult, token: str) -> None:
         state.status = StageStatus.DONE
