@@ -95,19 +95,31 @@ class RedisStageContext(RedisJobContext):
     _started: float = field(default_factory=time.monotonic)
     _last_cancel_check: float = 0.0
     _last_lost_check: float = 0.0
+    _issues: list[Issue] = field(default_factory=list)
 
     @property
     def cursor(self) -> JSON | None:
         return self.state.cursor
 
-    def _write(self) -> None:
+    def _write(self, issues: Sequence[Issue] = ()) -> None:
         assert self.lease is not None
-        if self.lease.lost.is_set() or not self.store.put_stage(self.job_id, self.state, self.lease.token):
+        if self.lease.lost.is_set() or not self.store.put_stage(self.job_id, self.state, self.lease.token,
+                                                                issues=issues):
             raise LeaseLost(f"{self.job_id}/{self.stage}: lease lost; another worker owns this stage now")
+
+    def record_issue(self, issue: Issue) -> None:
+        # Held until the next checkpoint, which writes them with the cursor in one fenced step: the work
+        # they belong to is redone after a crash or by the next owner of the lease, and records them again.
+        self._issues.append(issue)
+
+    def take_issues(self) -> list[Issue]:
+        """The issues recorded since the last checkpoint, for the write that commits their work."""
+        issues, self._issues = self._issues, []
+        return issues
 
     def save_cursor(self, cursor: JSON) -> None:
         self.state.cursor = cursor
-        self._write()
+        self._write(self.take_issues())
 
     def progress(self, done: int, total: int) -> None:
         if (self.state.done, self.state.total) == (done, total):

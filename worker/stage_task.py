@@ -14,7 +14,7 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from pipeline.errors import JobCancelled, LeaseLost
-from pipeline.models import JobStatus, StageResult, StageState, StageStatus
+from pipeline.models import Issue, JobStatus, StageResult, StageState, StageStatus
 from pipeline.plans import NOTIFY, build_finished, callback_record, fails_job, job_is_over, may_run
 from pipeline.stores.jobs import JobStore, JobView
 from worker.context import LeaseKeeper, RedisStageContext, run_id
@@ -91,10 +91,10 @@ class StageTask(Task):
             if not result.finished:
                 state.status = StageStatus.QUEUED
                 state.enqueued_at = time.time()
-                if not store.put_stage(job_id, state, token):
+                if not store.put_stage(job_id, state, token, issues=ctx.take_issues()):
                     raise Ignore()
             else:
-                self._mark_done(job_id, state, result, token)
+                self._mark_done(job_id, state, result, token, ctx.take_issues())
         if not result.finished:
             # Budget spent: continue in a fresh task; replace() keeps the rest of the chain. The lease
             # is already released so the continuation can take it at once.
@@ -134,12 +134,13 @@ class StageTask(Task):
         store.event(job_id, "started", f"{state.name}: started (attempt {state.attempts})", stage=state.name,
                     run=run_id(token), worker=self.request.hostname or "", pid=os.getpid())
 
-    def _mark_done(self, job_id: str, state: StageState, result: StageResult, token: str) -> None:
+    def _mark_done(self, job_id: str, state: StageState, result: StageResult, token: str,
+                   issues: list[Issue]) -> None:
         state.status = StageStatus.DONE
         state.finished_at = time.time()
         state.summary = result.summary
         state.error = None
-        if not self.store.put_stage(job_id, state, token):
+        if not self.store.put_stage(job_id, state, token, issues=issues):
             raise Ignore()
         self.store.event(job_id, "done", f"{state.name}: done in {state.elapsed_s:.2f}s", stage=state.name,
                          run=run_id(token))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
 from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
@@ -169,17 +169,20 @@ class MemoryJobStore:
         for k in self.keys.job_keys(job_id):
             self.space.expire(k, self.ttl_s)
 
-    def put_stage(self, job_id: str, state: StageState, token: str | None = None) -> bool:
+    def put_stage(self, job_id: str, state: StageState, token: str | None = None,
+                  issues: Sequence[Issue] = ()) -> bool:
         value = job_hash.encode_stage(state)
         with self._lock:
-            if token is None:
-                self.space.hash(self.keys.job(job_id))[f"stage:{state.name}"] = value
-                self._touch(job_id)
-                return True
-            if self.space.get(self.keys.lease(job_id, state.name)) != token:
+            if token is not None and self.space.get(self.keys.lease(job_id, state.name)) != token:
                 return False
             self.space.hash(self.keys.job(job_id))[f"stage:{state.name}"] = value
-            self.space.expire(self.keys.job(job_id), self.ttl_s)
+            if issues:
+                self.space.items(self.keys.issues(job_id)).extend(job_hash.encode_issue(i) for i in issues)
+                self.space.expire(self.keys.issues(job_id), self.ttl_s)
+            if token is None:
+                self._touch(job_id)
+            else:
+                self.space.expire(self.keys.job(job_id), self.ttl_s)
             return True
 
     def set_job(self, job_id: str, status: JobStatus | None = None, **fields: Any) -> None:

@@ -99,6 +99,23 @@ def test_stage_writes_are_fenced_by_the_lease(store: JobStore) -> None:
     assert store.stage("j1", "fetch").cursor == {"next": 2}
 
 
+def test_issues_land_with_their_checkpoint_or_not_at_all(store: JobStore) -> None:
+    """Fault `pause-past-lease` (tests/chaos): a run thawed after its lease expired recorded its batch's
+    issues again, unfenced, next to the new owner's; now they commit with the fenced cursor write."""
+    store.create(spec(), ("parse",))
+    state = store.stage("j1", "parse")
+    token = store.acquire_lease("j1", "parse", 30)
+    assert token is not None
+    first, late = Issue("parse", "a.md", "broken link"), Issue("parse", "b.md", "broken link")
+    state.cursor = {"next": 1}
+    assert store.put_stage("j1", state, token, issues=[first])
+    state.cursor = {"next": 2}
+    assert not store.put_stage("j1", state, "stale", issues=[late])
+    assert store.issues("j1") == [first.to_json()] and store.stage("j1", "parse").cursor == {"next": 1}
+    assert store.put_stage("j1", state, issues=[late])  # unfenced: always, issues too
+    assert store.issues("j1") == [first.to_json(), late.to_json()]
+
+
 def test_leases_hold_renew_release_and_lapse(store: JobStore) -> None:
     token = store.acquire_lease("j1", "fetch", 0.3)
     assert token is not None and store.acquire_lease("j1", "fetch", 0.3) is None
