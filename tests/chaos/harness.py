@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from api.cli.local_services import WorkerProcess
 from benchmarks.bundle_diff import diff
 from pipeline.models import JobStatus, StageStatus
 from pipeline.settings import Settings
@@ -19,21 +20,25 @@ from worker.repobuild_app import RepobuildCelery
 
 # Parse and the chain are what these faults hit; embedding would only make them slow.
 PARSE_ONLY = {"skipEmbeddings": True}
-# Events a stage run writes right after one of its fenced writes succeeded: a run whose lease is gone
-# cannot write them, so their times bound when each run really held the stage.
 # bundle_diff replaces each side's job id inside every string: an id must not be a word of the content.
 REFERENCE = "ref-7c1e9a40"
+# Events a stage run writes right after one of its fenced writes succeeded: a run whose lease is gone
+# cannot write them, so their times bound when each run really held the stage.
 RUN_EVENTS = frozenset({"started", "progress", "continue", "done"})
 
 
-def til_corpus(tmp_path: Path, posts: int) -> Path:
-    """The first `posts` posts of the til corpus (real markdown, links between posts, a few broken)."""
+def til_corpus(tmp_path: Path, posts: int, broken_links: bool = False) -> Path:
+    """The first `posts` posts of the til corpus (real markdown, links between posts, a few broken); with
+    `broken_links`, each post also links to a post that does not exist: one issue per post."""
     root = tmp_path / "til"
     chosen = sorted(p for p in (CORPORA / "til").rglob("*.md") if ".git" not in p.parts)[:posts]
     for post in chosen:
         target = root / post.relative_to(CORPORA / "til")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(post, target)
+        if broken_links:
+            with target.open("a", encoding="utf-8") as f:
+                f.write(f"\n\nSee also [a note that is gone](./gone-{target.stem}.md).\n")
     return root
 
 
@@ -103,6 +108,18 @@ def pool_children(pid: int) -> list[int]:
     return found
 
 
+def run_pid(store: JobStore, job_id: str, stage: str, timeout: float = 30) -> int:
+    """The pid of the pool process running the stage's latest run (its `started` event names it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        started = [ev for _id, ev in store.events(job_id, count=100_000)
+                   if ev.get("type") == "started" and ev.get("stage") == stage]
+        if started:
+            return int(started[-1]["pid"])
+        time.sleep(0.02)
+    raise AssertionError(f"{job_id}/{stage} never started")
+
+
 def process_running(app: RepobuildCelery, task: str, job_id: str, timeout: float = 30) -> int:
     """The pid of the pool process that runs `task` of `job_id` right now (Celery's inspect reports it)."""
     deadline = time.monotonic() + timeout
@@ -123,3 +140,17 @@ def stage_running_past(store: JobStore, job_id: str, stage: str, done: int) -> C
         return state.status == StageStatus.RUNNING and state.done >= done and store.lease_held(job_id, stage)
 
     return check
+
+
+def parent_pid(pid: int) -> int:
+    # /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after its ")"
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def worker_of(workers: list[WorkerProcess], pool_pid: int) -> WorkerProcess:
+    """The worker whose pool process `pool_pid` is."""
+    main = parent_pid(pool_pid)
+    for w in workers:
+        if w.proc is not None and w.proc.pid == main:
+            return w
+    raise AssertionError(f"process {pool_pid} (parent {main}) belongs to none of the workers")
