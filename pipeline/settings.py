@@ -204,6 +204,9 @@ class Settings(BaseSettings):
     upload_batch: Annotated[Whole, _at_least(1)] = _env("REPOBUILD_UPLOAD_BATCH", default=200)
     # Where an S3 artifact store materialises `tree()` prefixes; None: <temp_dir>/repobuild/artifact-cache.
     artifacts_cache: str | None = _env("REPOBUILD_ARTIFACTS_CACHE")
+    # Fault injection for the chaos tests (pipeline/faults.py), off when empty: a glob of input paths whose
+    # process kills itself with SIGKILL when a stage reaches them. Never set it in production.
+    fault_kill_item: str = _env("REPOBUILD_FAULT_KILL_ITEM", default="")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

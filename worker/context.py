@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from pipeline.catalog import job_key
 from pipeline.errors import JobCancelled, LeaseLost, PermanentError
+from pipeline.faults import kill_if_poisoned
 from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.settings import Settings
 from pipeline.stores.artifacts import ArtifactStore
@@ -119,7 +120,12 @@ class RedisStageContext(RedisJobContext):
 
     def save_cursor(self, cursor: JSON) -> None:
         self.state.cursor = cursor
+        self.state.lost_runs = 0  # the stage moved on: deaths before this point were not its input's doing
         self._write(self.take_issues())
+
+    def working_on(self, item: str) -> None:
+        self.store.note_item(self.job_id, self.stage, item)
+        kill_if_poisoned(self.settings, item)
 
     def progress(self, done: int, total: int) -> None:
         if (self.state.done, self.state.total) == (done, total):

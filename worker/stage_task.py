@@ -13,7 +13,7 @@ from typing import Any, cast
 from celery import Task
 from celery.exceptions import Ignore
 
-from pipeline.errors import JobCancelled, LeaseLost
+from pipeline.errors import JobCancelled, LeaseLost, PermanentError
 from pipeline.models import Issue, JobStatus, StageResult, StageState, StageStatus
 from pipeline.plans import NOTIFY, build_finished, callback_record, fails_job, job_is_over, may_run
 from pipeline.stores.jobs import JobStore, JobView
@@ -26,6 +26,12 @@ log = logging.getLogger("repobuild.worker")
 
 StageFn = Callable[[RedisStageContext], StageResult]
 BATCH_TASK = "repobuild.batch"
+
+
+def lost_runs_message(state: StageState, item: str | None) -> str:
+    where = f"while on {item}" if item else f"at cursor {state.cursor}"
+    return (f"{state.name}: its process died {state.lost_runs} times in a row {where} (killed, out of memory "
+            f"or crashed, each time without a word); dead-lettered instead of redelivered")
 
 
 class StageTask(Task):
@@ -64,6 +70,14 @@ class StageTask(Task):
             if state.status == StageStatus.DONE:
                 self._after_done(job_id, name)
                 return "already-done"
+            if state.status == StageStatus.RUNNING:
+                # We hold the lease, yet the stage says running: the run before us died without a word.
+                state.lost_runs += 1
+            if state.lost_runs >= settings.max_retries:
+                # A killed process cannot count its own failure (its message is requeued, not failed), so
+                # the runs after it do: past the retry limit, an input that kills its process every time
+                # is dead-lettered, naming it, instead of being redelivered forever.
+                raise PermanentError(lost_runs_message(state, store.noted_item(job_id, name)))
             self._mark_started(job, state, token, continuation)
             ctx = RedisStageContext(job_id=job_id, stage=name, spec=job.spec, settings=settings,
                                     artifacts=self.app.artifacts, store=store, job_secrets=store.secrets(job_id),
@@ -137,6 +151,7 @@ class StageTask(Task):
     def _mark_done(self, job_id: str, state: StageState, result: StageResult, token: str,
                    issues: list[Issue]) -> None:
         state.status = StageStatus.DONE
+        state.lost_runs = 0
         state.finished_at = time.time()
         state.summary = result.summary
         state.error = None

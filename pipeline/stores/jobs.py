@@ -100,6 +100,12 @@ class JobStore(Protocol):
         land together or not at all, so neither a crash nor a run that lost its lease records one twice."""
         ...
 
+    def note_item(self, job_id: str, stage: str, item: str) -> None:
+        """Remember the input the stage works on now (what a dead-letter names if its process dies there)."""
+        ...
+
+    def noted_item(self, job_id: str, stage: str) -> str | None: ...
+
     def set_job(self, job_id: str, status: JobStatus | None = None, **fields: Any) -> None:
         """Set the status and job fields (floats, strings, JSON); an empty string clears a field.
 

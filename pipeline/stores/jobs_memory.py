@@ -19,7 +19,7 @@ from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.stores import job_hash
 from pipeline.stores.jobs import Event, JobExists, JobView, pick_jobs
 from pipeline.stores.keys import RedisKeys, lease_holder
-from pipeline.stores.messages import capped
+from pipeline.stores.messages import PATH_MAX_CHARS, capped
 
 Clock = Callable[[], float]
 
@@ -184,6 +184,14 @@ class MemoryJobStore:
             else:
                 self.space.expire(self.keys.job(job_id), self.ttl_s)
             return True
+
+    def note_item(self, job_id: str, stage: str, item: str) -> None:
+        with self._lock:
+            self.space.hash(self.keys.job(job_id))[f"item:{stage}"] = capped(item, PATH_MAX_CHARS)
+
+    def noted_item(self, job_id: str, stage: str) -> str | None:
+        with self._lock:
+            return self.space.peek_hash(self.keys.job(job_id)).get(f"item:{stage}")
 
     def set_job(self, job_id: str, status: JobStatus | None = None, **fields: Any) -> None:
         with self._lock:

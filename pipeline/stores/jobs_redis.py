@@ -14,6 +14,7 @@ from pipeline.stores import job_hash
 from pipeline.stores.batches import RedisBatchState
 from pipeline.stores.jobs import Event, JobExists, JobView, pick_jobs
 from pipeline.stores.keys import RedisKeys
+from pipeline.stores.messages import PATH_MAX_CHARS, capped
 
 # Write a job field, and append issues, only while holding the stage lease
 # (KEYS: lease, job hash, issues list; ARGV: token, field, value, ttl, issue...).
@@ -143,6 +144,12 @@ class RedisJobStore:
                                      self.keys.issues(job_id)],
                                args=[token, f"stage:{state.name}", value, self.ttl_s, *encoded])
         return bool(ok)
+
+    def note_item(self, job_id: str, stage: str, item: str) -> None:
+        self.r.hset(self.keys.job(job_id), f"item:{stage}", capped(item, PATH_MAX_CHARS))
+
+    def noted_item(self, job_id: str, stage: str) -> str | None:
+        return cast(str | None, self.r.hget(self.keys.job(job_id), f"item:{stage}"))
 
     def set_job(self, job_id: str, status: JobStatus | None = None, **fields: Any) -> None:
         with self.r.pipeline() as pipe:
