@@ -270,6 +270,55 @@ def test_retries_exhausted_are_dead_lettered_with_the_attempts(task: StageTask, 
     assert outbox.names()[-1] == "repobuild.notify"
 
 
+class Died(BaseException):
+    """Stands for the process dying mid-stage: nothing of the task's own handling runs (the lease is let go
+    here rather than lapsing, which is the same to the next run)."""
+
+
+def test_runs_that_die_without_a_word_are_dead_lettered_naming_the_input(task: StageTask,
+                                                                         memory_store: MemoryJobStore,
+                                                                         outbox: Outbox) -> None:
+    make_job(memory_store, stages=PLAN)
+
+    def killed_on_a_file(ctx: RedisStageContext) -> StageResult:
+        ctx.working_on("notes/poisoned.md")
+        raise Died()
+
+    for n in range(MAX_RETRIES):
+        with pytest.raises(Died):
+            run(task, killed_on_a_file)
+        assert memory_store.stage("j1", "work").lost_runs == n  # counted by the run after it
+
+    def must_not_run(ctx: RedisStageContext) -> StageResult:
+        raise AssertionError("redelivered past the limit")
+
+    with pytest.raises(PermanentError) as raised:
+        run(task, must_not_run)
+    dead_letter(task, raised.value)
+    job = memory_store.get("j1")
+    assert job.status == JobStatus.FAILED and job.error is not None
+    assert job.error["message"] == (f"work: its process died {MAX_RETRIES} times in a row while on notes/poisoned.md "
+                                    "(killed, out of memory or crashed, each time without a word); dead-lettered "
+                                    "instead of redelivered")
+    assert job.stage("work").attempts == MAX_RETRIES and outbox.names() == ["repobuild.notify"]
+
+
+def test_a_run_that_moved_the_cursor_before_dying_starts_the_count_again(task: StageTask,
+                                                                         memory_store: MemoryJobStore) -> None:
+    make_job(memory_store, stages=PLAN)
+
+    def progresses_then_dies(ctx: RedisStageContext) -> StageResult:
+        ctx.save_cursor({"next": int((ctx.cursor or {}).get("next", 0)) + 1})
+        raise Died()
+
+    for _ in range(MAX_RETRIES * 2):
+        with pytest.raises(Died):
+            run(task, progresses_then_dies)
+    state = memory_store.stage("j1", "work")
+    assert state.cursor == {"next": MAX_RETRIES * 2} and state.status == StageStatus.RUNNING
+    assert run(task, lambda ctx: StageResult.done()) == "done"
+
+
 def test_cancel_while_running_stops_the_stage_between_batches(task: StageTask, memory_store: MemoryJobStore) -> None:
     make_job(memory_store, stages=PLAN)
 
