@@ -42,12 +42,22 @@ class BatchTask(Task):
         if fn is None:
             raise PermanentError(f"stage {stage} has no batches")
         with LeaseKeeper(store, job_id, holder, token, settings.lease_ttl_s):
+            lost = state.lost_runs(n)
+            if lost >= settings.max_retries:
+                # As for stages (stage_task.py): a killed process cannot count its own failure, so the runs
+                # after it do, and a batch that kills its process every time fails instead of coming back.
+                raise PermanentError(f"{stage} batch {n}: its process died {lost} times in a row (killed, out of "
+                                     "memory or crashed, each time without a word); dead-lettered instead of "
+                                     "redelivered")
             state.mark_started(n)
-            job = store.get(job_id)
-            ctx = RedisJobContext(job_id=job_id, stage=stage, spec=job.spec, settings=settings,
-                                  artifacts=self.app.artifacts, store=store, job_secrets=store.secrets(job_id))
-            fn(ctx, n)
-            state.mark_done(n)
+            try:
+                job = store.get(job_id)
+                ctx = RedisJobContext(job_id=job_id, stage=stage, spec=job.spec, settings=settings,
+                                      artifacts=self.app.artifacts, store=store, job_secrets=store.secrets(job_id))
+                fn(ctx, n)
+                state.mark_done(n)
+            finally:
+                state.mark_ended(n)  # not reached when the process dies: that is what lost_runs counts
         return "done"
 
     def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],

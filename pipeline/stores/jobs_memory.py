@@ -320,6 +320,15 @@ class MemoryBatchState:
     def runs(self) -> dict[int, int]:
         return {int(k): int(v) for k, v in self._hash(self.k.runs).items()}
 
+    def mark_ended(self, n: int) -> None:
+        with self.store._lock:
+            ended = self.store.space.hash(self.k.ended)
+            ended[str(n)] = str(int(ended.get(str(n), "0")) + 1)
+            self._expire()
+
+    def lost_runs(self, n: int) -> int:
+        return int(self._hash(self.k.runs).get(str(n), "0")) - int(self._hash(self.k.ended).get(str(n), "0"))
+
     def mark_done(self, n: int) -> None:
         with self.store._lock:
             # The done set kept as a hash of members, so one container type serves every batch key.

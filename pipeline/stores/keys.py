@@ -89,8 +89,14 @@ class BatchKeys:
         """Hash: batch number → how often it was started (proof that finished batches are not redone)."""
         return f"{self.base}:runs"
 
+    @property
+    def ended(self) -> str:
+        """Hash: batch number → how many of its runs ended in the task's own hands (done, failed or retried);
+        runs minus ended is how often its process died under it."""
+        return f"{self.base}:ended"
+
     def all(self) -> tuple[str, ...]:
-        return (self.done, self.failed, self.sent, self.runs)
+        return (self.done, self.failed, self.sent, self.runs, self.ended)
 
 
 def lease_holder(stage: str, batch: int | None = None) -> str:

@@ -209,6 +209,8 @@ def test_batches(store: JobStore) -> None:
     batches.mark_done(1)  # done after all (a retry): the failure no longer counts
     assert batches.done() == {0, 1} and batches.is_done(1) and not batches.is_done(2)
     assert batches.failed() == {} and batches.runs() == {0: 2, 1: 1} and set(batches.sent_at()) == {0, 1, 2}
+    batches.mark_ended(0)  # one run of batch 0 ended in its task's hands, the other died under it
+    assert batches.lost_runs(0) == 1 and batches.lost_runs(1) == 1 and batches.lost_runs(2) == 0
     token = store.acquire_lease("j1", "embed_text#2", 30)
     assert token is not None and batches.leased({0, 2}) == {2} and batches.leased(set()) == set()
 
@@ -222,12 +224,14 @@ def test_the_keys_are_those_jobs_already_in_redis_use(store: JobStore) -> None:
     batches.mark_started(0)
     batches.mark_failed(0, "x")
     batches.mark_done(0)
+    batches.mark_ended(0)
     batches.mark_failed(1, "x")
     assert stored_keys(store) == {
         "repobuild:job:j1", "repobuild:job:j1:secrets", "repobuild:job:j1:issues", "repobuild:job:j1:events",
         "repobuild:lease:j1:embed_text", "repobuild:project:p:seq", "repobuild:jobs", "repobuild:jobs:active",
         "repobuild:job:j1:batches:embed_text:done", "repobuild:job:j1:batches:embed_text:failed",
         "repobuild:job:j1:batches:embed_text:sent", "repobuild:job:j1:batches:embed_text:runs",
+        "repobuild:job:j1:batches:embed_text:ended",
     }
     keys = RedisKeys("rb:")
     assert (keys.lease("j", "embed_text#3"), keys.reconciler_lock) == ("rb:lease:j:embed_text#3", "rb:reconciler")
