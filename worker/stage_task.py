@@ -70,14 +70,7 @@ class StageTask(Task):
             if state.status == StageStatus.DONE:
                 self._after_done(job_id, name)
                 return "already-done"
-            if state.status == StageStatus.RUNNING:
-                # We hold the lease, yet the stage says running: the run before us died without a word.
-                state.lost_runs += 1
-            if state.lost_runs >= settings.max_retries:
-                # A killed process cannot count its own failure (its message is requeued, not failed), so
-                # the runs after it do: past the retry limit, an input that kills its process every time
-                # is dead-lettered, naming it, instead of being redelivered forever.
-                raise PermanentError(lost_runs_message(state, store.noted_item(job_id, name)))
+            self._count_lost_run(job_id, state)
             self._mark_started(job, state, token, continuation)
             ctx = RedisStageContext(job_id=job_id, stage=name, spec=job.spec, settings=settings,
                                     artifacts=self.app.artifacts, store=store, job_secrets=store.secrets(job_id),
@@ -90,7 +83,7 @@ class StageTask(Task):
                 raise Ignore() from None
             except JobCancelled:
                 state.status = StageStatus.CANCELLED
-                store.put_stage(job_id, state, token)
+                store.put_stage(job_id, state, token, issues=ctx.take_issues())
                 store.event(job_id, "cancelled", f"{name}: stopped, job cancelled", stage=name)
                 raise Ignore() from None
             except RETRYABLE as exc:
@@ -99,6 +92,10 @@ class StageTask(Task):
                 state.enqueued_at = time.time()
                 store.put_stage(job_id, state, token)
                 store.event(job_id, "retry", f"{name}: {state.error} (attempt {state.attempts})", stage=name)
+                raise
+            except Exception:
+                # Failing for good: no retry will record again the issues found so far, and they may say why.
+                store.put_stage(job_id, state, token, issues=ctx.take_issues())
                 raise
             finally:
                 state.elapsed_s += time.monotonic() - t0
@@ -118,6 +115,16 @@ class StageTask(Task):
             raise self.replace(follow.set(countdown=result.wait_s) if result.wait_s else follow)
         self._after_done(job_id, name)
         return "done"
+
+    def _count_lost_run(self, job_id: str, state: StageState) -> None:
+        if state.status == StageStatus.RUNNING:
+            # We hold the lease, yet the stage says running: the run before us died without a word.
+            state.lost_runs += 1
+        if state.lost_runs >= self.app.repobuild_settings.max_retries:
+            # A killed process cannot count its own failure (its message is requeued, not failed), so the
+            # runs after it do: past the retry limit, an input that kills its process every time is
+            # dead-lettered, naming it, instead of being redelivered forever.
+            raise PermanentError(lost_runs_message(state, self.store.noted_item(job_id, state.name)))
 
     def _batch_sender(self, job_id: str) -> Callable[[int], None]:
         task = self.app.tasks[BATCH_TASK]

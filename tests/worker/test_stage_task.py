@@ -16,7 +16,7 @@ import redis
 from celery.exceptions import Ignore, Retry
 
 from pipeline.errors import JobCancelled, PermanentError, TransientError
-from pipeline.models import JobStatus, StageResult, StageStatus
+from pipeline.models import Issue, JobStatus, StageResult, StageStatus
 from pipeline.stores.jobs_memory import MemoryJobStore
 from tests.worker.in_memory import FakeClock, Outbox, make_job, memory_app, recording
 from worker.context import RedisStageContext
@@ -268,6 +268,24 @@ def test_retries_exhausted_are_dead_lettered_with_the_attempts(task: StageTask, 
                          "type": "TransientError"}
     assert job.stage("work").status == StageStatus.FAILED
     assert outbox.names()[-1] == "repobuild.notify"
+
+
+def test_issues_wait_for_the_checkpoint_but_a_failure_for_good_keeps_them(task: StageTask,
+                                                                         memory_store: MemoryJobStore) -> None:
+    make_job(memory_store, stages=PLAN)
+    seen: list[int] = []
+
+    def finds_then_fails(ctx: RedisStageContext) -> StageResult:
+        ctx.record_issue(Issue("work", "a.md", "broken link"))
+        seen.append(memory_store.issue_count("j1"))  # not yet: the work it belongs to is not checkpointed
+        ctx.save_cursor({"next": 1})
+        seen.append(memory_store.issue_count("j1"))
+        ctx.record_issue(Issue("work", "b.md", "cannot parse"))
+        raise PermanentError("b.md: cannot parse")
+
+    with pytest.raises(PermanentError):
+        run(task, finds_then_fails)
+    assert seen == [0, 1] and [i["path"] for i in memory_store.issues("j1")] == ["a.md", "b.md"]
 
 
 class Died(BaseException):
