@@ -15,8 +15,8 @@ from benchmarks.bundle_diff import diff
 from pipeline.models import JobStatus, StageStatus
 from pipeline.settings import Settings
 from pipeline.stores.jobs import JobStore, JobView
+from tests.chaos.report import FaultRecord
 from tests.conftest import CORPORA, ApiServer, wait_job
-from worker.repobuild_app import RepobuildCelery
 
 # Parse and the chain are what these faults hit; embedding would only make them slow.
 PARSE_ONLY = {"skipEmbeddings": True}
@@ -92,6 +92,21 @@ def overlapping_runs(runs: list[Run]) -> int:
     return sum(1 for i, a in enumerate(runs) for b in runs[i + 1:] if b.first < a.last)
 
 
+def check_against_reference(store: JobStore, settings: Settings, rec: FaultRecord, job_id: str,
+                            stage: str = "parse") -> list[Run]:
+    """What every fault here ends with: no two runs of the stage at once, the reference's issues with none
+    recorded twice, and the reference's bundle. Counts what it finds in `rec` before it asserts."""
+    runs = stage_runs(store, job_id, stage)
+    overlaps = overlapping_runs(runs)
+    rec.duplicate_deliveries += overlaps
+    ours, theirs = issue_rows(store, job_id), issue_rows(store, REFERENCE)
+    rec.duplicate_rows += max(0, len(ours) - len(theirs))
+    assert overlaps == 0, runs
+    assert ours == theirs, f"{len(ours)} issues recorded, the reference has {len(theirs)}"
+    assert bundle_differences(settings, REFERENCE, job_id) == []
+    return runs
+
+
 def first_progress_after(store: JobStore, job_id: str, stage: str, after: float) -> float | None:
     """When the stage next made progress (a run event) after `after`, or None."""
     times = [float(ev["ts"]) for _id, ev in store.events(job_id, count=100_000)
@@ -118,18 +133,6 @@ def run_pid(store: JobStore, job_id: str, stage: str, timeout: float = 30) -> in
             return int(started[-1]["pid"])
         time.sleep(0.02)
     raise AssertionError(f"{job_id}/{stage} never started")
-
-
-def process_running(app: RepobuildCelery, task: str, job_id: str, timeout: float = 30) -> int:
-    """The pid of the pool process that runs `task` of `job_id` right now (Celery's inspect reports it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for tasks in (app.control.inspect(timeout=1).active() or {}).values():
-            for t in tasks:
-                if t["name"] == task and t["args"] and t["args"][0] == job_id:
-                    return int(t["worker_pid"])
-        time.sleep(0.1)
-    raise AssertionError(f"no worker reports running {task} of {job_id}")
 
 
 def stage_running_past(store: JobStore, job_id: str, stage: str, done: int) -> Callable[[JobView], bool]:

@@ -18,16 +18,12 @@ from pipeline.settings import Settings
 from pipeline.stores.jobs import JobStore, JobView
 from tests.chaos.conftest import Chaos
 from tests.chaos.harness import (
-    REFERENCE,
-    bundle_differences,
+    check_against_reference,
     first_progress_after,
-    issue_rows,
-    overlapping_runs,
     pool_children,
     run_pid,
     run_reference,
     stage_running_past,
-    stage_runs,
     submit,
     til_corpus,
 )
@@ -83,12 +79,5 @@ def test_kill9_of_the_pool_process_running_a_stage(settings: Settings, workers: 
         rec.jobs_completed += 1
         parse = job.stage("parse")
         assert parse.attempts == kills + 1, parse
-        runs = stage_runs(store, job_id, "parse")
-        overlaps = overlapping_runs(runs)
-        rec.duplicate_deliveries += overlaps
-        assert overlaps == 0, runs
-        ours, theirs = issue_rows(store, job_id), issue_rows(store, REFERENCE)
-        rec.duplicate_rows += max(0, len(ours) - len(theirs))
-        assert ours == theirs, f"{len(ours)} issues recorded, the reference has {len(theirs)}"
-        assert bundle_differences(settings, REFERENCE, job_id) == []
+        check_against_reference(store, settings, rec, job_id)
     assert len(pool_children(worker.proc.pid)) == 2  # the pool replaced what was killed
