@@ -84,6 +84,9 @@ class StageState:
     error: str | None = None
     resumed_from: JSON | None = None
     continuations: int = 0
+    # Runs in a row that ended without a word (their process died, or lost its lease) since the cursor last
+    # moved: a killed process cannot count its own failure, so the next run (or the reconciler) does.
+    lost_runs: int = 0
     summary: JSON = field(default_factory=dict)
     enqueued_at: float | None = None
     # Seconds spent in the stage's fanned-out batch tasks, on whichever workers ran them.

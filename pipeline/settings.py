@@ -229,6 +229,9 @@ class Settings(BaseSettings):
     prometheus_multiproc_dir: str | None = _env("PROMETHEUS_MULTIPROC_DIR")
     # text: human-readable lines; json: one JSON object a line with job_id, stage, attempt, task_id on each.
     log_format: LogFormat = _env("REPOBUILD_LOG_FORMAT", default="text")
+    # Fault injection for the chaos tests (pipeline/faults.py), off when empty: a glob of input paths whose
+    # process kills itself with SIGKILL when a stage reaches them. Never set it in production.
+    fault_kill_item: str = _env("REPOBUILD_FAULT_KILL_ITEM", default="")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -49,14 +49,22 @@ class BatchTask(Task):
         if fn is None:
             raise PermanentError(f"stage {stage} has no batches")
         with LeaseKeeper(store, job_id, holder, token, settings.lease_ttl_s):
+            lost = state.lost_runs(n)
+            if lost >= settings.max_retries:
+                # As for stages (stage_task.py): a killed process cannot count its own failure, so the runs
+                # after it do, and a batch that kills its process every time fails instead of coming back.
+                raise PermanentError(f"{stage} batch {n}: its process died {lost} times in a row (killed, out of "
+                                     "memory or crashed, each time without a word); dead-lettered instead of "
+                                     "redelivered")
             state.mark_started(n)
-            job = store.get(job_id)
-            ctx = RedisJobContext(job_id=job_id, stage=stage, spec=job.spec, settings=settings,
-                                  artifacts=self.app.artifacts, store=store, job_secrets=store.secrets(job_id))
             t0 = time.monotonic()
             metrics.TASKS_RUNNING.labels("batch").inc()
             try:
+                job = store.get(job_id)
+                ctx = RedisJobContext(job_id=job_id, stage=stage, spec=job.spec, settings=settings,
+                                      artifacts=self.app.artifacts, store=store, job_secrets=store.secrets(job_id))
                 fn(ctx, n)
+                state.mark_done(n)
             except RETRYABLE as exc:
                 # Celery retries it (policy.py); the job's events say why its stage is waiting.
                 store.event(job_id, "retry", f"{stage} batch {n}: {failure_message(exc)}", stage=stage)
@@ -66,7 +74,7 @@ class BatchTask(Task):
                 metrics.TASKS_RUNNING.labels("batch").dec()
                 metrics.TASK_TIME.labels(stage, "batch").observe(spent)
                 state.add_seconds(n, spent)  # the stage's task time counts its batches (StageState.batch_s)
-            state.mark_done(n)
+                state.mark_ended(n)  # not reached when the process dies: that is what lost_runs counts
         metrics.BATCHES.labels(stage).inc()
         return "done"
 

@@ -10,12 +10,19 @@ from dataclasses import dataclass, field
 
 from pipeline.catalog import job_key
 from pipeline.errors import JobCancelled, LeaseLost, PermanentError
+from pipeline.faults import kill_if_poisoned
 from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.settings import Settings
 from pipeline.stores.artifacts import ArtifactStore
 from pipeline.stores.jobs import JobStore, JobView
 
 log = logging.getLogger("repobuild.worker")
+
+
+def run_id(token: str) -> str:
+    """What events call one run of a stage: a prefix of its lease token, enough to tell runs apart (every
+    run takes a fresh token) without printing the token that fences its writes."""
+    return token[:8]
 
 
 class LeaseKeeper:
@@ -89,19 +96,36 @@ class RedisStageContext(RedisJobContext):
     _started: float = field(default_factory=time.monotonic)
     _last_cancel_check: float = 0.0
     _last_lost_check: float = 0.0
+    _issues: list[Issue] = field(default_factory=list)
 
     @property
     def cursor(self) -> JSON | None:
         return self.state.cursor
 
-    def _write(self) -> None:
+    def _write(self, issues: Sequence[Issue] = ()) -> None:
         assert self.lease is not None
-        if self.lease.lost.is_set() or not self.store.put_stage(self.job_id, self.state, self.lease.token):
+        if self.lease.lost.is_set() or not self.store.put_stage(self.job_id, self.state, self.lease.token,
+                                                                issues=issues):
             raise LeaseLost(f"{self.job_id}/{self.stage}: lease lost; another worker owns this stage now")
+
+    def record_issue(self, issue: Issue) -> None:
+        # Held until the next checkpoint, which writes them with the cursor in one fenced step: the work
+        # they belong to is redone after a crash or by the next owner of the lease, and records them again.
+        self._issues.append(issue)
+
+    def take_issues(self) -> list[Issue]:
+        """The issues recorded since the last checkpoint, for the write that commits their work."""
+        issues, self._issues = self._issues, []
+        return issues
 
     def save_cursor(self, cursor: JSON) -> None:
         self.state.cursor = cursor
-        self._write()
+        self.state.lost_runs = 0  # the stage moved on: deaths before this point were not its input's doing
+        self._write(self.take_issues())
+
+    def working_on(self, item: str) -> None:
+        self.store.note_item(self.job_id, self.stage, item)
+        kill_if_poisoned(self.settings, item)
 
     def progress(self, done: int, total: int) -> None:
         if (self.state.done, self.state.total) == (done, total):
@@ -109,7 +133,7 @@ class RedisStageContext(RedisJobContext):
         self.state.done, self.state.total = done, total
         self._write()
         self.store.event(self.job_id, "progress", f"{self.stage} {done}/{total}", stage=self.stage,
-                         done=done, total=total)
+                         done=done, total=total, run=run_id(self.lease.token) if self.lease else "")
 
     def should_yield(self) -> bool:
         if self.lease is not None and self.lease.lost.is_set():

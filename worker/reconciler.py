@@ -62,6 +62,10 @@ def reconcile_once(app: RepobuildCelery, broker: redis.Redis) -> list[tuple[str,
         if stage is None:
             continue
         reason = "lease expired" if stage.status == StageStatus.RUNNING else "no message in flight"
+        if stage.status == StageStatus.RUNNING:
+            # Its run died without a word; the next run sees `queued`, so the death is counted here.
+            stage.lost_runs += 1
+            store.put_stage(job_id, stage)
         store.event(job_id, "redrive", f"{stage.name}: re-driven by the reconciler ({reason})", stage=stage.name)
         log.warning("re-driving %s/%s: %s", job_id, stage.name, reason)
         enqueue_from(app, job_id, stage.name)

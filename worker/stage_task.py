@@ -5,6 +5,7 @@ tasks in tasks.py are a few lines each."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -12,13 +13,13 @@ from typing import Any, cast
 from celery import Task
 from celery.exceptions import Ignore
 
-from pipeline.errors import JobCancelled, LeaseLost
+from pipeline.errors import JobCancelled, LeaseLost, PermanentError
 from pipeline.log_lines import add_log_fields
-from pipeline.models import JobStatus, StageResult, StageState, StageStatus
+from pipeline.models import Issue, JobStatus, StageResult, StageState, StageStatus
 from pipeline.plans import NOTIFY, build_finished, callback_record, fails_job, job_is_over, may_run
 from pipeline.stores.jobs import JobStore, JobView
 from worker import metrics
-from worker.context import LeaseKeeper, RedisStageContext
+from worker.context import LeaseKeeper, RedisStageContext, run_id
 from worker.inflight import batches_in_broker
 from worker.policy import RETRYABLE, failure_message
 from worker.results import job_result
@@ -27,6 +28,12 @@ log = logging.getLogger("repobuild.worker")
 
 StageFn = Callable[[RedisStageContext], StageResult]
 BATCH_TASK = "repobuild.batch"
+
+
+def lost_runs_message(state: StageState, item: str | None) -> str:
+    where = f"while on {item}" if item else f"at cursor {state.cursor}"
+    return (f"{state.name}: its process died {state.lost_runs} times in a row {where} (killed, out of memory "
+            f"or crashed, each time without a word); dead-lettered instead of redelivered")
 
 
 class StageTask(Task):
@@ -69,6 +76,7 @@ class StageTask(Task):
             if state.status == StageStatus.DONE:
                 self._after_done(job_id, name)
                 return "already-done"
+            self._count_lost_run(job_id, state)
             self._mark_started(job, state, token, continuation)
             add_log_fields(attempt=state.attempts)
             ctx = RedisStageContext(job_id=job_id, stage=name, spec=job.spec, settings=settings,
@@ -84,7 +92,7 @@ class StageTask(Task):
             except JobCancelled:
                 self._count_time(job_id, state, t0)
                 state.status = StageStatus.CANCELLED
-                store.put_stage(job_id, state, token)
+                store.put_stage(job_id, state, token, issues=ctx.take_issues())
                 store.event(job_id, "cancelled", f"{name}: stopped, job cancelled", stage=name)
                 raise Ignore() from None
             except RETRYABLE as exc:
@@ -95,21 +103,26 @@ class StageTask(Task):
                 store.put_stage(job_id, state, token)
                 store.event(job_id, "retry", f"{name}: {state.error} (attempt {state.attempts})", stage=name)
                 raise
+            except Exception:
+                # Failing for good: no retry will record again the issues found so far, and they may say why.
+                store.put_stage(job_id, state, token, issues=ctx.take_issues())
+                raise
             finally:
                 metrics.TASKS_RUNNING.labels("stage").dec()
             self._count_time(job_id, state, t0)
             if not result.finished:
                 state.status = StageStatus.QUEUED
                 state.enqueued_at = time.time()
-                if not store.put_stage(job_id, state, token):
+                if not store.put_stage(job_id, state, token, issues=ctx.take_issues()):
                     raise Ignore()
             else:
-                self._mark_done(job_id, state, result, token)
+                self._mark_done(job_id, state, result, token, ctx.take_issues())
                 metrics.stage_done(job.spec.task, state, result.counts)
         if not result.finished:
             # Budget spent: continue in a fresh task; replace() keeps the rest of the chain. The lease
             # is already released so the continuation can take it at once.
-            store.event(job_id, "continue", f"{name}: budget spent, continuing at {state.cursor}", stage=name)
+            store.event(job_id, "continue", f"{name}: budget spent, continuing at {state.cursor}", stage=name,
+                        run=run_id(token))
             follow = self.si(job_id, continuation=True)
             raise self.replace(follow.set(countdown=result.wait_s) if result.wait_s else follow)
         self._after_done(job_id, name)
@@ -121,6 +134,16 @@ class StageTask(Task):
         state.elapsed_s += spent
         # What its batches took so far, on every worker: the rest of the stage's task time (StageState.task_s).
         state.batch_s = self.store.batches(job_id, state.name).seconds()
+
+    def _count_lost_run(self, job_id: str, state: StageState) -> None:
+        if state.status == StageStatus.RUNNING:
+            # We hold the lease, yet the stage says running: the run before us died without a word.
+            state.lost_runs += 1
+        if state.lost_runs >= self.app.repobuild_settings.max_retries:
+            # A killed process cannot count its own failure (its message is requeued, not failed), so the
+            # runs after it do: past the retry limit, an input that kills its process every time is
+            # dead-lettered, naming it, instead of being redelivered forever.
+            raise PermanentError(lost_runs_message(state, self.store.noted_item(job_id, state.name)))
 
     def _batch_sender(self, job_id: str) -> Callable[[int], None]:
         task = self.app.tasks[BATCH_TASK]
@@ -147,17 +170,21 @@ class StageTask(Task):
             raise Ignore()
         if job.status == JobStatus.QUEUED:
             store.set_job(job_id, JobStatus.RUNNING, started_at=now)
-        store.event(job_id, "started", f"{state.name}: started (attempt {state.attempts})", stage=state.name)
+        # Which process runs it: what an operator (or a test) needs to find a stuck or misbehaving run.
+        store.event(job_id, "started", f"{state.name}: started (attempt {state.attempts})", stage=state.name,
+                    run=run_id(token), worker=self.request.hostname or "", pid=os.getpid())
 
-    def _mark_done(self, job_id: str, state: StageState, result: StageResult, token: str) -> None:
+    def _mark_done(self, job_id: str, state: StageState, result: StageResult, token: str,
+                   issues: list[Issue]) -> None:
         state.status = StageStatus.DONE
+        state.lost_runs = 0
         state.finished_at = time.time()
         state.summary = result.summary
         state.error = None
-        if not self.store.put_stage(job_id, state, token):
+        if not self.store.put_stage(job_id, state, token, issues=issues):
             raise Ignore()
         self.store.event(job_id, "done", f"{state.name}: done in {state.wall_s():.2f}s "
-                         f"({state.task_s:.2f}s of task time)", stage=state.name)
+                         f"({state.task_s:.2f}s of task time)", stage=state.name, run=run_id(token))
 
     def _after_done(self, job_id: str, name: str) -> None:
         store = self.store

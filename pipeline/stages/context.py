@@ -62,6 +62,11 @@ class StageContext(Protocol):
 
     def progress(self, done: int, total: int) -> None: ...
 
+    def working_on(self, item: str) -> None:
+        """Name the input (a file) this stage takes up next: if its process dies there, over and over, the
+        stage is dead-lettered with this name rather than redelivered forever."""
+        ...
+
     def record_issue(self, issue: Issue) -> None: ...
 
     def should_yield(self) -> bool:
@@ -118,6 +123,7 @@ class LocalContext:
     seq: int | None = None
     job_view: JobView | None = None
     job_events: list[dict[str, str]] = field(default_factory=list)
+    item: str | None = None
     _started: float = field(default_factory=time.monotonic)
 
     def key(self, name: str) -> str:
@@ -126,6 +132,9 @@ class LocalContext:
     def save_cursor(self, cursor: JSON) -> None:
         self.cursor = cursor
         self.cursors_saved += 1
+
+    def working_on(self, item: str) -> None:
+        self.item = item
 
     def progress(self, done: int, total: int) -> None:
         self.progress_seen.append((done, total))

@@ -189,6 +189,7 @@ def _render_batch(ctx: StageContext, root: Path, index: JSON, resolver: Resolver
     issues: list[Issue] = []
     for post in index["posts"][start:start + size]:
         rel = post["path"]
+        ctx.working_on(rel)
         try:
             out = build_post(root, rel, post["slugInfo"], resolver, post.get("git"))
         except ItemError as exc:

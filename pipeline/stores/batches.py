@@ -35,6 +35,14 @@ class BatchState(Protocol):
         """Task seconds of all the batches so far."""
         ...
 
+    def mark_ended(self, n: int) -> None:
+        """A run of batch n ended in the task's hands, whatever its outcome (not by its process dying)."""
+        ...
+
+    def lost_runs(self, n: int) -> int:
+        """Runs of batch n whose process died under them: started, never ended."""
+        ...
+
     def mark_done(self, n: int) -> None:
         """Batch n finished; a failure recorded for it before (then retried) no longer counts."""
         ...
@@ -93,6 +101,19 @@ class RedisBatchState:
 
     def seconds(self) -> float:
         return sum(float(v) for v in cast(list[str], self.r.hvals(self.k.seconds)))
+
+    def mark_ended(self, n: int) -> None:
+        with self.r.pipeline() as pipe:
+            pipe.hincrby(self.k.ended, str(n), 1)
+            self._expire(pipe)
+            pipe.execute()
+
+    def lost_runs(self, n: int) -> int:
+        with self.r.pipeline() as pipe:
+            pipe.hget(self.k.runs, str(n))
+            pipe.hget(self.k.ended, str(n))
+            runs, ended = pipe.execute()
+        return int(runs or 0) - int(ended or 0)
 
     def mark_done(self, n: int) -> None:
         with self.r.pipeline() as pipe:

@@ -10,7 +10,7 @@ the state of the worker that took over.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -93,9 +93,18 @@ class JobStore(Protocol):
         """This job's place in its project's submission order (1, 2, ...), None without a project."""
         ...
 
-    def put_stage(self, job_id: str, state: StageState, token: str | None = None) -> bool:
-        """Write a stage's state; with a token, only while that lease is still ours (False if not)."""
+    def put_stage(self, job_id: str, state: StageState, token: str | None = None,
+                  issues: Sequence[Issue] = ()) -> bool:
+        """Write a stage's state, and append `issues` in the same step; with a token, only while that lease is
+        still ours (False if not, and nothing written): a checkpoint and the issues of the work it covers
+        land together or not at all, so neither a crash nor a run that lost its lease records one twice."""
         ...
+
+    def note_item(self, job_id: str, stage: str, item: str) -> None:
+        """Remember the input the stage works on now (what a dead-letter names if its process dies there)."""
+        ...
+
+    def noted_item(self, job_id: str, stage: str) -> str | None: ...
 
     def set_job(self, job_id: str, status: JobStatus | None = None, **fields: Any) -> None:
         """Set the status and job fields (floats, strings, JSON); an empty string clears a field.

@@ -12,14 +12,14 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
 from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.stores import job_hash
 from pipeline.stores.jobs import Event, JobExists, JobView, pick_jobs
 from pipeline.stores.keys import RedisKeys, lease_holder
-from pipeline.stores.messages import capped
+from pipeline.stores.messages import PATH_MAX_CHARS, capped
 
 Clock = Callable[[], float]
 
@@ -169,18 +169,29 @@ class MemoryJobStore:
         for k in self.keys.job_keys(job_id):
             self.space.expire(k, self.ttl_s)
 
-    def put_stage(self, job_id: str, state: StageState, token: str | None = None) -> bool:
+    def put_stage(self, job_id: str, state: StageState, token: str | None = None,
+                  issues: Sequence[Issue] = ()) -> bool:
         value = job_hash.encode_stage(state)
         with self._lock:
-            if token is None:
-                self.space.hash(self.keys.job(job_id))[f"stage:{state.name}"] = value
-                self._touch(job_id)
-                return True
-            if self.space.get(self.keys.lease(job_id, state.name)) != token:
+            if token is not None and self.space.get(self.keys.lease(job_id, state.name)) != token:
                 return False
             self.space.hash(self.keys.job(job_id))[f"stage:{state.name}"] = value
-            self.space.expire(self.keys.job(job_id), self.ttl_s)
+            if issues:
+                self.space.items(self.keys.issues(job_id)).extend(job_hash.encode_issue(i) for i in issues)
+                self.space.expire(self.keys.issues(job_id), self.ttl_s)
+            if token is None:
+                self._touch(job_id)
+            else:
+                self.space.expire(self.keys.job(job_id), self.ttl_s)
             return True
+
+    def note_item(self, job_id: str, stage: str, item: str) -> None:
+        with self._lock:
+            self.space.hash(self.keys.job(job_id))[f"item:{stage}"] = capped(item, PATH_MAX_CHARS)
+
+    def noted_item(self, job_id: str, stage: str) -> str | None:
+        with self._lock:
+            return self.space.peek_hash(self.keys.job(job_id)).get(f"item:{stage}")
 
     def set_job(self, job_id: str, status: JobStatus | None = None, **fields: Any) -> None:
         with self._lock:
@@ -317,6 +328,15 @@ class MemoryBatchState:
 
     def seconds(self) -> float:
         return sum(float(v) for v in self._hash(self.k.seconds).values())
+
+    def mark_ended(self, n: int) -> None:
+        with self.store._lock:
+            ended = self.store.space.hash(self.k.ended)
+            ended[str(n)] = str(int(ended.get(str(n), "0")) + 1)
+            self._expire()
+
+    def lost_runs(self, n: int) -> int:
+        return int(self._hash(self.k.runs).get(str(n), "0")) - int(self._hash(self.k.ended).get(str(n), "0"))
 
     def mark_done(self, n: int) -> None:
         with self.store._lock:

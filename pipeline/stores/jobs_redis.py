@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import redis
@@ -14,13 +14,19 @@ from pipeline.stores import job_hash
 from pipeline.stores.batches import RedisBatchState
 from pipeline.stores.jobs import Event, JobExists, JobView, pick_jobs
 from pipeline.stores.keys import RedisKeys
+from pipeline.stores.messages import PATH_MAX_CHARS, capped
 from pipeline.stores.redis_connect import redis_client
 
-# Write a job field only while holding the stage lease (KEYS: lease, job hash; ARGV: token, field, value, ttl).
+# Write a job field, and append issues, only while holding the stage lease
+# (KEYS: lease, job hash, issues list; ARGV: token, field, value, ttl, issue...).
 _FENCED_HSET = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
+if #ARGV > 4 then
+  for i = 5, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
 return 1
 """
 _RENEW = """
@@ -123,17 +129,28 @@ class RedisJobStore:
         for k in self.keys.job_keys(job_id):
             pipe.expire(k, self.ttl_s)
 
-    def put_stage(self, job_id: str, state: StageState, token: str | None = None) -> bool:
+    def put_stage(self, job_id: str, state: StageState, token: str | None = None,
+                  issues: Sequence[Issue] = ()) -> bool:
         value = job_hash.encode_stage(state)
+        encoded = [job_hash.encode_issue(i) for i in issues]
         if token is None:
             with self.r.pipeline() as pipe:
                 pipe.hset(self.keys.job(job_id), f"stage:{state.name}", value)
+                if encoded:
+                    pipe.rpush(self.keys.issues(job_id), *encoded)
                 self._touch(pipe, job_id)
                 pipe.execute()
             return True
-        ok = self._fenced_hset(keys=[self.keys.lease(job_id, state.name), self.keys.job(job_id)],
-                               args=[token, f"stage:{state.name}", value, self.ttl_s])
+        ok = self._fenced_hset(keys=[self.keys.lease(job_id, state.name), self.keys.job(job_id),
+                                     self.keys.issues(job_id)],
+                               args=[token, f"stage:{state.name}", value, self.ttl_s, *encoded])
         return bool(ok)
+
+    def note_item(self, job_id: str, stage: str, item: str) -> None:
+        self.r.hset(self.keys.job(job_id), f"item:{stage}", capped(item, PATH_MAX_CHARS))
+
+    def noted_item(self, job_id: str, stage: str) -> str | None:
+        return cast(str | None, self.r.hget(self.keys.job(job_id), f"item:{stage}"))
 
     def set_job(self, job_id: str, status: JobStatus | None = None, **fields: Any) -> None:
         with self.r.pipeline() as pipe:

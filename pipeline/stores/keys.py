@@ -94,8 +94,14 @@ class BatchKeys:
         """Hash: batch number → seconds its tasks ran, over every run (the stage's task time counts them)."""
         return f"{self.base}:seconds"
 
+    @property
+    def ended(self) -> str:
+        """Hash: batch number → how many of its runs ended in the task's own hands (done, failed or retried);
+        runs minus ended is how often its process died under it."""
+        return f"{self.base}:ended"
+
     def all(self) -> tuple[str, ...]:
-        return (self.done, self.failed, self.sent, self.runs, self.seconds)
+        return (self.done, self.failed, self.sent, self.runs, self.seconds, self.ended)
 
 
 def lease_holder(stage: str, batch: int | None = None) -> str:

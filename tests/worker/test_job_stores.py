@@ -99,6 +99,23 @@ def test_stage_writes_are_fenced_by_the_lease(store: JobStore) -> None:
     assert store.stage("j1", "fetch").cursor == {"next": 2}
 
 
+def test_issues_land_with_their_checkpoint_or_not_at_all(store: JobStore) -> None:
+    """Fault `pause-past-lease` (tests/chaos): a run thawed after its lease expired recorded its batch's
+    issues again, unfenced, next to the new owner's; now they commit with the fenced cursor write."""
+    store.create(spec(), ("parse",))
+    state = store.stage("j1", "parse")
+    token = store.acquire_lease("j1", "parse", 30)
+    assert token is not None
+    first, late = Issue("parse", "a.md", "broken link"), Issue("parse", "b.md", "broken link")
+    state.cursor = {"next": 1}
+    assert store.put_stage("j1", state, token, issues=[first])
+    state.cursor = {"next": 2}
+    assert not store.put_stage("j1", state, "stale", issues=[late])
+    assert store.issues("j1") == [first.to_json()] and store.stage("j1", "parse").cursor == {"next": 1}
+    assert store.put_stage("j1", state, issues=[late])  # unfenced: always, issues too
+    assert store.issues("j1") == [first.to_json(), late.to_json()]
+
+
 def test_leases_hold_renew_release_and_lapse(store: JobStore) -> None:
     token = store.acquire_lease("j1", "fetch", 0.3)
     assert token is not None and store.acquire_lease("j1", "fetch", 0.3) is None
@@ -192,6 +209,8 @@ def test_batches(store: JobStore) -> None:
     batches.mark_done(1)  # done after all (a retry): the failure no longer counts
     assert batches.done() == {0, 1} and batches.is_done(1) and not batches.is_done(2)
     assert batches.failed() == {} and batches.runs() == {0: 2, 1: 1} and set(batches.sent_at()) == {0, 1, 2}
+    batches.mark_ended(0)  # one run of batch 0 ended in its task's hands, the other died under it
+    assert batches.lost_runs(0) == 1 and batches.lost_runs(1) == 1 and batches.lost_runs(2) == 0
     token = store.acquire_lease("j1", "embed_text#2", 30)
     assert token is not None and batches.leased({0, 2}) == {2} and batches.leased(set()) == set()
     batches.mark_failed(2, "TransientError: still busy")
@@ -209,12 +228,14 @@ def test_the_keys_are_those_jobs_already_in_redis_use(store: JobStore) -> None:
     batches.mark_started(0)
     batches.mark_failed(0, "x")
     batches.mark_done(0)
+    batches.mark_ended(0)
     batches.mark_failed(1, "x")
     assert stored_keys(store) == {
         "repobuild:job:j1", "repobuild:job:j1:secrets", "repobuild:job:j1:issues", "repobuild:job:j1:events",
         "repobuild:lease:j1:embed_text", "repobuild:project:p:seq", "repobuild:jobs", "repobuild:jobs:active",
         "repobuild:job:j1:batches:embed_text:done", "repobuild:job:j1:batches:embed_text:failed",
         "repobuild:job:j1:batches:embed_text:sent", "repobuild:job:j1:batches:embed_text:runs",
+        "repobuild:job:j1:batches:embed_text:ended",
     }
     keys = RedisKeys("rb:")
     assert (keys.lease("j", "embed_text#3"), keys.reconciler_lock) == ("rb:lease:j:embed_text#3", "rb:reconciler")

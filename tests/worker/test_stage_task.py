@@ -16,7 +16,7 @@ import redis
 from celery.exceptions import Ignore, Retry
 
 from pipeline.errors import JobCancelled, PermanentError, TransientError
-from pipeline.models import JobStatus, StageResult, StageStatus
+from pipeline.models import Issue, JobStatus, StageResult, StageStatus
 from pipeline.stores.jobs_memory import MemoryJobStore
 from tests.worker.in_memory import FakeClock, Outbox, make_job, memory_app, recording
 from worker.context import RedisStageContext
@@ -268,6 +268,73 @@ def test_retries_exhausted_are_dead_lettered_with_the_attempts(task: StageTask, 
                          "type": "TransientError"}
     assert job.stage("work").status == StageStatus.FAILED
     assert outbox.names()[-1] == "repobuild.notify"
+
+
+def test_issues_wait_for_the_checkpoint_but_a_failure_for_good_keeps_them(task: StageTask,
+                                                                         memory_store: MemoryJobStore) -> None:
+    make_job(memory_store, stages=PLAN)
+    seen: list[int] = []
+
+    def finds_then_fails(ctx: RedisStageContext) -> StageResult:
+        ctx.record_issue(Issue("work", "a.md", "broken link"))
+        seen.append(memory_store.issue_count("j1"))  # not yet: the work it belongs to is not checkpointed
+        ctx.save_cursor({"next": 1})
+        seen.append(memory_store.issue_count("j1"))
+        ctx.record_issue(Issue("work", "b.md", "cannot parse"))
+        raise PermanentError("b.md: cannot parse")
+
+    with pytest.raises(PermanentError):
+        run(task, finds_then_fails)
+    assert seen == [0, 1] and [i["path"] for i in memory_store.issues("j1")] == ["a.md", "b.md"]
+
+
+class Died(BaseException):
+    """Stands for the process dying mid-stage: nothing of the task's own handling runs (the lease is let go
+    here rather than lapsing, which is the same to the next run)."""
+
+
+def test_runs_that_die_without_a_word_are_dead_lettered_naming_the_input(task: StageTask,
+                                                                         memory_store: MemoryJobStore,
+                                                                         outbox: Outbox) -> None:
+    make_job(memory_store, stages=PLAN)
+
+    def killed_on_a_file(ctx: RedisStageContext) -> StageResult:
+        ctx.working_on("notes/poisoned.md")
+        raise Died()
+
+    for n in range(MAX_RETRIES):
+        with pytest.raises(Died):
+            run(task, killed_on_a_file)
+        assert memory_store.stage("j1", "work").lost_runs == n  # counted by the run after it
+
+    def must_not_run(ctx: RedisStageContext) -> StageResult:
+        raise AssertionError("redelivered past the limit")
+
+    with pytest.raises(PermanentError) as raised:
+        run(task, must_not_run)
+    dead_letter(task, raised.value)
+    job = memory_store.get("j1")
+    assert job.status == JobStatus.FAILED and job.error is not None
+    assert job.error["message"] == (f"work: its process died {MAX_RETRIES} times in a row while on notes/poisoned.md "
+                                    "(killed, out of memory or crashed, each time without a word); dead-lettered "
+                                    "instead of redelivered")
+    assert job.stage("work").attempts == MAX_RETRIES and outbox.names() == ["repobuild.notify"]
+
+
+def test_a_run_that_moved_the_cursor_before_dying_starts_the_count_again(task: StageTask,
+                                                                         memory_store: MemoryJobStore) -> None:
+    make_job(memory_store, stages=PLAN)
+
+    def progresses_then_dies(ctx: RedisStageContext) -> StageResult:
+        ctx.save_cursor({"next": int((ctx.cursor or {}).get("next", 0)) + 1})
+        raise Died()
+
+    for _ in range(MAX_RETRIES * 2):
+        with pytest.raises(Died):
+            run(task, progresses_then_dies)
+    state = memory_store.stage("j1", "work")
+    assert state.cursor == {"next": MAX_RETRIES * 2} and state.status == StageStatus.RUNNING
+    assert run(task, lambda ctx: StageResult.done()) == "done"
 
 
 def test_cancel_while_running_stops_the_stage_between_batches(task: StageTask, memory_store: MemoryJobStore) -> None:
