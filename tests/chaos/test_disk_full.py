@@ -54,9 +54,14 @@ def clear(disk: Path) -> None:
         shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
+# What the stores write before a rename: mkstemp's `.<name>-XXXXXXXX` files, staging and swapped-out folders.
+TEMPORARY = re.compile(r"^\.(staging-|old-|latest-|download-|.+-[a-z0-9_]{8}$)")
+
+
 def hidden_leftovers(disk: Path) -> list[str]:
-    """Temporary files and staging folders still there: a failed write must leave none."""
-    return sorted(p.relative_to(disk).as_posix() for p in disk.rglob(".*"))
+    """Temporary files and staging folders still there: a failed write must leave none (a source's own
+    dotfiles, `.repoignore`, are content)."""
+    return sorted(p.relative_to(disk).as_posix() for p in disk.rglob(".*") if TEMPORARY.match(p.name))
 
 
 def no_space_events(store: JobStore, job_id: str) -> list[dict[str, str]]:
