@@ -7,6 +7,7 @@ from kombu.entity import Queue
 from pipeline.settings import Settings
 from pipeline.stages.registry import STAGES
 from worker import tasks
+from worker.broker_transport import TRANSPORT
 from worker.policy import app_defaults
 from worker.queues import QUEUE_IO, QUEUES, stage_queues
 from worker.repobuild_app import RepobuildCelery
@@ -28,6 +29,8 @@ def create_celery(settings: Settings) -> RepobuildCelery:
         task_soft_time_limit=settings.soft_time_limit_s,
         task_time_limit=settings.hard_time_limit_s,
         broker_connection_retry_on_startup=True,
+        # kombu's Redis transport, with the fix that keeps a worker alive through quick broker restarts
+        broker_transport=TRANSPORT,
         broker_transport_options={
             # Above the hard time limit: a live worker's message is never redelivered while it runs.
             "visibility_timeout": settings.visibility_timeout_s,
