@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from kombu.entity import Queue
 
 from pipeline.settings import Settings
@@ -11,6 +13,12 @@ from worker.broker_transport import TRANSPORT
 from worker.policy import app_defaults
 from worker.queues import QUEUE_IO, QUEUES, stage_queues
 from worker.repobuild_app import RepobuildCelery
+
+
+def _transport(url: str) -> dict[str, str]:
+    """kombu's Redis transport with the fix that keeps a worker alive through quick broker restarts, for plain
+    `redis://` URLs; `rediss://` (TLS defaults), `sentinel://` and `redis+socket://` keep kombu's own choice."""
+    return {"broker_transport": TRANSPORT} if urlsplit(url).scheme == "redis" else {}
 
 
 def create_celery(settings: Settings) -> RepobuildCelery:
@@ -29,8 +37,6 @@ def create_celery(settings: Settings) -> RepobuildCelery:
         task_soft_time_limit=settings.soft_time_limit_s,
         task_time_limit=settings.hard_time_limit_s,
         broker_connection_retry_on_startup=True,
-        # kombu's Redis transport, with the fix that keeps a worker alive through quick broker restarts
-        broker_transport=TRANSPORT,
         broker_transport_options={
             # Above the hard time limit: a live worker's message is never redelivered while it runs.
             "visibility_timeout": settings.visibility_timeout_s,
@@ -47,6 +53,7 @@ def create_celery(settings: Settings) -> RepobuildCelery:
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         **app_defaults(),
+        **_transport(settings.redis_url),
     )
     tasks.register(app)
     return app
