@@ -14,6 +14,7 @@ from pathlib import Path
 
 import redis
 
+from api.cli.local_services import WorkerProcess
 from benchmarks.bundle_diff import diff
 from pipeline.models import JobSpec, JobStatus, SourceSpec, StageStatus
 from pipeline.settings import Settings
@@ -80,7 +81,7 @@ def test_many_jobs_with_workers_killed(chaos: Chaos, settings: Settings, workers
         victim.kill9()
         killed_at = time.time()
         rec.injected += 1
-        running.append(workers.start(settings, concurrency=2))
+        running.append(_replacement(workers, settings))
         rec.notes.append(f"kill -9 of a whole worker after {threshold} jobs, {len(in_flight)} stages running")
         rec.resume_s.append(round(_all_progressed(store, in_flight, killed_at), 2))
 
@@ -115,6 +116,16 @@ def test_many_jobs_with_workers_killed(chaos: Chaos, settings: Settings, workers
     rec.notes.append(f"{n_jobs} jobs on 4 processes in {run_s:.1f}s; Redis commands/s: idle before "
                      f"{idle_before:.1f}, during the run {during['*'] / run_s:.0f} ({top}), idle after "
                      f"{idle_after:.1f} ({idle_top}); stage attempts beyond one: {redone}")
+
+
+def _replacement(workers: Workers, settings: Settings) -> WorkerProcess:
+    """A new worker, started without waiting for it to be ready, so the next kill can come while it boots (jobs this
+    small are over within seconds); the fixture stops it with the others."""
+    n = len(workers.started)
+    w = WorkerProcess(settings.to_env(), concurrency=2, log_path=str(workers.tmp_path / f"worker-{n}.log"),
+                      name=f"w{n}-{time.time_ns()}@%h")
+    workers.started.append(w.start())
+    return w
 
 
 def _all_progressed(store: RedisJobStore, ids: list[str], since: float) -> float:
