@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery.signals import (
@@ -22,11 +23,13 @@ from pipeline.log_lines import apply_log_format, start_log_context
 from pipeline.settings import Settings
 from worker import metrics_server
 from worker.factory import create_celery
+from worker.parent_death import die_with_parent
 from worker.reconciler import Reconciler
 
 keep_credentials_out_of_logs()
 app = create_celery(Settings.from_env())
 _reconciler: list[Reconciler] = []
+_MAIN_PID = os.getpid()  # imported before the pool forks: in a pool process, this is its parent
 
 
 @after_setup_logger.connect
@@ -64,6 +67,14 @@ def _forget_dead_processes(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _process_exited(**_: Any) -> None:
     metrics_server.process_exited(app.repobuild_settings)
+
+
+@worker_process_init.connect
+def _pool_process_dies_with_worker(**_: Any) -> None:
+    # A pool process left running by a main process killed with -9 would go on with a task whose message is
+    # redelivered elsewhere. The solo pool sends this signal in the main process itself: that one keeps its life.
+    if os.getpid() != _MAIN_PID:
+        die_with_parent(_MAIN_PID)
 
 
 @worker_ready.connect

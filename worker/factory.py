@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from kombu.entity import Queue
 
 from pipeline.settings import Settings
 from pipeline.stages.registry import STAGES
 from worker import tasks
+from worker.broker_transport import TRANSPORT
 from worker.heartbeat import ConsumingHeartbeat
 from worker.policy import app_defaults
 from worker.queues import QUEUE_IO, QUEUES, stage_queues
 from worker.repobuild_app import RepobuildCelery
+
+
+def _transport(url: str) -> dict[str, str]:
+    """kombu's Redis transport with the fix that keeps a worker alive through quick broker restarts, for plain
+    `redis://` URLs; `rediss://` (TLS defaults), `sentinel://` and `redis+socket://` keep kombu's own choice."""
+    return {"broker_transport": TRANSPORT} if urlsplit(url).scheme == "redis" else {}
 
 
 def create_celery(settings: Settings) -> RepobuildCelery:
@@ -47,6 +56,7 @@ def create_celery(settings: Settings) -> RepobuildCelery:
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         **app_defaults(),
+        **_transport(settings.redis_url),
     )
     # the liveness heartbeat `repobuild probe worker` reads: beats only while the task consumer consumes
     app.steps["consumer"].add(ConsumingHeartbeat)

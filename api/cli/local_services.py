@@ -20,6 +20,7 @@ from types import TracebackType
 import redis
 
 from pipeline.settings import Settings
+from worker.parent_death import preexec_dying_with_us
 from worker.queues import QUEUES
 
 
@@ -48,11 +49,13 @@ def redis_server_binary() -> str:
 
 
 class PrivateRedis:
-    """A throwaway redis-server on a free loopback port, no persistence."""
+    """A throwaway redis-server on a free loopback port; no persistence unless `appendonly` (AOF, fsync on every
+    write, which the chaos tests restart under load). It dies with the process that started it."""
 
-    def __init__(self) -> None:
+    def __init__(self, appendonly: bool = False) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="repobuild-redis-")
+        self.appendonly = appendonly
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,10 +63,11 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> PrivateRedis:
-        cmd = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", self.dir, "--logfile", str(Path(self.dir) / "redis.log")]
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]
+        cmd = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+               "--dir", self.dir, "--logfile", str(Path(self.dir) / "redis.log")]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=preexec_dying_with_us())
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -73,18 +77,37 @@ class PrivateRedis:
                 if client.ping():
                     client.close()
                     return self
+            except redis.exceptions.BusyLoadingError:  # replaying its AOF after a restart
+                time.sleep(0.02)
             except redis.exceptions.ConnectionError:
                 time.sleep(0.02)
         raise RuntimeError("redis-server did not answer within 10 s")
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def halt(self, hard: bool = False) -> None:
+        """Stop the server and keep its folder (and AOF): SIGTERM (it fsyncs and exits), or SIGKILL if `hard`."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if hard:
+            self.proc.kill()
+        else:
             self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self, down_s: float = 0.0, hard: bool = False) -> None:
+        """The same server again, on the same port and folder: with `appendonly` it comes back with its data."""
+        self.halt(hard)
+        time.sleep(down_s)
+        self.start()
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> PrivateRedis:
@@ -95,7 +118,8 @@ class PrivateRedis:
 
 
 class WorkerProcess:
-    """`celery -A worker.app worker` in its own process group (so a test can kill -9 all of it)."""
+    """`celery -A worker.app worker` in its own process group (so a test can kill -9 all of it); it and its pool
+    processes die with the process that started it."""
 
     def __init__(self, env: dict[str, str], concurrency: int = 2, log_path: str | None = None,
                  name: str | None = None, pool: str = "prefork") -> None:
@@ -112,7 +136,9 @@ class WorkerProcess:
                "-n", self.name, "--without-mingle", "--without-gossip"]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=preexec_dying_with_us())
+        if not isinstance(out, int):
+            out.close()  # the child holds its own copy
         return self
 
     def alive(self) -> bool:
@@ -122,6 +148,21 @@ class WorkerProcess:
         """SIGKILL the whole process group: the main process and every pool child, no warning."""
         if self.proc is not None:
             kill_group(self.proc)
+
+    def halt(self, grace: float = 3.0) -> None:
+        """Stop at once, for a run nobody waits for any more: a cold shutdown (SIGQUIT: the pool stops, the task in
+        hand goes back to the queue), SIGKILL to the whole group if that takes over `grace` seconds, and always a
+        SIGKILL sweep of the group for pool processes the main one left behind."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill9()
 
     def stop(self, timeout: float = 20) -> None:
         if self.alive():

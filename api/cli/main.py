@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import signal
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from api.cli import probe
 from api.cli.celery_exec import exec_celery
+from api.cli.exits import Stopped, StopSignals, say, stop_all
 from api.schemas import source_spec
 from pipeline.http.address_policy import url_host
 from pipeline.http.credentials import split_spec
@@ -52,18 +56,32 @@ def _run_options(args: argparse.Namespace) -> dict[str, object]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    with StopSignals() as signals:
+        try:
+            return _run(args, signals)
+        except Stopped as stop:
+            say(f"repobuild: stopped by {signal.Signals(stop.signum).name}; the job was abandoned")
+            return stop.exit_code
+
+
+def _run(args: argparse.Namespace, signals: StopSignals) -> int:
+    """The job on its private Redis and worker; whatever ends it (done, failed, an exception, a signal), the
+    `finally` stops both before it returns."""
     from api.cli.local_services import PrivateRedis, WorkerProcess  # noqa: PLC0415
     from api.cli.progress import watch_job  # noqa: PLC0415
     from worker.submission import submit  # noqa: PLC0415
 
     settings = Settings.from_env()
     out = str(Path(args.out or settings.output).resolve())
-    private = None
-    worker = None
+    private: PrivateRedis | None = None
+    worker: WorkerProcess | None = None
+    finished = False
     workdir = tempfile.mkdtemp(prefix="repobuild-run-")
     try:
         if not settings.redis_url:
-            private = PrivateRedis().start()
+            with signals.held():  # started and recorded, or neither
+                private = PrivateRedis()
+                private.start()
             settings = settings.with_(redis_url=private.url)
         if "artifacts" not in settings.model_fields_set:  # REPOBUILD_ARTIFACTS unset: this run's own folder
             settings = settings.with_(artifacts=str(Path(workdir) / "artifacts"))
@@ -79,8 +97,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if named:  # the user of their own private worker may clone from the host they typed, private or not
             env["REPOBUILD_ALLOW_HOSTS"] = ",".join((*settings.allow_hosts, named))
         if not args.no_worker:
-            worker = WorkerProcess(env, concurrency=args.concurrency, log_path=str(Path(workdir) / "worker.log"))
-            worker.start()
+            with signals.held():
+                worker = WorkerProcess(env, concurrency=args.concurrency,
+                                       log_path=str(Path(workdir) / "worker.log"))
+                worker.start()
         app = create_celery(settings)
         options = _run_options(args)
         spec, secrets = split_spec(JobSpec(job_id=args.job_id or uuid.uuid4().hex[:12], task=args.task,
@@ -88,36 +108,36 @@ def cmd_run(args: argparse.Namespace) -> int:
                                    args.token)
         submit(app, spec, secrets)
         job = watch_job(app.store, spec.job_id, worker=worker, line_every_s=args.progress_every)
-        if job.status == JobStatus.COMPLETED:
-            result = job.result or {}
-            print(f"bundle: {result.get('distFolder', out)}")
-            print(f"latest: {Path(out) / 'latest'}")
-            counts = result.get("counts", {})
-            print("posts: {posts}  media: {medias}  issues: {issues}  drafts left out: {drafts}".format(
-                **{k: counts.get(k, 0) for k in ("posts", "medias", "issues", "drafts")}))
-            if result.get("commit"):
-                print(f"commit: {result['commit']}")
-            tasks = result.get("task_timings", {})
-            print("stage times (wall, task time): " + ", ".join(f"{k} {v:.2f}s" + (
-                f" ({tasks[k]:.2f}s)" if k in tasks else "") for k, v in result.get("timings", {}).items()))
-            return 0
-        reason = (job.error or {}).get("message") or job.status.value
-        stage = (job.error or {}).get("stage")
-        print(f"repobuild: job {job.status.value}" + (f" in {stage}" if stage else "") + f": {reason}",
-              file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("repobuild: interrupted", file=sys.stderr)
-        return 130
+        finished = True
     finally:
+        signals.ignore()  # the cleanup runs to its end, whatever else arrives
+        steps: list[Callable[[], None]] = []
         if worker is not None:
-            worker.stop()
+            # after the job, a warm stop (nothing is running); a job abandoned half-way is not waited for
+            steps.append(worker.stop if finished else worker.halt)
         if private is not None:
-            private.stop()
+            steps.append(private.stop)
         if not settings.keep_tmp_files:
-            import shutil  # noqa: PLC0415
-
-            shutil.rmtree(workdir, ignore_errors=True)
+            steps.append(lambda: shutil.rmtree(workdir, ignore_errors=True))
+        for problem in stop_all(steps):
+            say(f"repobuild: while stopping: {type(problem).__name__}: {problem}")
+    if job.status == JobStatus.COMPLETED:
+        result = job.result or {}
+        counts = result.get("counts", {})
+        lines = [f"bundle: {result.get('distFolder', out)}", f"latest: {Path(out) / 'latest'}",
+                 "posts: {posts}  media: {medias}  issues: {issues}  drafts left out: {drafts}".format(
+                     **{k: counts.get(k, 0) for k in ("posts", "medias", "issues", "drafts")})]
+        if result.get("commit"):
+            lines.append(f"commit: {result['commit']}")
+        tasks = result.get("task_timings", {})
+        lines.append("stage times (wall, task time): " + ", ".join(f"{k} {v:.2f}s" + (
+            f" ({tasks[k]:.2f}s)" if k in tasks else "") for k, v in result.get("timings", {}).items()))
+        say("\n".join(lines), sys.stdout)
+        return 0
+    reason = (job.error or {}).get("message") or job.status.value
+    stage = (job.error or {}).get("stage")
+    say(f"repobuild: job {job.status.value}" + (f" in {stage}" if stage else "") + f": {reason}")
+    return 1
 
 
 def _app() -> RepobuildCelery:

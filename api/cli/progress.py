@@ -3,12 +3,15 @@ per stage transition and, every few seconds, a line with the counts, the rate an
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from api.cli.exits import silence
 from api.cli.local_services import WorkerProcess
 from pipeline.models import StageState, StageStatus
 from pipeline.plans import job_is_over
@@ -44,6 +47,19 @@ def progress_line(job: JobView, now: float) -> str:
     return " | ".join(parts)
 
 
+@contextlib.contextmanager
+def _shown(bars: Progress) -> Iterator[Progress]:
+    bars.start()
+    try:
+        yield bars
+    finally:
+        try:
+            bars.stop()  # draws the bars a last time
+        except OSError:  # the terminal is gone (EIO, EPIPE): what ended the watch is what matters
+            silence(sys.stderr)
+
+
+
 def watch_job(store: JobStore, job_id: str, worker: WorkerProcess | None = None, poll_s: float = 0.2,
               line_every_s: float = LINE_EVERY_S) -> JobView:
     console = Console(stderr=True)
@@ -52,7 +68,7 @@ def watch_job(store: JobStore, job_id: str, worker: WorkerProcess | None = None,
     last_line = time.monotonic()
     columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False, disable=not tty) as bars:
+    with _shown(Progress(*columns, console=console, transient=False, disable=not tty)) as bars:
         ids: dict[str, TaskID] = {}
         job = store.get(job_id)
         for s in job.stages:

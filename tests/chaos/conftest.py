@@ -65,6 +65,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     rows = summary(RECORDS)
     terminalreporter.write_sep("=", f"chaos: seed {SEED}, scale {SCALE}")
     terminalreporter.write_line(table(rows))
+    for row in rows:  # what the counts cannot say: measured times, which stage each fault hit
+        for note in row["notes"]:
+            terminalreporter.write_line(f"  {row['kind']}: {note}")
     target = os.environ.get("CHAOS_RESULTS")
     if target:
         meta = {"seed": SEED, "scale": SCALE, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
