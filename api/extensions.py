@@ -5,17 +5,16 @@ Routes import this, never api.app, so the factory can import the routes at the t
 
 from __future__ import annotations
 
-import redis
 from flask import Flask, current_app
-from kombu.exceptions import OperationalError
 
 from pipeline.settings import Settings
 from worker.repobuild_app import RepobuildCelery
+from worker.submission import UNAVAILABLE
 
 CELERY_KEY = "repobuild.celery"
 SETTINGS_KEY = "repobuild.settings"
-# Redis or the broker cannot be reached: the API answers 503 with a JSON error.
-UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError)
+# UNAVAILABLE (Redis or the broker cannot be reached): the API answers 503 with a JSON error.
+__all__ = ["CELERY_KEY", "SETTINGS_KEY", "UNAVAILABLE", "celery_of", "set_celery", "settings_of"]
 
 
 def set_celery(app: Flask, celery: RepobuildCelery) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
+
+import redis
+from kombu.exceptions import OperationalError
 
 from pipeline.catalog import CALLBACK_PAYLOAD
 from pipeline.errors import PermanentError
@@ -15,6 +19,10 @@ from worker import metrics
 from worker.chains import enqueue_from
 from worker.repobuild_app import RepobuildCelery
 from worker.stage_task import BATCH_TASK
+
+log = logging.getLogger(__name__)
+# Redis or the broker cannot be reached (the API answers 503 for these).
+UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OperationalError)
 
 
 class Conflict(Exception):
@@ -47,7 +55,16 @@ def submit(app: RepobuildCelery, spec: JobSpec, job_secrets: dict[str, str] | No
         store.set_job(spec.job_id, JobStatus.FAILED, finished_at=time.time(),
                       error={"stage": None, "message": problem, "attempts": 0, "type": "PermanentError"})
         store.event(spec.job_id, "failed", problem, level="error")
-    enqueue_from(app, spec.job_id)
+    try:
+        enqueue_from(app, spec.job_id)
+    except UNAVAILABLE as exc:
+        # Stored, but its message not sent: the job is accepted all the same, since the reconciler sends the
+        # first stage of a stored job that has no message in flight once the broker is back. Answering 503
+        # here would make a client without a job id of its own submit the same work twice (found by killing
+        # Redis during a burst of submissions).
+        log.warning("job %s stored, its first stage not sent (%s): the reconciler will send it", spec.job_id,
+                    type(exc).__name__)
+        return job, True
     return store.get(spec.job_id), True
 
 
