@@ -32,7 +32,7 @@ class BatchTask(Task):
         job_id, stage = (args[0], args[1]) if len(args) >= 2 else (None, None)
         return {"job_id": job_id, "stage": stage, "attempt": self.request.retries + 1}
 
-    def execute(self, job_id: str, stage: str, n: int) -> str:
+    def execute(self, job_id: str, stage: str, n: int, sent_at: float | None = None) -> str:
         store = self.store
         status = store.status(job_id)
         if status is None or status in (JobStatus.CANCELLED, JobStatus.FAILED):
@@ -85,5 +85,13 @@ class BatchTask(Task):
     def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                    einfo: Any) -> None:
         job_id, stage, n = args
-        # The waiting stage sees this and fails with it (dead-letter with the batch named).
-        self.store.batches(job_id, stage).mark_failed(int(n), failure_message(exc))
+        state = self.store.batches(job_id, stage)
+        sent, latest = kwargs.get("sent_at"), state.sent_at().get(int(n))
+        if sent is not None and latest is not None and float(sent) < latest:
+            # A copy from before the job was retried (the retry sent this batch again), still running through
+            # its own retries when the job was resumed: its failure is not the resumed stage's (found by an
+            # OpenAI outage past the retry bound, then POST /retry while a hung request was still running).
+            self.store.event(job_id, "stale", f"{stage} batch {n}: a copy sent before the retry failed; ignored",
+                             stage=stage)
+            return
+        state.mark_failed(int(n), failure_message(exc))

@@ -91,7 +91,8 @@ class RedisStageContext(RedisJobContext):
 
     state: StageState = field(default_factory=lambda: StageState(name=""))
     lease: LeaseKeeper | None = None
-    send_batch: Callable[[int], None] | None = None
+    # send batch n, sent at this time (the batch store's mark: a failure of an older copy is stale)
+    send_batch: Callable[[int, float], None] | None = None
     batches_in_broker: Callable[[], set[int]] | None = None
     _started: float = field(default_factory=time.monotonic)
     _last_cancel_check: float = 0.0
@@ -157,9 +158,9 @@ class RedisStageContext(RedisJobContext):
     def fan_out(self, batches: Sequence[int]) -> None:
         assert self.send_batch is not None
         todo = list(batches)
-        self.store.batches(self.job_id, self.stage).mark_sent(todo)
+        sent = self.store.batches(self.job_id, self.stage).mark_sent(todo)
         for n in todo:
-            self.send_batch(n)
+            self.send_batch(n, sent)
 
     def batches_pending(self, total: int) -> set[int]:
         state = self.store.batches(self.job_id, self.stage)

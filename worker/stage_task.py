@@ -145,9 +145,9 @@ class StageTask(Task):
             # dead-lettered, naming it, instead of being redelivered forever.
             raise PermanentError(lost_runs_message(state, self.store.noted_item(job_id, state.name)))
 
-    def _batch_sender(self, job_id: str) -> Callable[[int], None]:
+    def _batch_sender(self, job_id: str) -> Callable[[int, float], None]:
         task = self.app.tasks[BATCH_TASK]
-        return lambda n: task.apply_async((job_id, self.stage_name, n))
+        return lambda n, sent: task.apply_async((job_id, self.stage_name, n), {"sent_at": sent})
 
     def _check_runnable(self, job: JobView) -> None:
         name = self.stage_name

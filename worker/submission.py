@@ -101,9 +101,9 @@ def _send_unfinished_batches_again(app: RepobuildCelery, job_id: str, stage: str
     todo = sorted(set(batches.sent_at()) - batches.done())
     if not todo:
         return
-    batches.mark_sent(todo)
+    sent = batches.mark_sent(todo)
     for n in todo:
-        app.tasks[BATCH_TASK].apply_async((job_id, stage, n))
+        app.tasks[BATCH_TASK].apply_async((job_id, stage, n), {"sent_at": sent})
     app.store.event(job_id, "resent", f"{stage}: sending {len(todo)} unfinished batch(es) again "
                     f"({len(failed)} had failed): {todo[:10]}", stage=stage)
 

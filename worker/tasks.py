@@ -18,8 +18,8 @@ def register(app: Any) -> None:
     for stage in STAGES:
         _register_stage(app, stage.name, stage.run, options)
 
-    def batch_task(self: BatchTask, job_id: str, stage: str, n: int) -> str:
-        return self.execute(job_id, stage, n)
+    def batch_task(self: BatchTask, job_id: str, stage: str, n: int, sent_at: float | None = None) -> str:
+        return self.execute(job_id, stage, n, sent_at)
 
     batch_functions = {s.name: s.batch for s in STAGES if s.batch is not None}
     app.task(base=BatchTask, bind=True, shared=False, name=BATCH_TASK, batch_functions=batch_functions,

@@ -189,7 +189,7 @@
   // named events (progress, started, done, completed, failed, ...) do not reach onmessage
   for (const kind of ["queued", "started", "progress", "done", "retry", "continue", "resumed", "redrive", "log",
                       "completed", "failed", "cancelled", "cancel-requested", "retry-requested",
-                      "callback-failed", "duplicate"]) {
+                      "callback-failed", "duplicate", "stale", "resent"]) {
     source.addEventListener(kind, soon);
   }
   source.addEventListener("end", stop);

@@ -19,7 +19,9 @@ from pipeline.stores.messages import capped
 class BatchState(Protocol):
     """One stage's batches of one job. `JobStore.batches(job_id, stage)` hands it out."""
 
-    def mark_sent(self, batches: list[int]) -> None: ...
+    def mark_sent(self, batches: list[int]) -> float:
+        """These batches were sent now; returns that time, which their messages carry (`sent_at`)."""
+        ...
 
     def mark_started(self, n: int) -> None: ...
 
@@ -75,14 +77,15 @@ class RedisBatchState:
         for k in self.k.all():
             pipe.expire(k, self.ttl_s)
 
-    def mark_sent(self, batches: list[int]) -> None:
-        if not batches:
-            return
+    def mark_sent(self, batches: list[int]) -> float:
         now = time.time()
+        if not batches:
+            return now
         with self.r.pipeline() as pipe:
             pipe.hset(self.k.sent, mapping={str(n): repr(now) for n in batches})
             self._expire(pipe)
             pipe.execute()
+        return now
 
     def mark_started(self, n: int) -> None:
         with self.r.pipeline() as pipe:

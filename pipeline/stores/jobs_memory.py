@@ -303,13 +303,14 @@ class MemoryBatchState:
         with self.store._lock:
             return self.store.space.peek_hash(key)
 
-    def mark_sent(self, batches: list[int]) -> None:
-        if not batches:
-            return
+    def mark_sent(self, batches: list[int]) -> float:
         now = time.time()
+        if not batches:
+            return now
         with self.store._lock:
             self.store.space.hash(self.k.sent).update({str(n): repr(now) for n in batches})
             self._expire()
+        return now
 
     def mark_started(self, n: int) -> None:
         with self.store._lock:
