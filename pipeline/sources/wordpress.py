@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import html as htmllib
 import posixpath
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,20 @@ def convert_wxr(xml: bytes, dest: Path, *, download: Downloader | None = None, f
     run = _Run(export, dest, fetch if fetch_media else None, max_bytes)
     run.convert()
     return run.report
+
+
+def media_urls(xml: bytes) -> list[str]:
+    """Every media URL a conversion of `xml` would download, in the order it would: what a stage fetches (and
+    checkpoints) before converting with `cached_downloader`."""
+    wanted: dict[str, None] = {}
+
+    def record(url: str) -> bytes:
+        wanted.setdefault(url)
+        raise ItemError(url, "planning only")
+
+    with tempfile.TemporaryDirectory() as scratch:
+        convert_wxr(xml, Path(scratch), download=record)
+    return list(wanted)
 
 
 class _Run:
@@ -344,6 +359,8 @@ class _Run:
         if reason is None and url not in self.fetched:
             try:
                 data = self.download(url)
+            except ItemError as exc:
+                reason = exc.reason  # a downloader that fetched earlier says why it failed then
             except (PipelineError, OSError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             else:

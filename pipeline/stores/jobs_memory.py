@@ -197,7 +197,10 @@ class MemoryJobStore:
 
     def add_issue(self, job_id: str, issue: Issue) -> None:
         with self._lock:
-            self.space.items(self.keys.issues(job_id)).append(job_hash.encode_issue(issue))
+            listed = self.space.items(self.keys.issues(job_id))
+            encoded = job_hash.encode_issue(issue)
+            if encoded not in listed:  # the same issue of the same file is listed once, as in Redis
+                listed.append(encoded)
             self.space.expire(self.keys.issues(job_id), self.ttl_s)
 
     def issues(self, job_id: str) -> list[JSON]:

@@ -13,16 +13,23 @@ UPLOADS = "/wp-content/uploads/2023/01"
 
 
 class MediaServer:
-    """Serves fixed bytes by raw request path on 127.0.0.1 and records every path asked for; 404 otherwise."""
+    """Serves fixed bytes by raw request path on 127.0.0.1 and records every path asked for; 404 otherwise.
 
-    def __init__(self, routes: dict[str, bytes]) -> None:
+    A path in `hang` is accepted and never answered (until stop), like a media host that has gone silent."""
+
+    def __init__(self, routes: dict[str, bytes], hang: frozenset[str] = frozenset()) -> None:
         self.routes = routes
+        self.hang = hang
         self.requests: list[str] = []
+        self.stopping = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 server.requests.append(self.path)
+                if self.path in server.hang:
+                    server.stopping.wait()
+                    return
                 body = server.routes.get(self.path)
                 self.send_response(200 if body is not None else 404)
                 self.send_header("Content-Length", str(len(body or b"")))
@@ -38,6 +45,7 @@ class MediaServer:
         self.thread.start()
 
     def stop(self) -> None:
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)

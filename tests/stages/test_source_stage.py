@@ -15,6 +15,7 @@ from dulwich.objects import Commit
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
+from pipeline.catalog import MADE_TREE
 from pipeline.errors import PermanentError, TransientError
 from pipeline.models import JobSpec
 from pipeline.settings import Settings
@@ -348,3 +349,49 @@ def test_settings_round_trip_the_new_fields() -> None:
     assert (back.openai_chat_model, back.github_api_url) == ("llama-3-8b", "https://ghe.example/api/v3")
     assert (Settings.from_env({}).openai_chat_model, Settings.from_env({}).github_api_url) == (
         "gpt-4o-mini", "https://api.github.com")
+
+
+def test_wp_media_downloads_are_checkpointed_past_a_silent_host(settings: Settings) -> None:
+    """A host that accepts and never answers costs one timeout per URL, once: the stage continues from its cursor
+    instead of starting over, and what could not be fetched is an issue with its original URL kept."""
+    silent = {f"{UPLOADS}/silent-{n}.jpg" for n in range(3)}
+    server = MediaServer({f"{UPLOADS}/photo.jpg": PHOTO}, hang=frozenset(silent))
+    try:
+        body = "".join(f'<p><img src="{server.base}{path}" alt="s"/></p>' for path in sorted(silent))
+        items = [item(1, "post", "publish", title="Silent", slug="silent", content=body),
+                 item(2, "post", "publish", title="Fine", slug="fine",
+                      content=f'<p><img src="{server.base}{UPLOADS}/photo.jpg" alt="p"/></p>')]
+        xml = wxr(server.base, "\n".join(items))
+        quick = settings.model_copy(update={"wp_media_timeout_s": 0.3})
+        ctx = context(quick, "wp-import", {"wpXml": base64.b64encode(xml).decode()})
+        ctx.budget_s = 0.0  # every call yields after one URL, as continuations after a spent budget would
+        calls, cursors = 0, []
+        while True:
+            ctx.restart_budget()
+            result = source.run(ctx)
+            calls += 1
+            if result.finished:
+                break
+            cursors.append(dict(ctx.cursor or {}))
+        assert [c["next"] for c in cursors] == [1, 2, 3]  # one URL per continuation, never from zero again
+        assert calls == 4
+        # each URL was asked for exactly once, across all the continuations
+        assert sorted(server.requests) == sorted([*silent, f"{UPLOADS}/photo.jpg"])
+        failed = [i for i in ctx.issues if i.path == "posts/silent/index.md"]
+        assert len(failed) == 3 and all("media not downloaded" in i.message and "ReadTimeout" in i.message
+                                        for i in failed), ctx.issues
+        tree = ctx.artifacts.tree(MADE_TREE.key(ctx.job_id))
+        assert (tree / "posts/fine/images/photo.jpg").read_bytes() == PHOTO
+        assert f"{server.base}{UPLOADS}/silent-0.jpg" in (tree / "posts/silent/index.md").read_text()
+    finally:
+        server.stop()
+
+
+def test_wp_media_budget_spent_leaves_the_rest_as_issues(settings: Settings, media: MediaServer) -> None:
+    spent = settings.model_copy(update={"wp_media_budget_s": 0.0})
+    ctx = context(spent, "wp-import", {"wpXml": base64.b64encode(realistic(media.base)).decode()})
+    result = source.run(ctx)
+    assert result.finished and media.requests == []
+    assert result.summary["import"]["attachmentsDownloaded"] == 0
+    assert ctx.issues and all("media budget of 0s was spent" in i.message for i in ctx.issues
+                              if i.kind == "attachment")
