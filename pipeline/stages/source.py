@@ -158,6 +158,8 @@ MAKERS: dict[str, Callable[[StageContext], JSON | None]] = {
     "generate-and-deploy-project": _brief,
     "new-repo-from-template": _template,
     "process-from-template": _template,
+    "wp-import-local": _wordpress,
+    "generate-project-local": _brief,
 }
 
 

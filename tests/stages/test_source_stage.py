@@ -5,6 +5,7 @@ server and a GitHub API."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -395,3 +396,41 @@ def test_wp_media_budget_spent_leaves_the_rest_as_issues(settings: Settings, med
     assert result.summary["import"]["attachmentsDownloaded"] == 0
     assert ctx.issues and all("media budget of 0s was spent" in i.message for i in ctx.issues
                               if i.kind == "attachment")
+
+
+def test_wp_import_local_builds_without_private_or_unpublished_posts(settings: Settings) -> None:
+    """source → fetch → parse → build_db → publish in process, sharing one issue list as the job store would:
+    private, password-protected, draft and scheduled posts reach neither posts.json nor content.sqlite (FTS),
+    and the source stage's issues reach the bundle's issue file and counts."""
+    from pipeline.stages import build_db, parse, publish  # noqa: PLC0415 - only this test builds a bundle
+    from pipeline.stages.context import run_to_end  # noqa: PLC0415
+
+    items = [
+        item(1, "post", "publish", title="Open harbour", slug="open", content="<p>boats everywhere</p>"),
+        item(2, "post", "private", title="Private", slug="private", content="<p>zanzibarprivate</p>"),
+        item(3, "post", "publish", title="Locked", slug="locked", content="<p>zanzibarlocked</p>", password="pw"),
+        item(4, "post", "future", title="Scheduled", slug="scheduled", content="<p>zanzibarfuture</p>",
+             date_gmt="2030-01-01 00:00:00"),
+        item(5, "post", "draft", title="Draft", slug="draft", content="<p>zanzibardraft</p>"),
+    ]
+    path = Path(settings.temp_dir) / "export.xml"
+    path.write_bytes(wxr("https://harbour.example", "\n".join(items)))
+    options = {"xmlFilePath": str(path), "skipEmbeddings": True}
+    first = context(settings, "wp-import-local", options)
+    assert source.run(first).finished
+    issues = first.issues
+    for stage, run in (("fetch", fetch.run), ("parse", parse.run), ("build_db", build_db.run),
+                       ("publish", publish.run)):
+        ctx = context(settings, "wp-import-local", options, stage=stage)
+        ctx.issues = issues
+        result = run_to_end(run, ctx)
+    bundle = Path(result.summary["path"])
+    posts = json.loads((bundle / "posts.json").read_bytes())
+    assert [p["slug"] for p in posts] == ["open"]
+    everything = b"".join(p.read_bytes() for p in bundle.rglob("*") if p.is_file())
+    assert b"zanzibar" not in everything  # in no file of the bundle, content.sqlite and its FTS index included
+    withheld = [i for i in json.loads((bundle / "worker-issues.json").read_bytes())["issues"]
+                if i["kind"] == "withheld"]
+    assert sorted(i["path"] for i in withheld) == ["post:2", "post:3"]
+    manifest = json.loads((bundle / "manifest.json").read_bytes())
+    assert manifest["counts"]["issues"] == len({(i.stage, i.path, i.message) for i in issues}) >= 2
