@@ -5,6 +5,7 @@ server and a GitHub API."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -398,7 +399,7 @@ def test_wp_media_budget_spent_leaves_the_rest_as_issues(settings: Settings, med
                               if i.kind == "attachment")
 
 
-def test_wp_import_local_builds_without_private_or_unpublished_posts(settings: Settings) -> None:
+def test_wp_import_local_builds_without_private_or_unpublished_posts(settings: Settings, media: MediaServer) -> None:
     """source → fetch → parse → build_db → publish in process, sharing one issue list as the job store would:
     private, password-protected, draft and scheduled posts reach neither posts.json nor content.sqlite (FTS),
     and the source stage's issues reach the bundle's issue file and counts."""
@@ -406,7 +407,9 @@ def test_wp_import_local_builds_without_private_or_unpublished_posts(settings: S
     from pipeline.stages.context import run_to_end  # noqa: PLC0415
 
     items = [
-        item(1, "post", "publish", title="Open harbour", slug="open", content="<p>boats everywhere</p>"),
+        item(1, "post", "publish", title="Open harbour", slug="open",
+             content=f'<p>boats everywhere</p><audio controls src="{media.base}{UPLOADS}/song.mp3"></audio>'),
+        item(9, "attachment", "inherit", title="song", slug="song", attachment_url=f"{media.base}{UPLOADS}/song.mp3"),
         item(2, "post", "private", title="Private", slug="private", content="<p>zanzibarprivate</p>"),
         item(3, "post", "publish", title="Locked", slug="locked", content="<p>zanzibarlocked</p>", password="pw"),
         item(4, "post", "future", title="Scheduled", slug="scheduled", content="<p>zanzibarfuture</p>",
@@ -414,7 +417,8 @@ def test_wp_import_local_builds_without_private_or_unpublished_posts(settings: S
         item(5, "post", "draft", title="Draft", slug="draft", content="<p>zanzibardraft</p>"),
     ]
     path = Path(settings.temp_dir) / "export.xml"
-    path.write_bytes(wxr("https://harbour.example", "\n".join(items)))
+    media.routes[f"{UPLOADS}/song.mp3"] = b"ID3-song-bytes"
+    path.write_bytes(wxr(media.base, "\n".join(items)))
     options = {"xmlFilePath": str(path), "skipEmbeddings": True}
     first = context(settings, "wp-import-local", options)
     assert source.run(first).finished
@@ -427,6 +431,10 @@ def test_wp_import_local_builds_without_private_or_unpublished_posts(settings: S
     bundle = Path(result.summary["path"])
     posts = json.loads((bundle / "posts.json").read_bytes())
     assert [p["slug"] for p in posts] == ["open"]
+    # the audio attachment is media: saved beside the post, linked, and in medias.json
+    song = hashlib.sha256(b"ID3-song-bytes").hexdigest()
+    assert "Audio: song.mp3" in posts[0]["html"] and song in posts[0]["html"]
+    assert [m["fileExt"] for m in json.loads((bundle / "medias.json").read_bytes())] == ["mp3"]
     everything = b"".join(p.read_bytes() for p in bundle.rglob("*") if p.is_file())
     assert b"zanzibar" not in everything  # in no file of the bundle, content.sqlite and its FTS index included
     withheld = [i for i in json.loads((bundle / "worker-issues.json").read_bytes())["issues"]
