@@ -21,8 +21,10 @@ Choices worth knowing:
 - Content without block-editor comments is classic-editor content, stored before `wpautop`: blank lines separate
   paragraphs and single newlines are line breaks, so a small wpautop is applied before converting.
 - `[caption]` becomes the image followed by its caption in italics (the caption also becomes the alt text when
-  the image has none); `[embed]URL[/embed]` becomes a link. Every other shortcode (`[gallery]`, plugin ones) is
-  kept verbatim as text, so nothing the author wrote disappears silently and it can be found and fixed by hand.
+  the image has none); `[embed]URL[/embed]` becomes a link; `[gallery ids=…]` (or without ids: the post's own
+  attachments) becomes those images with their captions, when the export holds them. Every other shortcode
+  (plugin ones) is kept verbatim as text, so nothing the author wrote disappears silently and it can be found and
+  fixed by hand. Comments are not imported; they are counted (`commentsSkipped`).
 - Media are fetched when the URL is an attachment's `wp:attachment_url`, or an `<img src>` on the site's own host
   (resized variants such as `photo-300x200.jpg` are not attachments themselves). A link (`<a href>`) to the same
   site is fetched only when it points at an attachment or an image file. A failed fetch is an issue on that item

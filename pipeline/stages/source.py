@@ -10,6 +10,9 @@ Output, MADE_REPOSITORY (catalog.py; what fetch reads), with `kind`:
 - "url": a git URL (the repository GitHub made); fetch clones it with the job's git token.
 and `branch`, `commit`, `remote` (masked), `files`, and for wp-import the converter's counts (`import`).
 
+wp-import downloads the export's media first, one URL per step with the stage cursor (stages/wp_media.py), then
+converts; a re-import to the same remote commits on top of its branch.
+
 Retries: what was made is checkpointed (`result/made.json`) before anything is pushed or waited for, so a retry
 after a failed push or a slow GitHub neither calls the chat model nor asks GitHub for the repository again; once
 MADE_REPOSITORY exists the stage only answers its summary.
