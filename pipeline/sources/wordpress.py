@@ -196,7 +196,9 @@ class _Run:
                 self.slugs[item.post_id] = folder.rsplit("/", 1)[1]
                 link = self._absolute(item.link) if item.link else None
                 # only published posts are linked to: a draft is left out of the bundle, the link would break
-                if link is not None and item.status == "publish":
+                # `?p=<id>` links are matched by id; a permalink without a path of its own would be the home page
+                if link is not None and item.status == "publish" and not urlsplit(link).query \
+                        and urlsplit(link).path.strip("/"):
                     self.permalinks[_url_key(link).rstrip("/")] = folder
                 written.append(item)
         for item in written:

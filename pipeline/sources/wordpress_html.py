@@ -28,8 +28,6 @@ _STASHED = re.compile("\x00(\\d+)\x00")
 _GALLERY = re.compile(r"\[gallery(?P<attrs>[^\]]*)\]", re.I)
 _GALLERY_IDS = re.compile(r"""\bids\s*=\s*["']?(?P<ids>[\d,\s]+)""", re.I)
 _BARE_URL = re.compile(r"https?://[^\s<>\"']+[^\s<>\"'.,;:!?)\]]")
-# kept as inline HTML: markdown has no syntax for them and dropping the tag changes the meaning ("H2O")
-_INLINE_HTML = ("sub", "sup", "u", "ins", "abbr", "mark", "kbd", "small", "s", "del")
 
 # (url as written, is an <img src>) -> new attribute value, or None to leave it alone
 MediaRewriter = Callable[[str, bool], str | None]
@@ -129,6 +127,7 @@ class _Converter(MarkdownConverter):
         return "\n\n" + re.sub(r"\s*\n\s*", " ", str(el)).strip() + "\n\n"
 
     def _inline_html(self, el: Any, text: str, parent_tags: set[str]) -> str:
+        # kept as inline HTML: markdown has no syntax for these, and dropping the tag changes the meaning ("H2O")
         if not text.strip() or "_noformat" in parent_tags or "pre" in parent_tags:
             return text
         title = el.get("title") if el.name == "abbr" else None

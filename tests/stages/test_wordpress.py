@@ -495,3 +495,12 @@ def test_one_failed_url_used_many_times_is_one_issue(tmp_path: Path, server: Med
                          tmp_path / "repo", policy=LOCAL_POLICY)
     assert [i.path for i in report.issues] == ["posts/t/index.md"]
     assert report.attachments_failed == 1
+
+
+def test_a_link_to_the_home_page_is_not_taken_for_a_post(tmp_path: Path) -> None:
+    report, dest = _site(tmp_path, [
+        item(1, "post", "publish", title="A", slug="a", content='<p><a href="https://harbour.example/">home</a></p>'),
+        item(2, "post", "publish", title="B", slug="b"),
+    ])
+    _, body = read(dest, "posts/a/index.md")
+    assert body.strip() == "[home](https://harbour.example/)"
