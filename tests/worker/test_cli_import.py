@@ -31,6 +31,9 @@ def test_run_takes_a_wordpress_export(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     posts = json.loads((out / "latest" / "posts.json").read_bytes())
     assert [p["slug"] for p in posts] == ["tides"] and "H<sub>2</sub>O" in posts[0]["html"]
-    assert "issues: 1" in done.stdout  # the withheld post
+    manifest = json.loads((out / "latest" / "manifest.json").read_bytes())
+    assert f"issues: {manifest['counts']['issues']}" in done.stdout
+    withheld = json.loads((out / "latest" / "worker-issues.json").read_bytes())["issues"]
+    assert [(i["path"], i["kind"]) for i in withheld if i["kind"] == "withheld"] == [("post:2", "withheld")]
     everything = b"".join(p.read_bytes() for p in (out / "latest").rglob("*") if p.is_file())
     assert b"walrussecret" not in everything
