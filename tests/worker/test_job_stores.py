@@ -223,7 +223,8 @@ def test_the_keys_are_those_jobs_already_in_redis_use(store: JobStore) -> None:
     batches.mark_done(0)
     batches.mark_failed(1, "x")
     assert stored_keys(store) == {
-        "repobuild:job:j1", "repobuild:job:j1:secrets", "repobuild:job:j1:issues", "repobuild:job:j1:events",
+        "repobuild:job:j1", "repobuild:job:j1:secrets", "repobuild:job:j1:issues", "repobuild:job:j1:issues-seen",
+        "repobuild:job:j1:events",
         "repobuild:lease:j1:embed_text", "repobuild:project:p:seq", "repobuild:jobs", "repobuild:jobs:active",
         "repobuild:job:j1:batches:embed_text:done", "repobuild:job:j1:batches:embed_text:failed",
         "repobuild:job:j1:batches:embed_text:sent", "repobuild:job:j1:batches:embed_text:runs",
