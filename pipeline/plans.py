@@ -33,6 +33,10 @@ PLANS: dict[str, tuple[str, ...]] = {
     "generate-and-deploy-project": ("source", *DEPLOY, NOTIFY),
     "new-repo-from-template": ("source", "fetch", NOTIFY),
     "process-from-template": ("source", *PROCESS, NOTIFY),
+    # `repobuild run export.xml` and `repobuild run brief.txt --task …`: made, built and written to a local folder,
+    # with no bucket and no project (the contract's tasks above deploy to one).
+    "wp-import-local": ("source", *PROCESS, NOTIFY),
+    "generate-project-local": ("source", *PROCESS, NOTIFY),
 }
 
 # Task names known but not runnable here: they fail with a clear "not supported" message instead of

@@ -186,6 +186,10 @@ class Settings(BaseSettings):
     # Connect and read timeout of each git request (clone, push), so a silent server cannot hold a stage.
     git_timeout_s: Number = _env("REPOBUILD_GIT_TIMEOUT_S", default=60.0)
     image_fetch_max_bytes: Whole = _env("REPOBUILD_IMAGE_FETCH_MAX_BYTES", default=20 * 1024 * 1024)
+    # WordPress attachments: connect/read timeout of each download, and the wall time all of one import's downloads
+    # may take (across task continuations); what is left when it is spent keeps its original URL, as an issue.
+    wp_media_timeout_s: Number = _env("REPOBUILD_WP_MEDIA_TIMEOUT_S", default=15.0)
+    wp_media_budget_s: Number = _env("REPOBUILD_WP_MEDIA_BUDGET_S", default=600.0)
     # Folders under which a request may name paths on this machine (a local `source`, file:// URLs, distFolder,
     # xmlFilePath), symlinks resolved; empty: none. `repobuild run` adds the folder it is given, for its own worker.
     local_source_roots: CommaList = _env("REPOBUILD_LOCAL_SOURCE_ROOTS", default=())

@@ -155,6 +155,9 @@ class RedisStageContext(RedisJobContext):
     def events(self) -> list[dict[str, str]]:
         return [event for _id, event in self.store.events(self.job_id)]
 
+    def recorded_issues(self) -> list[JSON]:
+        return self.store.issues(self.job_id)
+
     def fan_out(self, batches: Sequence[int]) -> None:
         assert self.send_batch is not None
         todo = list(batches)

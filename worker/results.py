@@ -7,7 +7,8 @@ from pipeline.plans import NOTIFY
 from pipeline.stores.jobs import JobView
 
 
-def job_result(job: JobView) -> JSON:
+def job_result(job: JobView, issues: int | None = None) -> JSON:
+    """`issues`: how many the job recorded, in every stage (parse's own count misses the source's and others')."""
     stages = {s.name: s.summary for s in job.stages if s.name != NOTIFY}
     result: JSON = {"jobId": job.spec.job_id, "task": job.spec.task, "stages": stages}
     fetch = stages.get("fetch", {})
@@ -22,6 +23,8 @@ def job_result(job: JobView) -> JSON:
     parse = stages.get("parse", {})
     if parse:
         result["counts"] = {k: parse[k] for k in ("posts", "medias", "issues", "drafts") if k in parse}
+    if issues is not None:
+        result.setdefault("counts", {})["issues"] = issues
     built = [s for s in job.stages if s.name != NOTIFY]
     # Wall time from a stage's first start to done; beside it, the time all its tasks took (batches included).
     result["timings"] = {s.name: round(s.wall_s(), 3) for s in built}

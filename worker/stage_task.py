@@ -190,7 +190,8 @@ class StageTask(Task):
         store = self.store
         job = store.get(job_id)
         if job.status == JobStatus.RUNNING and build_finished(job):
-            store.set_job(job_id, JobStatus.COMPLETED, finished_at=time.time(), result=job_result(job))
+            result = job_result(job, store.issue_count(job_id))
+            store.set_job(job_id, JobStatus.COMPLETED, finished_at=time.time(), result=result)
             store.event(job_id, "completed", "job completed")
             metrics.job_finished(job.spec.task, JobStatus.COMPLETED)
             job = store.get(job_id)

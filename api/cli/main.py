@@ -31,6 +31,22 @@ def _source_spec(source: str, branch: str | None, commit: str | None, subfolder:
     return source_spec(source, branch, commit, None, subfolder)
 
 
+_BRIEF_TASKS = ("generate-project-from-brief", "generate-and-deploy-project", "generate-project-local")
+
+
+def _made_locally(args: argparse.Namespace) -> tuple[str, dict[str, object]] | None:
+    """(task, options) when `run` is given a file to make a repository from rather than a repository: a WordPress
+    export (`.xml`) or, with a brief task, a brief; None otherwise. Built to the local folder, no bucket."""
+    path = Path(args.source)
+    if "://" in args.source or not path.is_file():
+        return None
+    if args.task in _BRIEF_TASKS:
+        return "generate-project-local", {"brief": path.read_text(encoding="utf-8")}
+    if path.suffix.lower() == ".xml" and args.task in ("process-all", "wp-import", "wp-import-local"):
+        return "wp-import-local", {"xmlFilePath": str(path.resolve())}
+    return None
+
+
 def _trusting(settings: Settings, source: SourceSpec | None) -> Settings:
     """The settings of `run`'s own worker: the folder the user named is one of its local source roots.
 
@@ -85,9 +101,12 @@ def _run(args: argparse.Namespace, signals: StopSignals) -> int:
             settings = settings.with_(redis_url=private.url)
         if "artifacts" not in settings.model_fields_set:  # REPOBUILD_ARTIFACTS unset: this run's own folder
             settings = settings.with_(artifacts=str(Path(workdir) / "artifacts"))
-        source = _source_spec(args.source, args.branch, args.commit, args.subfolder)
+        made = _made_locally(args)
+        task = made[0] if made else args.task
+        source = None if made else _source_spec(args.source, args.branch, args.commit, args.subfolder)
         if not args.no_worker:  # workers of a service keep their operator's roots
-            settings = _trusting(settings, source)
+            settings = _trusting(settings, source or source_spec(str(Path(args.source).resolve().parent),
+                                                                 None, None, None, None))
         env = {"REPOBUILD_REDIS_URL": settings.redis_url or "", "REPOBUILD_ARTIFACTS": settings.artifacts,
                "REPOBUILD_OUTPUT": out, "REPOBUILD_LOCAL_SOURCE_ROOTS": ",".join(settings.local_source_roots),
                # the run's own worker serves metrics only when asked: the default port may be a service's
@@ -102,8 +121,8 @@ def _run(args: argparse.Namespace, signals: StopSignals) -> int:
                                        log_path=str(Path(workdir) / "worker.log"))
                 worker.start()
         app = create_celery(settings)
-        options = _run_options(args)
-        spec, secrets = split_spec(JobSpec(job_id=args.job_id or uuid.uuid4().hex[:12], task=args.task,
+        options = {**_run_options(args), **(made[1] if made else {})}
+        spec, secrets = split_spec(JobSpec(job_id=args.job_id or uuid.uuid4().hex[:12], task=task,
                                            project_id=args.project_id, source=source, options=options, output=out),
                                    args.token)
         submit(app, spec, secrets)
@@ -275,7 +294,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a job on a private Redis and worker, bundle to a folder")
-    run.add_argument("source", help="a folder, a git repository path, or a git URL")
+    run.add_argument("source", help="a folder, a git repository path, a git URL, a WordPress export (.xml), or "
+                                    "a brief (a text file, with --task generate-project-from-brief)")
     run.add_argument("--out", help="bundle folder (default: $REPOBUILD_OUTPUT or ./repobuild-output)")
     _job_options(run, ids=("--project-id", "--job-id"), token_help="git token for private repositories")
     run.add_argument("--subfolder", help="only this folder of the repository")

@@ -22,7 +22,7 @@ WEBP_QUALITY = 80
 JPEG_QUALITY = 85
 # libwebp's hard limit per side; a very tall image at its capped width could exceed it otherwise.
 WEBP_MAX_SIDE = 16383
-PASSTHROUGH_EXTS = frozenset({"svg", "mp4", "webm"})
+PASSTHROUGH_EXTS = frozenset({"svg", "mp4", "webm", "mov", "m4v", "ogv", "mp3", "m4a", "ogg", "oga", "wav", "flac"})
 _EXTENSIONS = {"webp": "webp", "jpeg": "jpg"}
 
 OutputFormat = Literal["webp", "jpeg"]
@@ -54,7 +54,7 @@ class Variant(NamedTuple):
 
 
 def is_passthrough(ext: str) -> bool:
-    """True for the media published byte-for-byte (vector images and video)."""
+    """True for the media published byte-for-byte (vector images, video and audio)."""
     return ext.lower().lstrip(".") in PASSTHROUGH_EXTS
 
 

@@ -25,6 +25,16 @@ MEDIA_TYPES: dict[str, str] = {
     "svg": "image/svg+xml",
     "mp4": "video/mp4",
     "webm": "video/webm",
+    # audio and the other video formats WordPress sites upload: published as they are, like mp4
+    "mov": "video/quicktime",
+    "m4v": "video/x-m4v",
+    "ogv": "video/ogg",
+    "mp3": "audio/mpeg",
+    "m4a": "audio/mp4",
+    "ogg": "audio/ogg",
+    "oga": "audio/ogg",
+    "wav": "audio/wav",
+    "flac": "audio/flac",
 }
 EXCLUDED_FOLDERS = frozenset({"node_modules", "dist", "build"})
 EXCLUDED_POST_NAMES = frozenset({"readme.md", "contributing.md", "license.md"})

@@ -11,12 +11,14 @@ from __future__ import annotations
 import io
 import re
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from dulwich import porcelain
-from dulwich.client import HTTPUnauthorized
+from dulwich.client import HTTPUnauthorized, get_transport_and_path
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
-from dulwich.objects import Commit
+from dulwich.objects import Commit, ObjectID
 from dulwich.refs import Ref, check_ref_format
 from dulwich.repo import InvalidUserIdentity, Repo, check_user_identity
 
@@ -86,25 +88,13 @@ def commit_tree(repo_dir: Path, message: str, *, branch: str = "main", author: s
     return sha.decode()
 
 
-def push(repo_dir: Path, remote_url: str, *, token: str | None = None, branch: str = "main",
-         policy: AddressPolicy | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-    """Push `branch` of `repo_dir` to the same branch of `remote_url`, fast-forward only.
-
-    The remote is held to `policy` (public addresses only when None) and to `timeout_s` per request."""
-    ref = branch_ref(branch)
-    shown = mask_url(remote_url)
+@contextmanager
+def _remote_errors(shown: str, token: str | None, timeout_s: float, branch: str, action: str) -> Iterator[None]:
+    """dulwich's and the network's errors as pipeline errors: transient for the network and 5xx, else permanent."""
     try:
-        with Repo(str(repo_dir)) as repo:
-            if ref not in repo.refs:
-                raise PermanentError(f"the repository to push has no commit on branch {branch!r}")
-    except NotGitRepository as exc:
-        raise PermanentError("the repository to push is not a git repository") from exc
-    try:
-        kwargs = transport_kwargs(remote_url, policy=policy or AddressPolicy(), timeout_s=timeout_s, token=token)
-        result = porcelain.push(str(repo_dir), remote_url, [ref + b":" + ref], outstream=io.BytesIO(),
-                                errstream=io.BytesIO(), **kwargs)
+        yield
     except AddressRefused as exc:
-        raise AddressRefused(f"cannot push to {shown}: {exc}") from None
+        raise AddressRefused(f"cannot {action} {shown}: {exc}") from None
     except HTTPUnauthorized as exc:
         raise PermanentError(f"{shown} refused the credentials (HTTP 401): the token is missing, wrong "
                              f"or expired") from cause(exc, token)
@@ -125,9 +115,54 @@ def push(repo_dir: Path, remote_url: str, *, token: str | None = None, branch: s
                                  f"on the repository") from cause(exc, token)
         if status == 429 or (status is not None and status >= 500) or (status is None and _TRANSIENT.search(text)):
             raise TransientError(f"git server unreachable or failing for {shown}: {text}") from cause(exc, token)
-        raise PermanentError(f"cannot push to {shown}: {text}") from cause(exc, token)
+        raise PermanentError(f"cannot {action} {shown}: {text}") from cause(exc, token)
+
+
+def push(repo_dir: Path, remote_url: str, *, token: str | None = None, branch: str = "main",
+         policy: AddressPolicy | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Push `branch` of `repo_dir` to the same branch of `remote_url`, fast-forward only.
+
+    The remote is held to `policy` (public addresses only when None) and to `timeout_s` per request."""
+    ref = branch_ref(branch)
+    shown = mask_url(remote_url)
+    try:
+        with Repo(str(repo_dir)) as repo:
+            if ref not in repo.refs:
+                raise PermanentError(f"the repository to push has no commit on branch {branch!r}")
+    except NotGitRepository as exc:
+        raise PermanentError("the repository to push is not a git repository") from exc
+    with _remote_errors(shown, token, timeout_s, branch, "push to"):
+        kwargs = transport_kwargs(remote_url, policy=policy or AddressPolicy(), timeout_s=timeout_s, token=token)
+        result = porcelain.push(str(repo_dir), remote_url, [ref + b":" + ref], outstream=io.BytesIO(),
+                                errstream=io.BytesIO(), **kwargs)
     # A server that refuses one ref (a hook, a protected branch) still answers 200: the refusal is per ref.
     refused = {name.decode(errors="replace"): why for name, why in (result.ref_status or {}).items() if why}
     if refused:
         detail = mask_secrets(mask_url(", ".join(f"{name}: {why}" for name, why in refused.items())), [token])
         raise PermanentError(f"{shown} rejected the push: {detail}")
+
+
+def fetch_branch(repo_dir: Path, remote_url: str, *, token: str | None = None, branch: str = "main",
+                 policy: AddressPolicy | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> str | None:
+    """Make `branch` of `repo_dir` the remote's `branch`, so the next commit_tree goes on top of it; the sha, or
+    None when the remote has no such branch (a new, empty repository).
+
+    Only the branch's objects are fetched, nothing is checked out: commit_tree commits the working tree as it is,
+    so files the remote has and the tree has not are deleted by that commit. Initialises `repo_dir` if need be."""
+    ref = branch_ref(branch)
+    shown = mask_url(remote_url)
+    repo_dir.mkdir(parents=True, exist_ok=True)
+    with _remote_errors(shown, token, timeout_s, branch, "fetch from"):
+        kwargs = transport_kwargs(remote_url, policy=policy or AddressPolicy(), timeout_s=timeout_s, token=token)
+        client, path = get_transport_and_path(remote_url, **kwargs)
+        with Repo(str(repo_dir)) if (repo_dir / ".git").exists() else Repo.init(str(repo_dir)) as repo:
+
+            def wants(refs: Mapping[Ref, ObjectID], depth: int | None = None) -> list[ObjectID]:
+                return [refs[ref]] if refs.get(ref) else []
+
+            result = client.fetch(path.encode() if isinstance(path, str) else path, repo, determine_wants=wants)
+            tip = result.refs.get(ref)
+            if not tip:
+                return None
+            repo.refs[ref] = tip
+            return tip.decode()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import html as htmllib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element, ParseError
 
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
@@ -70,6 +70,14 @@ class WxrItem:
     tags: list[str]
     meta: dict[str, str]
     attachment_url: str
+    password: str = ""
+    link: str = ""
+    parent_id: str = ""
+    sticky: bool = False
+    post_format: str = ""
+    comments: int = 0
+    # (category name, nicename) in the order written, to place each in the export's category tree
+    category_slugs: tuple[tuple[str, str], ...] = ()
 
     @property
     def id_sort(self) -> tuple[int, str]:
@@ -81,6 +89,18 @@ class WxrExport:
     site_url: str
     authors: dict[str, str]
     items: list[WxrItem]
+    # category nicename -> (name, parent nicename or ""), from the channel's <wp:category> list
+    categories: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def category_path(self, nicename: str, name: str) -> str:
+        """`Parent/Child` for a category, from the export's tree; a loop in the tree stops where it repeats."""
+        parts, seen, slug = [name], {nicename}, self.categories.get(nicename, (name, ""))[1]
+        while slug and slug not in seen and slug in self.categories:
+            seen.add(slug)
+            parent_name, slug_next = self.categories[slug]
+            parts.append(parent_name)
+            slug = slug_next
+        return "/".join(reversed(parts))
 
 
 def _parse_xml(xml: bytes) -> Element:
@@ -114,18 +134,31 @@ def parse_wxr(xml: bytes) -> WxrExport:
                                         _text(author, "wp", "author_last_name")) if p)
         if login:
             authors[login] = htmllib.unescape(name) if name else login
+    categories: dict[str, tuple[str, str]] = {}
+    for cat in _children(channel, "wp", "category"):
+        nicename = _text(cat, "wp", "category_nicename")
+        if nicename:
+            name = htmllib.unescape(_text(cat, "wp", "cat_name")) or nicename
+            categories[nicename] = (name, _text(cat, "wp", "category_parent"))
     items = [_parse_item(el) for el in _children(channel, "", "item")]
-    return WxrExport(site_url=site_url, authors=authors, items=items)
+    return WxrExport(site_url=site_url, authors=authors, items=items, categories=categories)
 
 
 def _parse_item(el: Element) -> WxrItem:
     categories: list[str] = []
     tags: list[str] = []
+    slugs: list[tuple[str, str]] = []
+    post_format = ""
     for cat in _children(el, "", "category"):
         name = htmllib.unescape((cat.text or "").strip()) or cat.get("nicename", "")
-        target = {"category": categories, "post_tag": tags}.get(cat.get("domain", ""))
+        domain = cat.get("domain", "")
+        if domain == "post_format":
+            post_format = cat.get("nicename", "").removeprefix("post-format-")
+        target = {"category": categories, "post_tag": tags}.get(domain)
         if target is not None and name and name not in target:
             target.append(name)
+            if domain == "category":
+                slugs.append((name, cat.get("nicename", "")))
     meta: dict[str, str] = {}
     for pm in _children(el, "wp", "postmeta"):
         key = _text(pm, "wp", "meta_key")
@@ -146,6 +179,13 @@ def _parse_item(el: Element) -> WxrItem:
         tags=tags,
         meta=meta,
         attachment_url=_text(el, "wp", "attachment_url"),
+        password=_text(el, "wp", "post_password"),
+        link=_text(el, "", "link"),
+        parent_id=_text(el, "wp", "post_parent"),
+        sticky=_text(el, "wp", "is_sticky") == "1",
+        post_format=post_format,
+        comments=len(_children(el, "wp", "comment")),
+        category_slugs=tuple(slugs),
     )
 
 

@@ -91,6 +91,10 @@ class StageContext(Protocol):
         """The job's events so far, oldest first: type, message, ts, and level or stage when they have one."""
         ...
 
+    def recorded_issues(self) -> list[JSON]:
+        """Every issue any stage of the job has recorded so far, oldest first, each once."""
+        ...
+
     def fan_out(self, batches: Sequence[int]) -> None:
         """Have this stage's `run_batch(ctx, n)` run for each n, on whichever workers are free."""
         ...
@@ -161,6 +165,9 @@ class LocalContext:
 
     def events(self) -> list[dict[str, str]]:
         return list(self.job_events)
+
+    def recorded_issues(self) -> list[JSON]:
+        return [i.to_json() for i in self.issues]
 
     def fan_out(self, batches: Sequence[int]) -> None:
         # In-process: run them right here, in order (pure tests and benchmarks).

@@ -102,6 +102,23 @@ def issue_report(issues: list[JSON]) -> JSON:
         "moduleCounts": dict(Counter(str(i.get("stage") or i.get("module") or "unknown") for i in issues))}}
 
 
+def _issue_key(issue: JSON) -> tuple[str, ...]:
+    return tuple(str(issue.get(k) or "") for k in ("stage", "path", "message", "severity", "kind"))
+
+
+def _other_issues(processor_issues: JSON, issues: list[JSON]) -> list[JSON]:
+    """The issues of every stage but parse's (processor-issues.json has those), each once: stages record theirs in
+    the job as they go, and publish's own may be recorded already by an earlier attempt."""
+    seen = {_issue_key(i) for i in processor_issues.get("issues") or []}
+    out = []
+    for issue in issues:
+        key = _issue_key(issue)
+        if key not in seen:
+            seen.add(key)
+            out.append(issue)
+    return out
+
+
 def files_listing(files: dict[str, tuple[str, int]]) -> list[JSON]:
     """files-dist.json: `[{path, filename, extension, size, folder}]`, as the original listed a folder."""
     out = []
@@ -360,7 +377,8 @@ def run(ctx: StageContext) -> StageResult:
         models = _vector_files(ctx, w, posts)
         if store.exists(db_key):
             w.write("content.sqlite", store.get_bytes(db_key))
-        worker_issues = extra_issues + [i.to_json() for i in pub.issues]
+        worker_issues = _other_issues(processor_issues, extra_issues + ctx.recorded_issues()
+                                      + [i.to_json() for i in pub.issues])
         w.json("worker-issues.json", issue_report(worker_issues))
         w.json("files-dist.json", files_listing({**pub.elsewhere, **w.files}))
         w.json("manifest.json", {

@@ -10,6 +10,9 @@ Output, MADE_REPOSITORY (catalog.py; what fetch reads), with `kind`:
 - "url": a git URL (the repository GitHub made); fetch clones it with the job's git token.
 and `branch`, `commit`, `remote` (masked), `files`, and for wp-import the converter's counts (`import`).
 
+wp-import downloads the export's media first, one URL per step with the stage cursor (stages/wp_media.py), then
+converts; a re-import to the same remote commits on top of its branch.
+
 Retries: what was made is checkpointed (`result/made.json`) before anything is pushed or waited for, so a retry
 after a failed push or a slow GitHub neither calls the chat model nor asks GitHub for the repository again; once
 MADE_REPOSITORY exists the stage only answers its summary.
@@ -26,17 +29,18 @@ from typing import Any
 
 from pipeline.catalog import MADE_REPOSITORY, MADE_TREE
 from pipeline.errors import PermanentError
-from pipeline.http.address_policy import image_policy, outbound_policy
+from pipeline.http.address_policy import outbound_policy
 from pipeline.http.credentials import original_key, restore
 from pipeline.http.token_scope import git_token
 from pipeline.models import JSON, StageResult
 from pipeline.sources.brief import generate_files, write_files
 from pipeline.sources.git import mask_secrets, mask_url
-from pipeline.sources.git_write import commit_tree, push
+from pipeline.sources.git_write import commit_tree, fetch_branch, push
 from pipeline.sources.github_template import create_repository, generate_from_template, wait_until_cloneable
 from pipeline.sources.local_roots import existing_local, local_path_of
 from pipeline.sources.wordpress import convert_wxr
 from pipeline.stages.context import StageContext
+from pipeline.stages.wp_media import download_media, downloaded
 from pipeline.stores.artifacts import ArtifactStore
 from pipeline.stores.inputs import option_text
 
@@ -59,7 +63,10 @@ def run(ctx: StageContext) -> StageResult:
         made: JSON = ctx.artifacts.get_json(made_key)
         ctx.log("source: the repository was made by an earlier attempt; delivering it")
     else:
-        made = maker(ctx)
+        maybe = maker(ctx)
+        if maybe is None:
+            return StageResult.more()  # a maker with work in steps (wp-import's media) saved its cursor
+        made = maybe
         ctx.artifacts.put_json(made_key, made)
     result = _deliver(ctx, made)
     ctx.artifacts.put_json(result_key, result)
@@ -99,12 +106,13 @@ def _deliver(ctx: StageContext, made: JSON) -> JSON:
 # ------------------------------------------------------------------------------------------------ makers
 
 
-def _wordpress(ctx: StageContext) -> JSON:
+def _wordpress(ctx: StageContext) -> JSON | None:
     xml = _wxr_bytes(ctx.spec.options, ctx.artifacts, ctx.settings.local_source_roots)
-    settings = ctx.settings
+    if not download_media(ctx, xml):
+        return None
     with ctx.artifacts.write_tree(MADE_TREE.key(ctx.job_id)) as work:
-        report = convert_wxr(xml, work, policy=image_policy(settings), max_bytes=settings.image_fetch_max_bytes)
-        made = _commit(ctx, work, WP_MESSAGE)
+        report = convert_wxr(xml, work, download=downloaded(ctx), max_bytes=ctx.settings.image_fetch_max_bytes)
+        made = _commit(ctx, work, WP_MESSAGE, on_remote=True)
     for issue in report.issues:
         ctx.record_issue(replace(issue, stage=ctx.stage))
     counts = report.to_json()
@@ -146,19 +154,31 @@ def _template(ctx: StageContext) -> JSON:
             "fullName": repo.full_name, "htmlUrl": repo.html_url}
 
 
-MAKERS: dict[str, Callable[[StageContext], JSON]] = {
+# A maker returns what it made, or None when it saved its cursor and wants to continue in a fresh task.
+MAKERS: dict[str, Callable[[StageContext], JSON | None]] = {
     "wp-import": _wordpress,
     "generate-project-from-brief": _brief,
     "generate-and-deploy-project": _brief,
     "new-repo-from-template": _template,
     "process-from-template": _template,
+    "wp-import-local": _wordpress,
+    "generate-project-local": _brief,
 }
 
 
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def _commit(ctx: StageContext, work: Path, message: str) -> JSON:
+def _commit(ctx: StageContext, work: Path, message: str, *, on_remote: bool = False) -> JSON:
+    """`on_remote`: commit on top of the job's remote branch when it has one (wp-import, whose work before this is
+    checkpointed; a brief is not, and a failing remote here would have the model asked again)."""
+    remote = _remote(ctx) if on_remote else None
+    if remote is not None:
+        # A second import to the same remote goes on top of what is there: a new root commit could not be pushed.
+        parent = fetch_branch(work, remote, token=git_token(ctx, remote), branch=BRANCH,
+                              policy=outbound_policy(ctx.settings), timeout_s=ctx.settings.git_timeout_s)
+        if parent is not None:
+            ctx.log(f"source: committing on top of {BRANCH} of {mask_url(remote)} at {parent[:12]}")
     # The job's creation time as the commit's: a conversion redone after a crash gives the same sha, so pushing
     # it again is a no-op rather than a diverged branch.
     sha = commit_tree(work, message, branch=BRANCH, timestamp=int(ctx.spec.created_at))

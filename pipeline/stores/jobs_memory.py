@@ -208,7 +208,12 @@ class MemoryJobStore:
 
     def add_issue(self, job_id: str, issue: Issue) -> None:
         with self._lock:
-            self.space.items(self.keys.issues(job_id)).append(job_hash.encode_issue(issue))
+            seen = self.space.items(self.keys.issues_seen(job_id))
+            encoded = job_hash.encode_issue(issue)
+            if encoded not in seen:  # the same issue of the same file is listed once, as in Redis
+                seen.append(encoded)
+                self.space.items(self.keys.issues(job_id)).append(encoded)
+            self.space.expire(self.keys.issues_seen(job_id), self.ttl_s)
             self.space.expire(self.keys.issues(job_id), self.ttl_s)
 
     def issues(self, job_id: str) -> list[JSON]:

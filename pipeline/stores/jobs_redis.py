@@ -39,6 +39,15 @@ return redis.call('DEL', KEYS[1])
 """
 
 
+# A retried stage, a redelivered batch or one URL used in many places records the same issue again: list it once.
+_ADD_ISSUE = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then redis.call('RPUSH', KEYS[1], ARGV[1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+
 class RedisJobStore:
     def __init__(self, client: redis.Redis, prefix: str = "repobuild:", ttl_s: int = 7 * 24 * 3600,
                  events_max: int = 1000) -> None:
@@ -49,6 +58,7 @@ class RedisJobStore:
         self._fenced_hset = self.r.register_script(_FENCED_HSET)
         self._renew = self.r.register_script(_RENEW)
         self._release = self.r.register_script(_RELEASE)
+        self._add_issue = self.r.register_script(_ADD_ISSUE)
 
     @classmethod
     def from_url(cls, url: str, sentinel_master: str = "mymaster", **kw: Any) -> RedisJobStore:
@@ -164,10 +174,8 @@ class RedisJobStore:
         self.r.zrem(self.keys.active, job_id)
 
     def add_issue(self, job_id: str, issue: Issue) -> None:
-        with self.r.pipeline() as pipe:
-            pipe.rpush(self.keys.issues(job_id), job_hash.encode_issue(issue))
-            pipe.expire(self.keys.issues(job_id), self.ttl_s)
-            pipe.execute()
+        self._add_issue(keys=[self.keys.issues(job_id), self.keys.issues_seen(job_id)],
+                        args=[job_hash.encode_issue(issue), int(self.ttl_s)])
 
     def issues(self, job_id: str) -> list[JSON]:
         return [job_hash.decode_issue(x) for x in cast(list[str], self.r.lrange(self.keys.issues(job_id), 0, -1))]

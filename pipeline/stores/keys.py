@@ -28,13 +28,18 @@ class RedisKeys:
         """List: the job's skipped items, as JSON."""
         return f"{self.job(job_id)}:issues"
 
+    def issues_seen(self, job_id: str) -> str:
+        """Set: the issues already in the list, so the same issue of the same file is listed once."""
+        return f"{self.job(job_id)}:issues-seen"
+
     def events(self, job_id: str) -> str:
         """Stream: the job's events, capped."""
         return f"{self.job(job_id)}:events"
 
     def job_keys(self, job_id: str) -> list[str]:
         """The keys one job owns outright (its batch keys expire on their own)."""
-        return [self.job(job_id), self.secrets(job_id), self.issues(job_id), self.events(job_id)]
+        return [self.job(job_id), self.secrets(job_id), self.issues(job_id), self.issues_seen(job_id),
+                self.events(job_id)]
 
     def lease(self, job_id: str, holder: str) -> str:
         """String: the token of whoever runs `holder` (a stage, or `<stage>#<n>` for one batch)."""

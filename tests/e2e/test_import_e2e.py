@@ -79,6 +79,9 @@ def export_xml(base: str) -> bytes:
         item(12, "page", "publish", title="About", slug="about", content="<h2>Who</h2>\n\nA harbour diary."),
         item(13, "post", "draft", title="Unfinished Thoughts", content="<p>Not ready.</p>",
              date="2023-02-01 09:30:00", date_gmt="0000-00-00 00:00:00"),
+        item(14, "post", "publish", title="Members only", slug="members", content="<p>quokkasecret words</p>",
+             password="letmein"),
+        item(15, "post", "private", title="Diary", slug="diary", content="<p>quokkaprivate words</p>"),
         item(20, "attachment", "inherit", title="dawn", slug="dawn", attachment_url=dawn),
         item(21, "attachment", "inherit", title="cover", slug="cover", attachment_url=f"{base}{UPLOADS}/cover.png"),
         item(22, "attachment", "inherit", title="gone", slug="gone", attachment_url=gone),
@@ -154,6 +157,38 @@ def test_wp_import_through_process_pushes_deploys_and_keeps_the_token_out(
     payload, raw = callback_of(cb, "wp-1")
     assert payload["status"] == "completed" and payload["result"]["publishInfo"]["projectId"] == project
     assert TOKEN.encode() not in raw and all(TOKEN.encode() not in req["body"] for req in cb.requests)
+
+    # private and password-protected posts are in neither the repository nor the bundle (nor its FTS index)
+    assert summary["import"]["withheld"] == 2
+    assert not any("quokka" in (back / rel).read_text() for rel in files_of(back) if rel.endswith(".md"))
+    sqlite = s3.get_object(Bucket=bucket, Key=f"projects/{project}/wp-1/content.sqlite")["Body"].read()
+    assert b"quokka" not in sqlite and b"quokka" not in json.dumps(posts).encode()
+    # every issue of the job reaches the result, the callback, the manifest and the issue files
+    issues = store.issues("wp-1")
+    assert len(issues) >= 3  # the dead image and the two withheld posts, at least
+    assert job.result["counts"]["issues"] == len(issues) == payload["result"]["counts"]["issues"]  # type: ignore[index]
+    manifest = s3_json(s3, bucket, f"projects/{project}/wp-1/manifest.json")
+    assert manifest["counts"]["issues"] == len(issues)
+    worker_issues = s3_json(s3, bucket, f"projects/{project}/wp-1/worker-issues.json")["issues"]
+    processor_issues = s3_json(s3, bucket, f"projects/{project}/wp-1/processor-issues.json")["issues"]
+    assert len(worker_issues) + len(processor_issues) == len(issues)
+    assert {i["path"] for i in worker_issues if i["kind"] == "withheld"} == {"post:14", "post:15"}
+
+    # a second import to the same remote commits on top of the first (a new root commit would be refused)
+    media2 = MediaServer({f"{UPLOADS}/dawn.jpg": DAWN, f"{UPLOADS}/cover.png": COVER})
+    try:
+        again = export_xml(media2.base).replace(b"Fresh fish every", b"Fresh fish on")
+        submit_process(api, "wp-2", "wp-import", cb.url,
+                       {"wpXml": b64(again), "projectId": project, "orgId": ORG,
+                        "remoteUrl": with_token(url), "skipEmbeddings": True})
+        second = finished(store, "wp-2", JobStatus.COMPLETED)
+    finally:
+        media2.stop()
+    back2 = clone_back(url, tmp_path / "back2")
+    head2 = head_of_main(back2)
+    assert head2.id.decode() == second.stage("source").summary["commit"] != head.id.decode()
+    assert head2.parents == [head.id]
+    assert "Fresh fish on" in (back2 / "posts/fish-market/index.md").read_text()
 
 
 @pytest.mark.parametrize("via", ["jobs", "process"])

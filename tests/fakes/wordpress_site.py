@@ -13,16 +13,23 @@ UPLOADS = "/wp-content/uploads/2023/01"
 
 
 class MediaServer:
-    """Serves fixed bytes by raw request path on 127.0.0.1 and records every path asked for; 404 otherwise."""
+    """Serves fixed bytes by raw request path on 127.0.0.1 and records every path asked for; 404 otherwise.
 
-    def __init__(self, routes: dict[str, bytes]) -> None:
+    A path in `hang` is accepted and never answered (until stop), like a media host that has gone silent."""
+
+    def __init__(self, routes: dict[str, bytes], hang: frozenset[str] = frozenset()) -> None:
         self.routes = routes
+        self.hang = hang
         self.requests: list[str] = []
+        self.stopping = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 server.requests.append(self.path)
+                if self.path in server.hang:
+                    server.stopping.wait()
+                    return
                 body = server.routes.get(self.path)
                 self.send_response(200 if body is not None else 404)
                 self.send_header("Content-Length", str(len(body or b"")))
@@ -38,12 +45,18 @@ class MediaServer:
         self.thread.start()
 
     def stop(self) -> None:
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)
 
 
-def wxr(base: str, items: str, *, version: str = "1.2", doctype: str = "") -> bytes:
+def wxr(base: str, items: str, *, version: str = "1.2", doctype: str = "",
+        channel_categories: tuple[tuple[str, str, str], ...] = ()) -> bytes:
+    """`channel_categories`: (nicename, name, parent nicename) of the export's category tree."""
+    cats = "\n".join(f"  <wp:category><wp:category_nicename>{n}</wp:category_nicename><wp:category_parent>{p}"
+                     f"</wp:category_parent><wp:cat_name><![CDATA[{t}]]></wp:cat_name></wp:category>"
+                     for n, t, p in channel_categories)
     return f"""<?xml version="1.0" encoding="UTF-8" ?>{doctype}
 <rss version="2.0"
   xmlns:excerpt="http://wordpress.org/export/{version}/excerpt/"
@@ -68,6 +81,7 @@ def wxr(base: str, items: str, *, version: str = "1.2", doctype: str = "") -> by
     <wp:author_last_name><![CDATA[Lovelace]]></wp:author_last_name>
   </wp:author>
   <generator>https://wordpress.org/?v=6.4.2</generator>
+{cats}
 {items}
 </channel>
 </rss>
@@ -77,15 +91,18 @@ def wxr(base: str, items: str, *, version: str = "1.2", doctype: str = "") -> by
 def item(post_id: int | str, post_type: str, status: str, *, title: str = "", slug: str = "", content: str = "",
          excerpt: str = "", creator: str = "admin", date: str = "2023-01-05 11:00:00",
          date_gmt: str = "2023-01-05 10:00:00", categories: tuple[tuple[str, str, str], ...] = (),
-         meta: tuple[tuple[str, str], ...] = (), attachment_url: str = "") -> str:
+         meta: tuple[tuple[str, str], ...] = (), attachment_url: str = "", password: str = "", parent: int = 0,
+         sticky: bool = False, comments: int = 0, link: str = "") -> str:
     cats = "\n".join(f'    <category domain="{d}" nicename="{n}"><![CDATA[{t}]]></category>'
                      for d, n, t in categories)
     metas = "\n".join(f"    <wp:postmeta><wp:meta_key><![CDATA[{k}]]></wp:meta_key>"
                       f"<wp:meta_value><![CDATA[{v}]]></wp:meta_value></wp:postmeta>" for k, v in meta)
     attachment = f"    <wp:attachment_url><![CDATA[{attachment_url}]]></wp:attachment_url>" if attachment_url else ""
+    comment_xml = "\n".join(f"    <wp:comment><wp:comment_id>{n}</wp:comment_id><wp:comment_content><![CDATA[c{n}]]>"
+                            "</wp:comment_content></wp:comment>" for n in range(1, comments + 1))
     return f"""  <item>
     <title><![CDATA[{title}]]></title>
-    <link>https://harbour.example/?p={post_id}</link>
+    <link>{link or f"https://harbour.example/?p={post_id}"}</link>
     <pubDate>Thu, 05 Jan 2023 10:00:00 +0000</pubDate>
     <dc:creator><![CDATA[{creator}]]></dc:creator>
     <guid isPermaLink="false">https://harbour.example/?p={post_id}</guid>
@@ -98,11 +115,13 @@ def item(post_id: int | str, post_type: str, status: str, *, title: str = "", sl
     <wp:comment_status><![CDATA[open]]></wp:comment_status>
     <wp:post_name><![CDATA[{slug}]]></wp:post_name>
     <wp:status><![CDATA[{status}]]></wp:status>
-    <wp:post_parent>0</wp:post_parent>
+    <wp:post_parent>{parent}</wp:post_parent>
+    <wp:post_password><![CDATA[{password}]]></wp:post_password>
     <wp:menu_order>0</wp:menu_order>
     <wp:post_type><![CDATA[{post_type}]]></wp:post_type>
-    <wp:is_sticky>0</wp:is_sticky>
+    <wp:is_sticky>{int(sticky)}</wp:is_sticky>
 {attachment}
+{comment_xml}
 {cats}
 {metas}
   </item>"""

@@ -289,3 +289,27 @@ def test_a_cause_whose_text_shows_the_token_is_not_chained() -> None:
     assert cause(leaky, TOKEN) is None
     plain = GitProtocolError("unexpected http resp 403 for http://127.0.0.1/r.git")
     assert cause(plain, TOKEN) is plain
+
+
+def test_a_second_fresh_tree_commits_on_top_of_the_remote(tmp_path: Path, remote: GitHttpServer) -> None:
+    """A re-import builds its tree from nothing; fetch_branch makes it a child of the remote's tip, so it pushes."""
+    url = remote.url_for("site.git")
+    first = tmp_path / "first"
+    assert git_write.fetch_branch(first, url, token=TOKEN, policy=LOCAL_POLICY) is None  # empty remote
+    write(first, {"posts/a/index.md": b"a", "posts/old/index.md": b"old"})
+    sha1 = commit_tree(first, "import 1", timestamp=WHEN)
+    push(first, url, token=TOKEN)
+
+    second = tmp_path / "second"  # a new working tree, as a new job has
+    write(second, {"posts/a/index.md": b"a, edited"})
+    assert git_write.fetch_branch(second, url, token=TOKEN, policy=LOCAL_POLICY) == sha1
+    sha2 = commit_tree(second, "import 2", timestamp=WHEN + 1)
+    push(second, url, token=TOKEN)
+    back = tmp_path / "back"
+    assert clone(url, back, token=TOKEN) == sha2
+    assert commit_of(back, sha2).parents == [sha1.encode()]
+    # what the new import no longer has is deleted, not kept from the old one
+    assert files_of(back) == {"posts/a/index.md": b"a, edited"}
+
+    with pytest.raises(PermanentError, match="not found"):
+        git_write.fetch_branch(tmp_path / "third", remote.url_for("nope.git"), token=TOKEN, policy=LOCAL_POLICY)

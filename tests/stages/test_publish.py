@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from pipeline.errors import PermanentError
+from pipeline.models import Issue
 from pipeline.stages import build_db, publish
 from pipeline.stages.context import LocalContext
+from pipeline.stages.parse import issue_report
 from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.targets import local
 from pipeline.targets.local import LocalFolderTarget
@@ -248,3 +250,22 @@ def test_output_from_spec_and_bad_revision(tmp_path: Path) -> None:
         LocalFolderTarget(tmp_path).revision_path("../x")
     with pytest.raises(PermanentError):
         LocalFolderTarget(tmp_path).revision_path("latest")
+
+
+def test_issues_recorded_by_any_stage_reach_the_issue_files_and_counts_once(tmp_path: Path) -> None:
+    """The source stage's issues (a wp-import's dead media, withheld private posts) live only in the job's list;
+    they reach worker-issues.json and the manifest's count, and an issue recorded twice is listed once."""
+    ctx = prepared(tmp_path)
+    dead = Issue("source", "posts/a/index.md", "media not downloaded, original URL kept: https://h/x.png",
+                 "warning", "attachment")
+    withheld = Issue("source", "post:2", "private post not imported", "info", "withheld")
+    ctx.issues.extend([dead, withheld, dead])
+    broken = Issue("parse", "hello.md", "broken link: nowhere", "warning", "broken-link")
+    ctx.artifacts.put_json("jobs/job-1/parse/result/processor-issues.json", issue_report([broken.to_json()]))
+    ctx.issues.append(broken)  # parse records its own in the job too: listed in processor-issues.json only
+    rev = Path(publish.run(ctx).summary["path"])
+    report = load(rev / "worker-issues.json")
+    assert report["issues"] == [dead.to_json(), withheld.to_json()]
+    assert report["summary"]["moduleCounts"] == {"source": 2}
+    assert load(rev / "processor-issues.json")["issues"] == [broken.to_json()]
+    assert load(rev / "manifest.json")["counts"]["issues"] == 3

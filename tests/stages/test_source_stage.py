@@ -5,6 +5,8 @@ server and a GitHub API."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from dulwich.objects import Commit
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
+from pipeline.catalog import MADE_TREE
 from pipeline.errors import PermanentError, TransientError
 from pipeline.models import JobSpec
 from pipeline.settings import Settings
@@ -348,3 +351,94 @@ def test_settings_round_trip_the_new_fields() -> None:
     assert (back.openai_chat_model, back.github_api_url) == ("llama-3-8b", "https://ghe.example/api/v3")
     assert (Settings.from_env({}).openai_chat_model, Settings.from_env({}).github_api_url) == (
         "gpt-4o-mini", "https://api.github.com")
+
+
+def test_wp_media_downloads_are_checkpointed_past_a_silent_host(settings: Settings) -> None:
+    """A host that accepts and never answers costs one timeout per URL, once: the stage continues from its cursor
+    instead of starting over, and what could not be fetched is an issue with its original URL kept."""
+    silent = {f"{UPLOADS}/silent-{n}.jpg" for n in range(3)}
+    server = MediaServer({f"{UPLOADS}/photo.jpg": PHOTO}, hang=frozenset(silent))
+    try:
+        body = "".join(f'<p><img src="{server.base}{path}" alt="s"/></p>' for path in sorted(silent))
+        items = [item(1, "post", "publish", title="Silent", slug="silent", content=body),
+                 item(2, "post", "publish", title="Fine", slug="fine",
+                      content=f'<p><img src="{server.base}{UPLOADS}/photo.jpg" alt="p"/></p>')]
+        xml = wxr(server.base, "\n".join(items))
+        quick = settings.model_copy(update={"wp_media_timeout_s": 0.3})
+        ctx = context(quick, "wp-import", {"wpXml": base64.b64encode(xml).decode()})
+        ctx.budget_s = 0.0  # every call yields after one URL, as continuations after a spent budget would
+        calls, cursors = 0, []
+        while True:
+            ctx.restart_budget()
+            result = source.run(ctx)
+            calls += 1
+            if result.finished:
+                break
+            cursors.append(dict(ctx.cursor or {}))
+        assert [c["next"] for c in cursors] == [1, 2, 3]  # one URL per continuation, never from zero again
+        assert calls == 4
+        # each URL was asked for exactly once, across all the continuations
+        assert sorted(server.requests) == sorted([*silent, f"{UPLOADS}/photo.jpg"])
+        failed = [i for i in ctx.issues if i.path == "posts/silent/index.md"]
+        assert len(failed) == 3 and all("media not downloaded" in i.message and "ReadTimeout" in i.message
+                                        for i in failed), ctx.issues
+        tree = ctx.artifacts.tree(MADE_TREE.key(ctx.job_id))
+        assert (tree / "posts/fine/images/photo.jpg").read_bytes() == PHOTO
+        assert f"{server.base}{UPLOADS}/silent-0.jpg" in (tree / "posts/silent/index.md").read_text()
+    finally:
+        server.stop()
+
+
+def test_wp_media_budget_spent_leaves_the_rest_as_issues(settings: Settings, media: MediaServer) -> None:
+    spent = settings.model_copy(update={"wp_media_budget_s": 0.0})
+    ctx = context(spent, "wp-import", {"wpXml": base64.b64encode(realistic(media.base)).decode()})
+    result = source.run(ctx)
+    assert result.finished and media.requests == []
+    assert result.summary["import"]["attachmentsDownloaded"] == 0
+    assert ctx.issues and all("media budget of 0s was spent" in i.message for i in ctx.issues
+                              if i.kind == "attachment")
+
+
+def test_wp_import_local_builds_without_private_or_unpublished_posts(settings: Settings, media: MediaServer) -> None:
+    """source → fetch → parse → build_db → publish in process, sharing one issue list as the job store would:
+    private, password-protected, draft and scheduled posts reach neither posts.json nor content.sqlite (FTS),
+    and the source stage's issues reach the bundle's issue file and counts."""
+    from pipeline.stages import build_db, parse, publish  # noqa: PLC0415 - only this test builds a bundle
+    from pipeline.stages.context import run_to_end  # noqa: PLC0415
+
+    items = [
+        item(1, "post", "publish", title="Open harbour", slug="open",
+             content=f'<p>boats everywhere</p><audio controls src="{media.base}{UPLOADS}/song.mp3"></audio>'),
+        item(9, "attachment", "inherit", title="song", slug="song", attachment_url=f"{media.base}{UPLOADS}/song.mp3"),
+        item(2, "post", "private", title="Private", slug="private", content="<p>zanzibarprivate</p>"),
+        item(3, "post", "publish", title="Locked", slug="locked", content="<p>zanzibarlocked</p>", password="pw"),
+        item(4, "post", "future", title="Scheduled", slug="scheduled", content="<p>zanzibarfuture</p>",
+             date_gmt="2030-01-01 00:00:00"),
+        item(5, "post", "draft", title="Draft", slug="draft", content="<p>zanzibardraft</p>"),
+    ]
+    path = Path(settings.temp_dir) / "export.xml"
+    media.routes[f"{UPLOADS}/song.mp3"] = b"ID3-song-bytes"
+    path.write_bytes(wxr(media.base, "\n".join(items)))
+    options = {"xmlFilePath": str(path), "skipEmbeddings": True}
+    first = context(settings, "wp-import-local", options)
+    assert source.run(first).finished
+    issues = first.issues
+    for stage, run in (("fetch", fetch.run), ("parse", parse.run), ("build_db", build_db.run),
+                       ("publish", publish.run)):
+        ctx = context(settings, "wp-import-local", options, stage=stage)
+        ctx.issues = issues
+        result = run_to_end(run, ctx)
+    bundle = Path(result.summary["path"])
+    posts = json.loads((bundle / "posts.json").read_bytes())
+    assert [p["slug"] for p in posts] == ["open"]
+    # the audio attachment is media: saved beside the post, linked, and in medias.json
+    song = hashlib.sha256(b"ID3-song-bytes").hexdigest()
+    assert "Audio: song.mp3" in posts[0]["html"] and song in posts[0]["html"]
+    assert [m["fileExt"] for m in json.loads((bundle / "medias.json").read_bytes())] == ["mp3"]
+    everything = b"".join(p.read_bytes() for p in bundle.rglob("*") if p.is_file())
+    assert b"zanzibar" not in everything  # in no file of the bundle, content.sqlite and its FTS index included
+    withheld = [i for i in json.loads((bundle / "worker-issues.json").read_bytes())["issues"]
+                if i["kind"] == "withheld"]
+    assert sorted(i["path"] for i in withheld) == ["post:2", "post:3"]
+    manifest = json.loads((bundle / "manifest.json").read_bytes())
+    assert manifest["counts"]["issues"] == len({(i.stage, i.path, i.message) for i in issues}) >= 2

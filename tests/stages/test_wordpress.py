@@ -12,6 +12,9 @@ import pytest
 
 from pipeline.errors import PermanentError, TransientError
 from pipeline.markdown.frontmatter import split_frontmatter
+from pipeline.markdown.links import Resolver
+from pipeline.markdown.render import render_post
+from pipeline.markdown.urls import UrlScheme
 from pipeline.models import JSON
 from pipeline.sources.wordpress import ImportReport, convert_wxr
 from pipeline.sources.wordpress_html import html_to_markdown
@@ -71,7 +74,7 @@ def test_realistic_export(tmp_path: Path, server: MediaServer) -> None:
         "posts/with-cover/index.md", "posts/with-cover/images/cover.png",
         "posts/classic-autop/index.md",
         "posts/with-caption/index.md", "posts/with-caption/images/photo.jpg",
-        "posts/with-caption/images/photo-300x200.jpg",
+        "posts/with-caption/images/photo-300x200.jpg", "posts/with-caption/images/cover.png",
         "posts/hello-world-2/index.md",
     }
     assert report.files == sorted(expected_files)
@@ -123,7 +126,8 @@ def test_realistic_export(tmp_path: Path, server: MediaServer) -> None:
 
     _, body = read(dest, "posts/with-caption/index.md")
     assert body.strip() == ("[![The harbour at dawn](images/photo-300x200.jpg)](images/photo.jpg)\n\n"
-                            '*The harbour at dawn*\n\nAfter the caption. [gallery ids="20,21"]')
+                            "*The harbour at dawn*\n\nAfter the caption.\n\n![photo](images/photo.jpg)\n\n*photo*\n\n"
+                            "![cover](images/cover.png)\n\n*cover*")
 
     fm, body = read(dest, "posts/hello-world-2/index.md")
     assert fm["title"] == "Hello again" and body.strip() == "Same slug."
@@ -368,6 +372,7 @@ def test_report_json_shape(tmp_path: Path) -> None:
     assert isinstance(report, ImportReport)
     assert report.to_json() == {"posts": 0, "pages": 0, "drafts": 0, "attachments": 0, "attachmentsDownloaded": 0,
                                 "attachmentsFailed": 0, "skipped": 1, "skippedReasons": {"status:trash": 1},
+                                "withheld": 0, "commentsSkipped": 0,
                                 "issues": [], "files": []}
 
 
@@ -377,11 +382,125 @@ def test_unpublished_statuses_become_drafts(tmp_path: Path) -> None:
                                                       ("page", "draft"), ("post", "auto-draft"),
                                                       ("post", "inherit")], start=1)]
     report = convert_wxr(wxr("https://harbour.example", "\n".join(items)), tmp_path / "repo", fetch_media=False)
-    assert (report.posts, report.pages, report.drafts, report.skipped) == (0, 0, 5, 1)
-    assert report.skipped_reasons == {"status:auto-draft": 1}
-    assert report.files == ["pages/_drafts/id-4/index.md", "posts/_drafts/id-1/index.md",
-                            "posts/_drafts/id-2/index.md", "posts/_drafts/id-3/index.md",
-                            "posts/_drafts/id-6/index.md"]
+    # a private post is not a draft: it is not written at all (see test_private_and_password_posts_are_withheld)
+    assert (report.posts, report.pages, report.drafts, report.skipped) == (0, 0, 4, 2)
+    assert report.skipped_reasons == {"status:auto-draft": 1, "private": 1}
+    # drafts keep their slug
+    assert report.files == ["pages/_drafts/s4/index.md", "posts/_drafts/s1/index.md",
+                            "posts/_drafts/s3/index.md", "posts/_drafts/s6/index.md"]
     for rel in report.files:
         fm, _ = read(tmp_path / "repo", rel)
         assert fm["draft"] is True
+
+
+# ------------------------------------------------------------------------------------------------ issue 13 cases
+
+
+@pytest.mark.parametrize(("html", "expected"), [
+    # <br> in preformatted text, verse and inline code is a newline, never a trailing backslash
+    ("<pre>a<br>b<br/>c</pre>", "```\na\nb\nc\n```"),
+    ('<pre class="wp-block-verse">line one<br>line two</pre>', "```\nline one\nline two\n```"),
+    ("<p>run <code>a<br>b</code></p>", "run `a\nb`"),
+    # a `|` in a cell is escaped, so the table stays a table
+    ("<table><tr><th>a|b</th><th>c</th></tr><tr><td>1</td><td>x|y</td></tr></table>",
+     "| a\\|b | c |\n| --- | --- |\n| 1 | x\\|y |"),
+    # a bare URL becomes an autolink: its underscores are not escaped
+    ("<p>see https://ex.org/a_b_c now.</p>", "see <https://ex.org/a_b_c> now."),
+    ('<audio controls src="https://h.example/x.mp3"></audio>', "[Audio: x.mp3](https://h.example/x.mp3)"),
+    ('<video controls><source src="https://h.example/clip.mov" type="video/quicktime"></video>',
+     "[Video: clip.mov](https://h.example/clip.mov)"),
+    ('<p>H<sub>2</sub>O, E=mc<sup>2</sup>, <u>u</u>, <ins>new</ins>, <abbr title="World Wide Web">WWW</abbr></p>',
+     'H<sub>2</sub>O, E=mc<sup>2</sup>, <u>u</u>, <ins>new</ins>, <abbr title="World Wide Web">WWW</abbr>'),
+    ("<dl>\n<dt>Term</dt>\n<dd>Its definition</dd>\n</dl>", "<dl> <dt>Term</dt> <dd>Its definition</dd> </dl>"),
+    ("<address>1 Harbour Road\nPortsmouth<br>England</address>", "1 Harbour Road\\\nPortsmouth\\\nEngland"),
+    # each image of a gallery keeps its own caption, emphasised once; the gallery's caption follows
+    ('<figure class="wp-block-gallery"><figure class="wp-block-image"><img src="a.jpg" alt=""/>'
+     '<figcaption>Cap A</figcaption></figure><figure class="wp-block-image"><img src="b.jpg" alt=""/>'
+     '<figcaption><em>Cap B</em></figcaption></figure><figcaption>All of them</figcaption></figure>',
+     "![Cap A](a.jpg)\n\n*Cap A*\n\n![Cap B](b.jpg)\n\n*Cap B*\n\n*All of them*"),
+])
+def test_html_cases_of_the_theme_unit_test(html: str, expected: str) -> None:
+    assert html_to_markdown(f"<!-- wp:html -->{html}<!-- /wp:html -->")[0] == expected
+
+
+def test_html_with_pipes_and_inline_tags_renders_as_intended() -> None:
+    resolver = Resolver([], {}, UrlScheme("/_repo/notes", "/_repo/medias"))
+    table, _ = html_to_markdown("<table><tr><th>a|b</th></tr><tr><td>x|y</td></tr></table>")
+    html = render_post(table, "t.md", resolver).html
+    assert "<table>" in html and "a|b" in html and "x|y" in html
+    inline, _ = html_to_markdown("<p>H<sub>2</sub>O at https://ex.org/a_b</p>")
+    html = render_post(inline, "t.md", resolver).html
+    assert "H<sub>2</sub>O" in html and 'href="https://ex.org/a_b"' in html
+
+
+def _site(tmp_path: Path, items: list[str],
+          channel_categories: tuple[tuple[str, str, str], ...] = ()) -> tuple[ImportReport, Path]:
+    dest = tmp_path / "repo"
+    report = convert_wxr(wxr("https://harbour.example", "\n".join(items), channel_categories=channel_categories),
+                         dest, fetch_media=False)
+    return report, dest
+
+
+def test_private_and_password_posts_are_withheld(tmp_path: Path) -> None:
+    report, dest = _site(tmp_path, [
+        item(1, "post", "publish", title="Open", slug="open", content="<p>for everyone</p>"),
+        item(2, "post", "private", title="Secret", slug="secret", content="<p>private words</p>"),
+        item(3, "post", "publish", title="Locked", slug="locked", content="<p>password words</p>",
+             password="enter"),
+        item(4, "page", "private", title="Private page", slug="private-page", content="<p>hidden</p>"),
+    ])
+    assert report.files == ["posts/open/index.md"]
+    assert report.withheld == 3 and report.skipped_reasons == {"private": 2, "password-protected": 1}
+    assert sorted((i.path, i.kind) for i in report.issues) == [
+        ("page:4", "withheld"), ("post:2", "withheld"), ("post:3", "withheld")]
+    everything = b"".join(tree(dest).values())
+    assert b"private words" not in everything and b"password words" not in everything
+
+
+def test_structure_titles_slugs_and_links_between_posts(tmp_path: Path) -> None:
+    report, dest = _site(tmp_path, [
+        item(1, "page", "publish", title="Parent", slug="parent-page"),
+        item(2, "page", "publish", title="Child", slug="child-page", parent=1,
+             content='<p>Up to <a href="https://harbour.example/?page_id=1">the parent</a>.</p>'),
+        item(3, "post", "publish", title="", slug="no-title-here", sticky=True,
+             categories=(("category", "child-2", "Child 2"), ("post_format", "post-format-aside", "Aside")),
+             content='<p>See <a href="https://harbour.example/2030/scheduled/">later</a> and '
+                     '<a href="https://harbour.example/?p=5">the other</a>.</p>',
+             comments=2),
+        item(4, "post", "future", title="Scheduled", slug="scheduled", date_gmt="2030-01-01 10:00:00",
+             link="https://harbour.example/2030/scheduled/"),
+        item(5, "post", "publish", title="Other", slug="other"),
+    ], channel_categories=(("parent", "Parent", ""), ("child-1", "Child 1", "parent"),
+                           ("child-2", "Child 2", "child-1")))
+    fm, _ = read(dest, "pages/child-page/index.md")
+    assert fm["parent"] == "parent-page"
+    fm, body = read(dest, "posts/no-title-here/index.md")
+    assert fm["title"] == "No title here"
+    assert fm["categories"] == ["Child 2"] and fm["categoryPaths"] == ["Parent/Child 1/Child 2"]
+    assert fm["sticky"] is True and fm["format"] == "aside"
+    # a link to a draft keeps its URL: the draft is not in the bundle (unless includeDrafts)
+    assert body.strip() == ("See [later](https://harbour.example/2030/scheduled/) and "
+                            "[the other](../other/index.md).")
+    fm, _ = read(dest, "posts/_drafts/scheduled/index.md")
+    assert fm["draft"] is True and fm["date"].startswith("2030-01-01")
+    _, body = read(dest, "pages/child-page/index.md")
+    assert body.strip() == "Up to [the parent](../parent-page/index.md)."
+    assert report.comments_skipped == 2
+
+
+def test_one_failed_url_used_many_times_is_one_issue(tmp_path: Path, server: MediaServer) -> None:
+    gone = f"{server.base}/wp-content/uploads/gone.png"
+    content = "".join(f'<p><img src="{gone}" alt="n{n}"/></p>' for n in range(9))
+    report = convert_wxr(wxr(server.base, item(1, "post", "publish", title="T", slug="t", content=content)),
+                         tmp_path / "repo", policy=LOCAL_POLICY)
+    assert [i.path for i in report.issues] == ["posts/t/index.md"]
+    assert report.attachments_failed == 1
+
+
+def test_a_link_to_the_home_page_is_not_taken_for_a_post(tmp_path: Path) -> None:
+    report, dest = _site(tmp_path, [
+        item(1, "post", "publish", title="A", slug="a", content='<p><a href="https://harbour.example/">home</a></p>'),
+        item(2, "post", "publish", title="B", slug="b"),
+    ])
+    _, body = read(dest, "posts/a/index.md")
+    assert body.strip() == "[home](https://harbour.example/)"

@@ -155,6 +155,18 @@ def test_issues(store: JobStore) -> None:
     assert store.issues("other") == [] and store.issue_count("other") == 0
 
 
+def test_the_same_issue_of_the_same_file_is_listed_once(store: JobStore) -> None:
+    """A retried stage, a redelivered batch, one dead URL used nine times: each issue once, in first-seen order."""
+    store.create(spec(), ("parse",))
+    dead = Issue("source", "posts/a/index.md", "media not downloaded: https://h/x.png", "warning", "attachment")
+    other_file = Issue("source", "posts/b/index.md", dead.message, "warning", "attachment")
+    for _ in range(9):
+        store.add_issue("j1", dead)
+    store.add_issue("j1", other_file)
+    store.add_issue("j1", dead)
+    assert store.issues("j1") == [dead.to_json(), other_file.to_json()] and store.issue_count("j1") == 2
+
+
 def test_events_in_order_after_an_id_and_capped(store: JobStore) -> None:
     store.create(spec(), ("parse",))
     store.event("j1", "progress", "parse 1/2", stage="parse", done=1, total=2)
@@ -231,7 +243,8 @@ def test_the_keys_are_those_jobs_already_in_redis_use(store: JobStore) -> None:
     batches.mark_ended(0)
     batches.mark_failed(1, "x")
     assert stored_keys(store) == {
-        "repobuild:job:j1", "repobuild:job:j1:secrets", "repobuild:job:j1:issues", "repobuild:job:j1:events",
+        "repobuild:job:j1", "repobuild:job:j1:secrets", "repobuild:job:j1:issues", "repobuild:job:j1:issues-seen",
+        "repobuild:job:j1:events",
         "repobuild:lease:j1:embed_text", "repobuild:project:p:seq", "repobuild:jobs", "repobuild:jobs:active",
         "repobuild:job:j1:batches:embed_text:done", "repobuild:job:j1:batches:embed_text:failed",
         "repobuild:job:j1:batches:embed_text:sent", "repobuild:job:j1:batches:embed_text:runs",
