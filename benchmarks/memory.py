@@ -7,12 +7,12 @@ is attributed to the stages the job's state in Redis shows running at that momen
 It prints, per corpus, per stage, the peak RSS of the main process and of the largest child, and the growth ratio
 large/small per stage; it writes the same as JSON (benchmarks/results/memory.json by default).
 
-    python -m benchmarks.memory [--small-articles 6] [--large til] [--keep] [--out PATH]
+    python -m benchmarks.memory [--corpora small,til] [--small-articles 6] [--keep] [--out PATH]
 
-Corpora: "small" is the first N English articles of opensource-guide; "guide" all of them; "til" the til corpus
-(577 posts). A pool child keeps what it once allocated (Python rarely returns memory to the system), so a stage's
-peak in a child includes what earlier stages left there; the `rise` column (VmHWM growth while the stage ran) is
-the memory the stage itself added on top.
+Each corpus runs on a fresh worker. Corpora: "small" is the first N English articles of opensource-guide; "guide"
+all of them; "til" the til corpus (577 posts). A pool child keeps what it once allocated (Python rarely returns
+memory to the system), so a stage's peak in a child includes what earlier stages left there; the `rise` column
+(VmHWM growth while the stage ran) is the memory the stage itself added on top.
 """
 
 from __future__ import annotations
@@ -175,11 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         harness.start()
         settings = harness.base.with_(artifacts=str(root / "artifacts"), output=str(root / "out"),
                                       temp_dir=str(root / "tmp"))
-        worker = harness.start_worker(settings, concurrency=args.concurrency)
-        assert worker.proc is not None
-        sampler = Sampler(worker.proc.pid)
         for name in args.corpora.split(","):
             corpus = make_corpus(name, root / "corpora", args.small_articles)
+            # a fresh worker per corpus: a pool child keeps what an earlier job made it allocate
+            harness.stop_workers()
+            worker = harness.start_worker(settings, concurrency=args.concurrency)
+            assert worker.proc is not None
+            sampler = Sampler(worker.proc.pid)
             runs.append(run_corpus(harness, sampler, name, corpus, settings))
             print(report(runs[-1:]), flush=True)
         print(report(runs))
