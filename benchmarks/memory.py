@@ -113,12 +113,22 @@ def run_corpus(harness: Harness, sampler: Sampler, label: str, corpus: Path, set
         raise RuntimeError(f"job {job_id} {job.status.value}: {job.error}")
     parse = job.stage("parse")
     posts = int(parse.summary.get("posts") or 0)
+    bundle = Path(str(job.stage("publish").summary.get("path") or ""))
     return {"corpus": label, "source": str(corpus), "job_id": job_id, "posts": posts,
+            "images": variants_per_image(bundle / "medias.json"),
             "wall_s": round(time.monotonic() - started, 1),
             "stage_s": {s.name: round(s.elapsed_s, 2) for s in job.stages},
             "stage_summary": {s.name: s.summary for s in job.stages},
             "peaks": {name: pk.to_json() for name, pk in sampler.peaks.items()},
             "output": settings.output}
+
+
+def variants_per_image(medias_json: Path) -> dict[str, int]:
+    """Source images and the image variants the bundle lists for them (every size, every format)."""
+    medias = json.loads(medias_json.read_text()) if medias_json.is_file() else []
+    sized = [m for m in medias if m.get("sizes")]
+    return {"medias": len(medias), "resized": len(sized),
+            "variants": sum(len(v) for m in sized for v in m["sizes"].values())}
 
 
 def make_corpus(name: str, root: Path, small_articles: int) -> Path:
