@@ -6,7 +6,7 @@ from kombu.entity import Queue
 
 from pipeline.settings import Settings
 from pipeline.stages.registry import STAGES
-from worker import tasks
+from worker import memory_release, tasks
 from worker.heartbeat import ConsumingHeartbeat
 from worker.policy import app_defaults
 from worker.queues import QUEUE_IO, QUEUES, stage_queues
@@ -51,4 +51,5 @@ def create_celery(settings: Settings) -> RepobuildCelery:
     # the liveness heartbeat `repobuild probe worker` reads: beats only while the task consumer consumes
     app.steps["consumer"].add(ConsumingHeartbeat)
     tasks.register(app)
+    memory_release.connect()
     return app
