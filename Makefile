@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench chaos fuzz-api clean
+.PHONY: demo test lint bench bench-embedding bench-memory chaos fuzz-api clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,17 @@ test: $(DEV_STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
-# the embedding benchmark (benchmarks/embedding.py): prints a report, asserts nothing; BENCH_ARGS="--repeat 5 --keep"
+# the targets of issue 12 side by side (benchmarks/bench.py): real runs on small, opensource-guide English and til
+# corpora, one table (id, what, target, measured, ratio, pass/fail) and benchmarks/results/bench.json; asserts nothing
 bench: $(STAMP)
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
+
+# peak RSS per stage and per worker process, small vs large corpus (benchmarks/memory.py); BENCH_ARGS="--keep"
+bench-memory: $(STAMP)
+	$(BIN)/python -m benchmarks.memory $(BENCH_ARGS)
+
+# the embedding benchmark (benchmarks/embedding.py): prints a report, asserts nothing; BENCH_ARGS="--repeat 5 --keep"
+bench-embedding: $(STAMP)
 	$(BIN)/python -m benchmarks.embedding $(BENCH_ARGS)
 
 # the chaos suite at full scale (tests/chaos): seeded faults into real processes; prints one table and writes it

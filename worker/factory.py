@@ -8,7 +8,7 @@ from kombu.entity import Queue
 
 from pipeline.settings import Settings
 from pipeline.stages.registry import STAGES
-from worker import tasks
+from worker import memory_release, tasks
 from worker.broker_transport import TRANSPORT
 from worker.heartbeat import ConsumingHeartbeat
 from worker.policy import app_defaults
@@ -61,4 +61,5 @@ def create_celery(settings: Settings) -> RepobuildCelery:
     # the liveness heartbeat `repobuild probe worker` reads: beats only while the task consumer consumes
     app.steps["consumer"].add(ConsumingHeartbeat)
     tasks.register(app)
+    memory_release.connect()
     return app

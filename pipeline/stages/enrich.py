@@ -8,6 +8,7 @@ Cosines are rounded to 6 decimals so float noise between machines never changes 
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Callable
@@ -31,20 +32,48 @@ OUTPUTS: dict[str, Artifact] = {"enrichment.json": ENRICHMENT, "posts-similarity
                                 "posts-similar-hash.json": SIMILAR_POSTS}
 
 
-def similarity(ids: list[str], vectors: np.ndarray) -> tuple[dict[str, float], dict[str, list[str]]]:
+BLOCK_ROWS = 256  # similarity rows computed at once: a block x posts float64 matrix, not posts x posts
+
+
+def similarity_json(ids: list[str], vectors: np.ndarray) -> tuple[bytearray, dict[str, list[str]], int]:
+    """POST_SIMILARITY encoded as `json.dumps` of `{"<hA>-<hB>": cosine}` (pairs in the order of the sorted ids,
+    hA < hB) would write it, SIMILAR_POSTS as a dict, and the number of pairs.
+
+    The pairs are quadratic in the posts, so they are never a dict: a block of rows at a time is multiplied,
+    rounded and encoded a row at a time onto one buffer, and only the encoded file is held whole (the store
+    takes whole values).
+    """
     order = sorted(range(len(ids)), key=lambda i: ids[i])
     ids = [ids[i] for i in order]
-    vecs = vectors[order].astype(np.float64)
-    sims = np.round(vecs @ vecs.T, 6) if len(ids) else np.zeros((0, 0))
-    pairs: dict[str, float] = {}
+    vecs = vectors[order].astype(np.float64) if ids else np.zeros((0, 0))
+    # each id as it appears inside a JSON string (escaped as json.dumps escapes it), so "a-b" is assembled
+    names = [json.dumps(h, ensure_ascii=False)[1:-1] for h in ids]
+    n = len(ids)
+    index = np.arange(n)
+    out = bytearray(b"{")
     top: dict[str, list[str]] = {}
-    for i, a in enumerate(ids):
-        for j in range(i + 1, len(ids)):
-            pairs[f"{a}-{ids[j]}"] = float(sims[i, j])
-        row = [(-sims[i, j], ids[j]) for j in range(len(ids)) if j != i]
-        row.sort()
-        top[a] = [h for _s, h in row[:TOP_K]]
-    return pairs, top
+    for start in range(0, n, BLOCK_ROWS):
+        sims = np.round(vecs[start:start + BLOCK_ROWS] @ vecs.T, 6)
+        # repr is how json.dumps writes a finite float; NaN and infinities it spells its own way
+        num: Callable[[float], str] = repr if np.isfinite(sims).all() else json.dumps
+        for r, row in enumerate(sims):
+            i = start + r
+            a = names[i]
+            if i + 1 < n:
+                if len(out) > 1:
+                    out += b","
+                out += ",".join(f'"{a}-{names[j]}":{num(v)}'
+                                for j, v in enumerate(row[i + 1:].tolist(), i + 1)).encode("utf-8")
+            # most similar first, ties by id (the ids are sorted, so by index); never the post itself
+            ranked = np.lexsort((index, -row))
+            top[ids[i]] = [ids[j] for j in ranked[:TOP_K + 1].tolist() if j != i][:TOP_K]
+    out += b"}"
+    return out, top, n * (n - 1) // 2
+
+
+def _sorted_by_pair(ids: list[str]) -> bool:
+    """Whether "<hA>-<hB>" keys in pair order are also in sorted-key order: true when every id has one length."""
+    return len({len(h) for h in ids}) <= 1
 
 
 def backlinks(posts: list[JSON]) -> dict[str, list[str]]:
@@ -69,8 +98,9 @@ def run(ctx: StageContext) -> StageResult:
     if has_matrix(ctx.artifacts, vectors_key):
         vectors, header = read_matrix(ctx.artifacts, vectors_key)
         ids = [str(i) for i in header["ids"]]
-    return _enrich(ctx, posts, ids, vectors, write=lambda name, value: ctx.artifacts.put_json(
-        OUTPUTS[name].key(ctx.job_id), value))
+    # the artifacts are written as put_json writes (keys in insertion order), so pairs go in pair order
+    return _enrich(ctx, posts, ids, vectors, write=lambda name, data: ctx.artifacts.put_bytes(
+        OUTPUTS[name].key(ctx.job_id), data), sorted_keys=False)
 
 
 def _run_on_folder(ctx: StageContext, folder: Path) -> StageResult:
@@ -80,27 +110,37 @@ def _run_on_folder(ctx: StageContext, folder: Path) -> StageResult:
     ids = sorted(embedded)
     vectors = np.array([embedded[h] for h in ids], dtype=np.float32) if ids else np.zeros((0, 0), np.float32)
 
-    def write(name: str, value: Any) -> None:
+    def write(name: str, data: bytes) -> None:
         if name == "enrichment.json":
-            ctx.artifacts.put_json(ENRICHMENT.key(ctx.job_id), value)
+            ctx.artifacts.put_bytes(ENRICHMENT.key(ctx.job_id), data)
             return
         # the bundle's own encoding, in a fresh temporary file renamed over the old one: a link planted in the
         # folder is replaced, never written through
-        write_atomic(folder / name, canonical_json(value), mode=0o644)
+        write_atomic(folder / name, data, mode=0o644)
 
-    return _enrich(ctx, posts, ids, vectors, write)
+    return _enrich(ctx, posts, ids, vectors, write, sorted_keys=True)
 
 
 def _enrich(ctx: StageContext, posts: list[JSON], ids: list[str], vectors: np.ndarray,
-            write: Callable[[str, Any], None]) -> StageResult:
+            write: Callable[[str, bytes], None], sorted_keys: bool) -> StageResult:
+    """`sorted_keys`: encode as canonical_json (a bundle file) rather than as the artifact store's put_json."""
+
+    def encode(value: Any) -> bytes:
+        if sorted_keys:
+            return canonical_json(value)
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
     back = backlinks(posts)
-    write("enrichment.json", {
+    write("enrichment.json", json.dumps({
         str(p["hash"]): {"backlinks": back.get(str(p["hash"]), []),
                          "readingTime": max(1, math.ceil(int(p.get("wordCount") or 0) / WORDS_PER_MINUTE))}
         for p in posts
-    })
-    pairs, top = similarity(ids, vectors) if ids else ({}, {})
-    write("posts-similarity.json", pairs)
-    write("posts-similar-hash.json", top)
+    }, ensure_ascii=False, separators=(",", ":")).encode())  # an artifact, as put_json writes it
+    pairs_json, top, pairs = similarity_json(ids, vectors) if ids else (bytearray(b"{}"), {}, 0)
+    if sorted_keys and not _sorted_by_pair(ids):
+        # ids of mixed lengths: sort the keys the slow way
+        pairs_json = bytearray(canonical_json(json.loads(pairs_json)))
+    write("posts-similarity.json", bytes(pairs_json))  # the store takes bytes: one copy, freed with the buffer
+    write("posts-similar-hash.json", encode(top))
     ctx.progress(len(posts), len(posts))
-    return StageResult.done(posts=len(posts), pairs=len(pairs), backlinks=sum(len(v) for v in back.values()))
+    return StageResult.done(posts=len(posts), pairs=pairs, backlinks=sum(len(v) for v in back.values()))
