@@ -15,29 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks import memory
+from benchmarks.targets import Row, table
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench.json"
 P6_LIMIT_MIB = 400.0
-
-
-@dataclass
-class Row:
-    id: str
-    what: str
-    target: str
-    measured: str = "not measured yet"
-    ratio: float | None = None  # measured / target, where both are numbers
-    passed: bool | None = None
-
-    def cells(self) -> list[str]:
-        verdict = "-" if self.passed is None else ("pass" if self.passed else "FAIL")
-        return [self.id, self.what, self.target, self.measured,
-                "-" if self.ratio is None else f"{self.ratio:.2f}", verdict]
 
 
 def rows(result: dict[str, Any]) -> list[Row]:
@@ -60,15 +45,6 @@ def rows(result: dict[str, Any]) -> list[Row]:
     return out
 
 
-def table(found: list[Row]) -> str:
-    head = ["id", "what", "target", "measured", "ratio", "pass/fail"]
-    cells = [head] + [r.cells() for r in found]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
-    lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(head))).rstrip() for c in cells]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpora", default="small,guide,til")
@@ -86,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + table(found))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"at": time.time(), "memory": str(args.source),
-                                    "targets": [asdict(r) for r in found]}, indent=2) + "\n")
+                                    "targets": [r.to_json() for r in found]}, indent=2) + "\n")
     print(f"\nwrote {args.out}")
     return 0
 
