@@ -91,6 +91,10 @@ class StageState:
     enqueued_at: float | None = None
     # Seconds spent in the stage's fanned-out batch tasks, on whichever workers ran them.
     batch_s: float = 0.0
+    # Which run last marked it running (a run id: a prefix of its lease token). A run that ends in its task's
+    # hands says so apart from this state (JobStore.mark_run_ended), so the next run can tell a run that died
+    # from one that was alive but fenced off (its lease expired while Redis was down or it was paused).
+    run: str | None = None
 
     @property
     def task_s(self) -> float:

@@ -22,6 +22,7 @@ from worker import metrics
 from worker.chains import enqueue_from
 from worker.inflight import jobs_in_broker, overdue_after_s
 from worker.repobuild_app import RepobuildCelery
+from worker.stage_task import run_died
 
 log = logging.getLogger("repobuild.reconciler")
 
@@ -62,7 +63,7 @@ def reconcile_once(app: RepobuildCelery, broker: redis.Redis) -> list[tuple[str,
         if stage is None:
             continue
         reason = "lease expired" if stage.status == StageStatus.RUNNING else "no message in flight"
-        if stage.status == StageStatus.RUNNING:
+        if stage.status == StageStatus.RUNNING and run_died(store, job_id, stage):
             # Its run died without a word; the next run sees `queued`, so the death is counted here.
             stage.lost_runs += 1
             store.put_stage(job_id, stage)

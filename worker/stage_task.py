@@ -4,12 +4,14 @@ tasks in tasks.py are a few lines each."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
+import redis
 from celery import Task
 from celery.exceptions import Ignore
 
@@ -28,6 +30,12 @@ log = logging.getLogger("repobuild.worker")
 
 StageFn = Callable[[RedisStageContext], StageResult]
 BATCH_TASK = "repobuild.batch"
+
+
+def run_died(store: JobStore, job_id: str, state: StageState) -> bool:
+    """Whether the run that marked `state` running died under it: it never said it ended (a run whose lease
+    expired while it lived, e.g. through a Redis restart, says so on its way out and is not a death)."""
+    return state.run is None or store.run_ended(job_id, state.name) != state.run
 
 
 def lost_runs_message(state: StageState, item: str | None) -> str:
@@ -71,7 +79,7 @@ class StageTask(Task):
                         stage=name)
             raise Ignore()
         result: StageResult | None = None
-        with LeaseKeeper(store, job_id, name, token, settings.lease_ttl_s) as lease:
+        with self._run_ending(job_id, token), LeaseKeeper(store, job_id, name, token, settings.lease_ttl_s) as lease:
             state = store.stage(job_id, name)
             if state.status == StageStatus.DONE:
                 self._after_done(job_id, name)
@@ -135,9 +143,29 @@ class StageTask(Task):
         # What its batches took so far, on every worker: the rest of the stage's task time (StageState.task_s).
         state.batch_s = self.store.batches(job_id, state.name).seconds()
 
+    @contextlib.contextmanager
+    def _run_ending(self, job_id: str, token: str) -> Iterator[None]:
+        """Says the run ended however it ends in the task's hands: returned, or raised an Exception (Ignore,
+        LeaseLost, a retry, a failure). Not on SystemExit or KeyboardInterrupt: then the process itself is
+        going away, which is a death like a kill."""
+        try:
+            yield
+        except Exception:
+            self._say_run_ended(job_id, token)
+            raise
+        self._say_run_ended(job_id, token)
+
+    def _say_run_ended(self, job_id: str, token: str) -> None:
+        try:
+            self.store.mark_run_ended(job_id, self.stage_name, run_id(token))
+        except redis.RedisError as exc:
+            # Redis is gone again: the next run will count this one as died, which the retry limit bounds.
+            log.warning("%s/%s: could not record that run %s ended: %s", job_id, self.stage_name,
+                        run_id(token), exc)
+
     def _count_lost_run(self, job_id: str, state: StageState) -> None:
-        if state.status == StageStatus.RUNNING:
-            # We hold the lease, yet the stage says running: the run before us died without a word.
+        if state.status == StageStatus.RUNNING and run_died(self.store, job_id, state):
+            # We hold the lease, yet the stage says running and its run never said it ended: it died.
             state.lost_runs += 1
         if state.lost_runs >= self.app.repobuild_settings.max_retries:
             # A killed process cannot count its own failure (its message is requeued, not failed), so the
@@ -164,6 +192,7 @@ class StageTask(Task):
                 state.resumed_from = state.cursor
                 store.event(job_id, "resumed", f"{state.name}: resuming at {state.cursor}", stage=state.name)
         state.status = StageStatus.RUNNING
+        state.run = run_id(token)
         state.started_at = state.started_at or now
         state.error = None
         if not store.put_stage(job_id, state, token):

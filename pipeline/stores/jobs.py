@@ -106,6 +106,15 @@ class JobStore(Protocol):
 
     def noted_item(self, job_id: str, stage: str) -> str | None: ...
 
+    def mark_run_ended(self, job_id: str, stage: str, run: str) -> None:
+        """Run `run` of the stage ended in its task's hands, whatever its outcome (not by its process dying).
+        Not fenced by the lease: a run that lost its lease is the one that most needs to say it was alive."""
+        ...
+
+    def run_ended(self, job_id: str, stage: str) -> str | None:
+        """The run of the stage that last said it ended (mark_run_ended)."""
+        ...
+
     def set_job(self, job_id: str, status: JobStatus | None = None, **fields: Any) -> None:
         """Set the status and job fields (floats, strings, JSON); an empty string clears a field.
 

@@ -193,6 +193,14 @@ class MemoryJobStore:
         with self._lock:
             return self.space.peek_hash(self.keys.job(job_id)).get(f"item:{stage}")
 
+    def mark_run_ended(self, job_id: str, stage: str, run: str) -> None:
+        with self._lock:
+            self.space.hash(self.keys.job(job_id))[f"ended:{stage}"] = run
+
+    def run_ended(self, job_id: str, stage: str) -> str | None:
+        with self._lock:
+            return self.space.peek_hash(self.keys.job(job_id)).get(f"ended:{stage}")
+
     def set_job(self, job_id: str, status: JobStatus | None = None, **fields: Any) -> None:
         with self._lock:
             self.space.hash(self.keys.job(job_id)).update(job_hash.field_values(status, fields))

@@ -162,6 +162,12 @@ class RedisJobStore:
     def noted_item(self, job_id: str, stage: str) -> str | None:
         return cast(str | None, self.r.hget(self.keys.job(job_id), f"item:{stage}"))
 
+    def mark_run_ended(self, job_id: str, stage: str, run: str) -> None:
+        self.r.hset(self.keys.job(job_id), f"ended:{stage}", run)
+
+    def run_ended(self, job_id: str, stage: str) -> str | None:
+        return cast(str | None, self.r.hget(self.keys.job(job_id), f"ended:{stage}"))
+
     def set_job(self, job_id: str, status: JobStatus | None = None, **fields: Any) -> None:
         with self.r.pipeline() as pipe:
             pipe.hset(self.keys.job(job_id), mapping=cast(Any, job_hash.field_values(status, fields)))

@@ -337,6 +337,34 @@ def test_a_run_that_moved_the_cursor_before_dying_starts_the_count_again(task: S
     assert run(task, lambda ctx: StageResult.done()) == "done"
 
 
+def test_a_run_whose_lease_lapsed_while_it_lived_is_not_counted_as_died(task: StageTask,
+                                                                       memory_store: MemoryJobStore) -> None:
+    """Redis down longer than the lease (or the worker paused): the run lives on, finds its lease gone at its
+    next checkpoint and stops. That is not a death: however often it happens, the stage is not dead-lettered."""
+    make_job(memory_store, stages=PLAN)
+
+    def fenced_off(ctx: RedisStageContext) -> StageResult:
+        assert ctx.lease is not None
+        memory_store.release_lease(ctx.job_id, "work", ctx.lease.token)  # lapsed; no one else took it yet
+        ctx.save_cursor({"next": 1})  # the fenced write fails: LeaseLost, and the task lets go
+        raise AssertionError("the write should have been refused")
+
+    for _ in range(MAX_RETRIES + 1):
+        with pytest.raises(Ignore):
+            run(task, fenced_off)
+        state = memory_store.stage("j1", "work")
+        assert state.status == StageStatus.RUNNING and state.lost_runs == 0
+    assert run(task, lambda ctx: StageResult.done()) == "done"
+
+    # while a run that did die (no word on its way out) is still counted by the run after it
+    make_job(memory_store, job_id="j2", stages=PLAN)
+    with pytest.raises(Died):
+        run(task, lambda ctx: (_ for _ in ()).throw(Died()), job_id="j2")
+    with pytest.raises(Ignore):
+        run(task, fenced_off, job_id="j2")
+    assert memory_store.stage("j2", "work").lost_runs == 1
+
+
 def test_cancel_while_running_stops_the_stage_between_batches(task: StageTask, memory_store: MemoryJobStore) -> None:
     make_job(memory_store, stages=PLAN)
 
