@@ -53,7 +53,7 @@ def test_many_jobs_with_workers_killed(chaos: Chaos, settings: Settings, workers
     rec = chaos.record("many jobs, worker kill -9")
     # a 5 s budget: a killed worker's held message counts as lost after 15 s, not after the default's 70 s
     settings = settings.with_(task_budget_s=5.0)
-    n_jobs, kills = chaos.n(30, 200), chaos.n(1, 3)
+    n_jobs, kills = chaos.n(16, 200), chaos.n(1, 3)
     client = redis.Redis.from_url(settings.redis_url or "")
     running = [workers.start(settings, concurrency=2) for _ in range(2)]  # 4 worker processes
     idle_before, _ = rate(client, IDLE_WINDOW_S)

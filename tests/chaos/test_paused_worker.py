@@ -39,7 +39,7 @@ def test_thawed_worker_is_fenced_off(settings: Settings, workers: Workers, store
     rec = chaos.record("pause-past-lease")
     settings = settings.with_(parse_batch=3)
     # every post has an issue, so a run thawed mid-batch has issues in hand when it resumes
-    corpus = til_corpus(tmp_path, chaos.n(400, 577), broken_links=True)
+    corpus = til_corpus(tmp_path, chaos.n(200, 577), broken_links=True)
     api = api_factory(settings)
     started = [workers.start(settings), workers.start(settings)]
     ref = run_reference(api, store, corpus)

@@ -35,7 +35,7 @@ def test_kill9_of_the_pool_process_running_a_stage(settings: Settings, workers: 
                                                    chaos: Chaos) -> None:
     rec = chaos.record("kill9-pool-child")
     settings = settings.with_(parse_batch=3)
-    corpus = til_corpus(tmp_path, chaos.n(400, 577), broken_links=True)
+    corpus = til_corpus(tmp_path, chaos.n(200, 577), broken_links=True)
     api = api_factory(settings)
     worker = workers.start(settings)
     assert worker.proc is not None
