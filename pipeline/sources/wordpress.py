@@ -37,7 +37,6 @@ import html as htmllib
 import posixpath
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -49,6 +48,7 @@ from pipeline.http.safe_fetch import fetch_image
 from pipeline.models import JSON, Issue, Severity
 from pipeline.sources.wordpress_html import html_to_markdown, plain_excerpt
 from pipeline.sources.wordpress_names import NAME_MAX_BYTES, SLUG_MAX_BYTES, UniqueNames, safe_name
+from pipeline.sources.wordpress_report import ImportReport, host_key, url_key
 from pipeline.sources.wordpress_wxr import WxrExport, WxrItem, iso_date, parse_wxr
 
 STAGE = "wordpress"
@@ -64,38 +64,6 @@ _IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".avif", ".svg", 
 # audio and video uploads are media of the site as much as its images
 _MEDIA_EXTENSIONS = _IMAGE_EXTENSIONS | {".mp3", ".m4a", ".ogg", ".oga", ".wav", ".flac", ".mp4", ".m4v", ".mov",
                                          ".webm", ".ogv", ".pdf"}
-
-
-@dataclass
-class ImportReport:
-    posts: int = 0
-    pages: int = 0
-    drafts: int = 0
-    withheld: int = 0
-    comments_skipped: int = 0
-    attachments: int = 0
-    attachments_downloaded: int = 0
-    attachments_failed: int = 0
-    skipped: int = 0
-    skipped_reasons: dict[str, int] = field(default_factory=dict)
-    issues: list[Issue] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-
-    def to_json(self) -> JSON:
-        return {
-            "posts": self.posts,
-            "pages": self.pages,
-            "drafts": self.drafts,
-            "withheld": self.withheld,
-            "commentsSkipped": self.comments_skipped,
-            "attachments": self.attachments,
-            "attachmentsDownloaded": self.attachments_downloaded,
-            "attachmentsFailed": self.attachments_failed,
-            "skipped": self.skipped,
-            "skippedReasons": dict(sorted(self.skipped_reasons.items())),
-            "issues": [i.to_json() for i in self.issues],
-            "files": list(self.files),
-        }
 
 
 def default_downloader(*, policy: AddressPolicy | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
@@ -151,7 +119,7 @@ class _Run:
         self.attachment_keys: set[str] = set()
         self.site_hosts: set[str] = set()
         if self.site:
-            self.site_hosts.add(_host_key(self.site))
+            self.site_hosts.add(host_key(self.site))
         # url -> written file to copy from, or the reason it could not be fetched: each URL is fetched once per run
         self.fetched: dict[str, Path] = {}
         self.failed: dict[str, str] = {}
@@ -172,9 +140,9 @@ class _Run:
                     self.attachments.setdefault(item.post_id, item)
                     url = self._absolute(item.attachment_url)
                     if url:
-                        self.attachment_keys.add(_url_key(url))
+                        self.attachment_keys.add(url_key(url))
                         # uploads may live on a media host of their own (a CDN): it is the site's all the same
-                        self.site_hosts.add(_host_key(url))
+                        self.site_hosts.add(host_key(url))
         written: list[WxrItem] = []
         for item in items:
             if item.post_type == "attachment":
@@ -199,7 +167,7 @@ class _Run:
                 # `?p=<id>` links are matched by id; a permalink without a path of its own would be the home page
                 if link is not None and item.status == "publish" and not urlsplit(link).query \
                         and urlsplit(link).path.strip("/"):
-                    self.permalinks[_url_key(link).rstrip("/")] = folder
+                    self.permalinks[url_key(link).rstrip("/")] = folder
                 written.append(item)
         for item in written:
             try:
@@ -318,7 +286,7 @@ class _Run:
 
     def _post_link(self, url: str) -> str | None:
         """The folder of the imported post `url` points at (its permalink or `?p=<id>` on the site), or None."""
-        if _host_key(url) not in self.site_hosts:
+        if host_key(url) not in self.site_hosts:
             return None
         parts = urlsplit(url)
         query = dict(pair.partition("=")[::2] for pair in parts.query.split("&") if pair)
@@ -326,7 +294,7 @@ class _Run:
             if query.get(name, "").isdigit():
                 folder = self.folders.get(query[name])
                 return folder if folder is not None and "/_drafts/" not in folder else None
-        return self.permalinks.get(_url_key(url).rstrip("/"))
+        return self.permalinks.get(url_key(url).rstrip("/"))
 
     def _gallery_urls(self, ids: list[str]) -> list[tuple[str, str]]:
         """(url, caption) of the attachments a `[gallery ids=…]` names that the export holds."""
@@ -346,9 +314,9 @@ class _Run:
         return absolute
 
     def _wanted(self, url: str, is_img: bool) -> bool:
-        if _url_key(url) in self.attachment_keys:
+        if url_key(url) in self.attachment_keys:
             return True
-        if _host_key(url) not in self.site_hosts:
+        if host_key(url) not in self.site_hosts:
             return False
         return is_img or posixpath.splitext(urlsplit(url).path)[1].lower() in _MEDIA_EXTENSIONS
 
@@ -403,15 +371,3 @@ class _Run:
 def _title_from_slug(slug: str) -> str:
     words = slug.replace("-", " ").replace("_", " ").strip()
     return words[:1].upper() + words[1:] if words and not words.startswith("id ") else "Untitled"
-
-
-def _host_key(url: str) -> str:
-    """Host and port, scheme-blind and without `www.`: sites move to https and drop www and keep their media."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower().removeprefix("www.")
-    port = parts.port
-    return host if port in (None, 80, 443) else f"{host}:{port}"
-
-
-def _url_key(url: str) -> str:
-    return _host_key(url) + unquote(urlsplit(url).path)

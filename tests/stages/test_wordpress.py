@@ -16,9 +16,10 @@ from pipeline.markdown.links import Resolver
 from pipeline.markdown.render import render_post
 from pipeline.markdown.urls import UrlScheme
 from pipeline.models import JSON
-from pipeline.sources.wordpress import ImportReport, convert_wxr
+from pipeline.sources.wordpress import convert_wxr
 from pipeline.sources.wordpress_html import html_to_markdown
 from pipeline.sources.wordpress_names import safe_name
+from pipeline.sources.wordpress_report import ImportReport
 from tests.conftest import LOCAL_POLICY
 from tests.fakes.wordpress_site import (
     BILLION_LAUGHS,
