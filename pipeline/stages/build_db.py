@@ -15,11 +15,12 @@ from typing import Any
 
 from pipeline.bundle_db.schema import DbCounts, write_content_db
 from pipeline.bundle_db.vectors import add_vectors
-from pipeline.catalog import CHUNK_VECTORS, CONTENT_DB, GRAPH, MEDIA_VECTORS, MEDIAS, POST_VECTORS, POSTS
+from pipeline.catalog import CHUNK_VECTORS, CONTENT_DB, GRAPH, MEDIA_VECTORS, MEDIAS, POST_VECTORS
 from pipeline.errors import PermanentError
 from pipeline.models import Issue, StageResult
 from pipeline.sources.dist_folder import dist_folder, read_dist_json
 from pipeline.stages.context import StageContext
+from pipeline.stages.parsed_posts import iter_posts, posts_parsed
 from pipeline.stores.vectors import has_matrix, read_matrix
 
 DB_NAME = "content.sqlite"
@@ -35,7 +36,7 @@ def _read_folder(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any
 
 def _read_artifacts(ctx: StageContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:
     store, job_id = ctx.artifacts, ctx.job_id
-    posts = store.get_json(POSTS.key(job_id))
+    posts = list(iter_posts(store, job_id))
     medias = store.get_json(MEDIAS.key(job_id)) if store.exists(MEDIAS.key(job_id)) else []
     graph = store.get_json(GRAPH.key(job_id)) if store.exists(GRAPH.key(job_id)) else None
     return posts, medias, graph
@@ -64,7 +65,7 @@ def build(folder: Path, posts: list[dict[str, Any]], medias: list[dict[str, Any]
 def run(ctx: StageContext) -> StageResult:
     # A job that parsed a repository builds from its own parse output even if its options also name
     # a dist folder; the folder is the input only of jobs without a parse stage (build-database).
-    parsed = ctx.artifacts.exists(POSTS.key(ctx.job_id))
+    parsed = posts_parsed(ctx.artifacts, ctx.job_id)
     folder = None if parsed else dist_folder(ctx.spec.options, ctx.settings.local_source_roots)
     if folder is not None:
         posts, medias, graph = _read_folder(folder)

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from pipeline.canonical_json import canonical_json
-from pipeline.catalog import ENRICHMENT, POST_SIMILARITY, POST_VECTORS, POSTS, SIMILAR_POSTS, Artifact
+from pipeline.catalog import ENRICHMENT, POST_SIMILARITY, POST_VECTORS, SIMILAR_POSTS, Artifact
 from pipeline.models import JSON, StageResult
 from pipeline.sources.dist_folder import dist_folder, read_dist_json
 from pipeline.stages.context import StageContext
+from pipeline.stages.parsed_posts import iter_posts, posts_parsed
 from pipeline.stores.artifacts import write_atomic
 from pipeline.stores.vectors import has_matrix, read_matrix
 
@@ -86,12 +87,11 @@ def backlinks(posts: list[JSON]) -> dict[str, list[str]]:
 
 
 def run(ctx: StageContext) -> StageResult:
-    posts_key = POSTS.key(ctx.job_id)
-    if not ctx.artifacts.exists(posts_key):
+    if not posts_parsed(ctx.artifacts, ctx.job_id):
         folder = dist_folder(ctx.spec.options, ctx.settings.local_source_roots)
         if folder is not None:
             return _run_on_folder(ctx, folder)
-    posts: list[JSON] = ctx.artifacts.get_json(posts_key)
+    posts: list[JSON] = list(iter_posts(ctx.artifacts, ctx.job_id))
     vectors_key = POST_VECTORS.key(ctx.job_id)
     ids: list[str] = []
     vectors = np.zeros((0, 0), dtype=np.float32)

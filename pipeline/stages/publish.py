@@ -27,7 +27,6 @@ from pipeline.catalog import (
     PARSE_META,
     POST_SIMILARITY,
     POST_VECTORS,
-    POSTS,
     PROCESSOR_ISSUES,
     SIMILAR_POSTS,
     SOURCE_FILES,
@@ -43,6 +42,7 @@ from pipeline.markdown.urls import media_filename
 from pipeline.models import JSON, Issue, StageResult
 from pipeline.plans import publishes_to_bucket
 from pipeline.stages.context import StageContext
+from pipeline.stages.parsed_posts import iter_posts
 from pipeline.stores.artifacts import is_no_space
 from pipeline.stores.vectors import has_matrix, read_matrix
 from pipeline.targets.local import LocalFolderTarget
@@ -347,7 +347,7 @@ def run(ctx: StageContext) -> StageResult:
         key = artifact.key(ctx.job_id)
         return store.get_json(key) if default is None or store.exists(key) else default
 
-    posts: list[JSON] = _enriched(ctx, parsed(POSTS))
+    posts: list[JSON] = _enriched(ctx, list(iter_posts(store, ctx.job_id)))
     medias: list[JSON] = parsed(MEDIAS, [])
     meta: JSON = parsed(PARSE_META, {})
     tree = None
