@@ -10,6 +10,7 @@ writer come out the same), and parts past the new count are deleted once the hea
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -105,11 +106,8 @@ def read_lines(store: ArtifactStore, key: str) -> Iterator[Any]:
     seen = 0
     for number in range(int(header["parts"])):
         where = part_key(key, number)
-        data = store.get_bytes(where)
-        lines = data.split(b"\n")
-        if lines and not lines[-1]:
-            lines.pop()  # the newline that ends the last line
-        for line_no, line in enumerate(lines, start=1):
+        # the part's bytes, a line decoded at a time: one post's objects in memory, not a part's
+        for line_no, line in enumerate(io.BytesIO(store.get_bytes(where)), start=1):
             try:
                 item = json.loads(line)
             except ValueError as exc:
