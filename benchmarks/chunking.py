@@ -10,10 +10,10 @@ from typing import Any
 from benchmarks.floor import plain_tokenizer
 from benchmarks.guide_corpus import ROOT
 from benchmarks.harness import Run
-from pipeline.catalog import POSTS
 from pipeline.models import JobSpec, SourceSpec
 from pipeline.settings import Settings
 from pipeline.stages.context import LocalContext
+from pipeline.stages.parsed_posts import iter_posts
 from pipeline.stores.artifacts import LocalArtifactStore
 
 
@@ -37,7 +37,7 @@ def diagnose_chunking(settings: Settings, run: Run) -> tuple[list[Chunking], tup
 
     artifacts = LocalArtifactStore(settings.artifacts)
     job_id = run.job.spec.job_id
-    posts: list[dict[str, Any]] = artifacts.get_json(POSTS.key(job_id))
+    posts: list[dict[str, Any]] = list(iter_posts(artifacts, job_id))
     tok = plain_tokenizer(settings)
 
     def true_count(text: str) -> int:

@@ -16,6 +16,19 @@ GUIDE = CORPORA / "opensource-guide"
 EDITED_POST = "getting-paid.md"
 EDIT_SENTENCE = " (The benchmark added this sentence to measure an incremental rebuild.)"
 IMAGE_LINK = re.compile(r"/assets/images/[^\s)\"'>]+")
+# Corpora by the name the benchmarks take them under: a folder of CORPORA copied whole (".git" left out).
+# "guide-all" is the whole opensource-guide, every language (349 posts, 47 media): the largest run of P6.
+WHOLE_CORPORA = {"guide-all": GUIDE, "til": CORPORA / "til"}
+
+
+def whole_corpus(name: str, dest: Path) -> Path:
+    """A copy of the corpus `name` of WHOLE_CORPORA (or a folder of that name in CORPORA) at `dest`."""
+    src = WHOLE_CORPORA.get(name, CORPORA / name)
+    if not src.is_dir():
+        raise SystemExit(f"corpus not found: {src} (set REPOBUILD_CORPORA to the corpora folder)")
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".git"))
+    return dest
+
 
 def english_corpus(dest: Path, articles: int | None = None) -> tuple[Path, int, int]:
     """The English posts (`_articles/*.md`, not `_articles/<lang>/`), the images they link to, the licence;

@@ -10,7 +10,8 @@ large/small per stage; it writes the same as JSON (benchmarks/results/memory.jso
     python -m benchmarks.memory [--corpora small,til] [--small-articles 6] [--keep] [--out PATH]
 
 Each corpus runs on a fresh worker. Corpora: "small" is the first N English articles of opensource-guide; "guide"
-all of them; "til" the til corpus (577 posts). A pool child keeps what it once allocated (Python rarely returns
+all of them; "til" the til corpus (577 posts); "guide-all" the whole opensource-guide, every language (349 posts,
+47 media, 2.9 M MiniLM tokens: the largest). A pool child keeps what it once allocated (Python rarely returns
 memory to the system), so a stage's peak in a child includes what earlier stages left there; the `rise` column
 (VmHWM growth while the stage ran) is the memory the stage itself added on top.
 """
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.guide_corpus import CORPORA, english_corpus
+from benchmarks.guide_corpus import english_corpus, whole_corpus
 from benchmarks.harness import JOB_TIMEOUT_S, Harness
 from benchmarks.worker_memory import _kib, descendants
 from pipeline.models import JobStatus, StageStatus
@@ -136,12 +137,7 @@ def make_corpus(name: str, root: Path, small_articles: int) -> Path:
         return english_corpus(root / "small", articles=small_articles)[0]
     if name == "guide":
         return english_corpus(root / "guide")[0]
-    src = CORPORA / name
-    if not src.is_dir():
-        raise SystemExit(f"corpus not found: {src} (set REPOBUILD_CORPORA to the corpora folder)")
-    dest = root / name
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".git"))
-    return dest
+    return whole_corpus(name, root / name)
 
 
 def report(runs: list[dict[str, Any]]) -> str:
@@ -172,7 +168,8 @@ def peak_rss_mib(runs: list[dict[str, Any]]) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small-articles", type=int, default=6)
-    ap.add_argument("--corpora", default="small,til", help="comma-separated, smallest first: small, guide, til")
+    ap.add_argument("--corpora", default="small,til",
+                    help="comma-separated, smallest first: small, guide, til, guide-all")
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (bundles, logs)")

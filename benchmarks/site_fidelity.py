@@ -24,6 +24,7 @@ from pipeline.models import JobSpec, SourceSpec
 from pipeline.settings import Settings
 from pipeline.stages import fetch, parse
 from pipeline.stages.context import LocalContext, run_to_end
+from pipeline.stages.parsed_posts import iter_posts
 from pipeline.stores.artifacts import LocalArtifactStore
 
 
@@ -50,7 +51,7 @@ def measure(repo: Path, work: Path, domain: str | None = None) -> dict[str, Any]
     for module, name in ((fetch, "fetch"), (parse, "parse")):
         ctx = LocalContext(job_id="bench", stage=name, spec=spec, settings=settings, artifacts=store)
         run_to_end(module.run, ctx)
-    posts = store.get_json("jobs/bench/parse/result/posts.json")
+    posts = list(iter_posts(store, "bench"))
     graph = store.get_json("jobs/bench/parse/result/graph.json")
     issues = store.get_json("jobs/bench/parse/result/processor-issues.json")["issues"]
     kinds = Counter(str(i.get("kind")) for i in issues)

@@ -46,7 +46,10 @@ LIVE_REVISION = Artifact("existing", "result/existing.json",
 LIVE_DATABASE = Artifact("existing", "content.sqlite", "the live revision's content.sqlite, when it has one")
 
 # parse: the CONTRACT §3 entries
-POSTS = Artifact("parse", "result/posts.json", "post entries, by source path")
+POST_LINES = Artifact("parse", "result/posts-lines", "post entries in source path order, as JSON lines in parts "
+                                                    "(stores/json_lines.py): read them with stages/parsed_posts.py")
+POSTS = Artifact("parse", "result/posts.json", "post entries, by source path, as one JSON list: what earlier versions "
+                                               "wrote, read when POST_LINES is absent (a job parsed before them)")
 MEDIAS = Artifact("parse", "result/medias.json", "media entries, by source path")
 GRAPH = Artifact("parse", "result/graph.json", "the link graph of posts and medias")
 SOURCE_FILES = Artifact("parse", "result/files-source.json", "the repository's files, as files-source.json lists them")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,23 +169,69 @@ class DbCounts:
     dropped_columns: list[str]
 
 
-def write_content_db(path: Path, posts: list[dict[str, Any]], medias: list[dict[str, Any]],
-                     graph: dict[str, Any] | None) -> DbCounts:
-    """Write a fresh content.sqlite at `path` (which must not exist yet)."""
-    posts = sorted(posts, key=lambda p: (str(p.get("originalFilePath") or ""), str(p["hash"])))
-    post_ids = {str(p["hash"]) for p in posts}
-    medias = sorted(medias, key=lambda m: (str(m.get("originalPath") or ""), str(m.get("hash") or "")))
-    cols = plan_columns(p.get("frontmatter") or {} for p in posts)
+Posts = list[dict[str, Any]] | Callable[[], Iterable[dict[str, Any]]]
 
-    links = sorted({(str(p["hash"]), t) for p in posts for t in _link_targets(p) if t in post_ids})
+
+def _order(post: dict[str, Any]) -> tuple[str, str]:
+    return str(post.get("originalFilePath") or ""), str(post["hash"])
+
+
+@dataclass
+class _Heads:
+    """What each post's row needs to know about the others (ids, links, tags, frontmatter keys), without the text."""
+
+    ids: set[str] = field(default_factory=set)
+    targets: list[tuple[str, list[str]]] = field(default_factory=list)
+    tags: list[tuple[str, list[str]]] = field(default_factory=list)
+    frontmatters: list[dict[str, Any]] = field(default_factory=list)
+    in_order: bool = True
+
+
+def _heads(posts: Iterable[dict[str, Any]]) -> _Heads:
+    heads, last = _Heads(), ("", "")
+    for post in posts:
+        pid = str(post["hash"])
+        heads.ids.add(pid)
+        heads.targets.append((pid, _link_targets(post)))
+        heads.tags.append((pid, _tags_of(post)))
+        heads.frontmatters.append(post.get("frontmatter") or {})
+        heads.in_order = heads.in_order and _order(post) >= last
+        last = _order(post)
+    return heads
+
+
+ROWS_AT_ONCE = 25  # posts inserted per executemany: a few posts' rows in memory, never the corpus's
+
+
+def write_content_db(path: Path, posts: Posts, medias: list[dict[str, Any]],
+                     graph: dict[str, Any] | None) -> DbCounts:
+    """Write a fresh content.sqlite at `path` (which must not exist yet).
+
+    `posts` is a list, or a function giving the posts afresh on each call (read twice: once for what rows refer
+    to, once to insert them), so a streamed corpus never has to be whole in memory. Posts are inserted in
+    (path, hash) order; a stream out of that order is read whole and sorted.
+    """
+    source: Callable[[], Iterable[dict[str, Any]]] = posts if callable(posts) else (lambda: posts)
+    heads = _heads(source())
+    if not heads.in_order:
+        ordered = sorted(source(), key=_order)
+        source = lambda: ordered  # noqa: E731
+        heads = _heads(ordered)
+    post_ids = heads.ids
+    medias = sorted(medias, key=lambda m: (str(m.get("originalPath") or ""), str(m.get("hash") or "")))
+    cols = plan_columns(heads.frontmatters)
+
+    links = sorted({(pid, t) for pid, targets in heads.targets for t in targets if t in post_ids})
     backlinks: dict[str, list[str]] = {}
-    for source, target in links:
-        if source != target:  # a post citing itself is not a backlink
-            backlinks.setdefault(target, []).append(source)
-    tag_names = sorted({t for p in posts for t in _tags_of(p)})
+    for source_id, target in links:
+        if source_id != target:  # a post citing itself is not a backlink
+            backlinks.setdefault(target, []).append(source_id)
+    tag_names = sorted({t for _pid, tags in heads.tags for t in tags})
     tag_ids = {name: i for i, name in enumerate(tag_names, start=1)}
-    post_tags = sorted({(str(p["hash"]), tag_ids[t]) for p in posts for t in _tags_of(p)})
+    post_tags = sorted({(pid, tag_ids[t]) for pid, tags in heads.tags for t in tags})
     post_media = _post_media(graph, post_ids, medias)
+    count = len(heads.frontmatters)
+    del heads
 
     con = apsw.Connection(str(path))
     try:
@@ -203,7 +249,14 @@ def write_content_db(path: Path, posts: list[dict[str, Any]], medias: list[dict[
                   f"VALUES (?, {', '.join('?' for _ in names)})")
         rows: list[tuple[Any, ...]] = []
         fts_rows: list[tuple[Any, ...]] = []
-        for rowid, post in enumerate(posts, start=1):
+
+        def flush() -> None:
+            con.executemany(insert, rows)
+            con.executemany(f"INSERT INTO {FTS_TABLE} (rowid, post_id, title, plain) VALUES (?, ?, ?, ?)", fts_rows)
+            rows.clear()
+            fts_rows.clear()
+
+        for rowid, post in enumerate(source(), start=1):
             pid = str(post["hash"])
             fm: dict[str, Any] = post.get("frontmatter") or {}
             normalized: dict[str, Any] = {}
@@ -218,8 +271,9 @@ def write_content_db(path: Path, posts: list[dict[str, Any]], medias: list[dict[
                 *(_sql_value(normalized.get(n), t) for n, t in fm_cols),
             ))
             fts_rows.append((rowid, pid, post.get("title") or "", post.get("plain") or ""))
-        con.executemany(insert, rows)
-        con.executemany(f"INSERT INTO {FTS_TABLE} (rowid, post_id, title, plain) VALUES (?, ?, ?, ?)", fts_rows)
+            if len(rows) >= ROWS_AT_ONCE:
+                flush()
+        flush()
         con.executemany(
             "INSERT OR IGNORE INTO medias VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(str(m["hash"]), m.get("originalPath"), m.get("fileName"), m.get("fileExt"), m.get("mimeType"),
@@ -236,7 +290,7 @@ def write_content_db(path: Path, posts: list[dict[str, Any]], medias: list[dict[
         con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     finally:
         con.close()
-    return DbCounts(len(posts), len({m["hash"] for m in medias if m.get("hash")}), len(tag_ids), len(links),
+    return DbCounts(count, len({m["hash"] for m in medias if m.get("hash")}), len(tag_ids), len(links),
                     len(post_media), len(cols.types), cols.dropped)
 
 

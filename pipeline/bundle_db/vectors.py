@@ -7,7 +7,8 @@ Loaded through apsw, since Python's own sqlite3 here cannot load extensions. Que
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import sqlite_vec
 from pipeline.stores.vectors import Matrix
 
 POST_VEC, CHUNK_VEC, MEDIA_VEC = "post_vec", "chunk_vec", "media_vec"
+CHUNK_ROWS = 512  # passages inserted at once, their text cut from one post's plain text at a time
 
 
 def connect(path: Path | str, readonly: bool = False) -> apsw.Connection:
@@ -34,44 +36,76 @@ def vector_blob(vec: Matrix) -> bytes:
     return np.asarray(vec, dtype="<f4").tobytes()
 
 
-def _vector_table(con: apsw.Connection, table: str, key: tuple[str, str], keys: Sequence[str | int], vecs: Matrix,
-                  name: str, model: str | None) -> None:
-    """A vec0 table of `vecs` under `keys` (column name, SQL type), and the model they came from."""
+def _vector_table(con: apsw.Connection, table: str, key: tuple[str, str], keys: Iterable[str | int],
+                  blocks: Iterable[Matrix], dim: int, name: str, model: str | None) -> None:
+    """A vec0 table of the vectors in `blocks` under `keys` (column name, SQL type), and the model they came from;
+    a block at a time."""
     column, sql_type = key
-    dim = int(vecs.shape[1])
     con.execute(f"CREATE VIRTUAL TABLE {table} USING vec0({column} {sql_type} PRIMARY KEY, "
                 f"embedding float[{dim}] distance_metric=cosine)")
-    con.executemany(f"INSERT INTO {table}({column}, embedding) VALUES (?, ?)",
-                    [(k, vector_blob(v)) for k, v in zip(keys, vecs, strict=True)])
+    ids = list(keys)
+    done = 0
+    for block in blocks:
+        con.executemany(f"INSERT INTO {table}({column}, embedding) VALUES (?, ?)",
+                        [(k, vector_blob(v)) for k, v in zip(ids[done:done + len(block)], block, strict=True)])
+        done += len(block)
+    if done != len(ids):
+        raise ValueError(f"{table}: {done} vectors for {len(ids)} keys")
     con.execute("INSERT INTO vector_models VALUES (?, ?, ?)", (name, model, dim))
 
 
-def add_vectors(path: Path, *, model: str | None, posts: tuple[list[str], Matrix] | None,
-                chunks: tuple[list[dict[str, Any]], Matrix, dict[str, str]] | None,
-                medias: tuple[list[str], Matrix, str] | None) -> dict[str, int]:
-    """Add vector tables to an existing content.sqlite. `chunks` = (rows, vectors, plain text by post)."""
+@dataclass(frozen=True)
+class Vectors:
+    """A matrix to add: its row keys (post hashes, chunk rows, media hashes), its blocks of rows, its width."""
+
+    ids: Sequence[Any]
+    blocks: Iterable[Matrix]
+    dim: int
+    model: str | None = None
+
+
+def add_vectors(path: Path, *, model: str | None, posts: Vectors | None, chunks: Vectors | None,
+                medias: Vectors | None) -> dict[str, int]:
+    """Add vector tables to an existing content.sqlite. `chunks.ids` are the passages' rows (post, index, start,
+    end); each passage's text is cut from its post's `_plain`, read back from the database a post at a time."""
     con = connect(path)
     counts = {"post_vectors": 0, "chunk_vectors": 0, "media_vectors": 0}
     with con:
         con.execute("CREATE TABLE vector_models (name TEXT PRIMARY KEY, model TEXT, dim INTEGER)")
-        if posts is not None and len(posts[0]):
-            ids, vecs = posts
-            _vector_table(con, POST_VEC, ("post_id", "TEXT"), ids, vecs, "posts", model)
-            counts["post_vectors"] = len(ids)
-        if chunks is not None and len(chunks[0]):
-            rows, vecs, plain = chunks
+        if posts is not None and len(posts.ids):
+            _vector_table(con, POST_VEC, ("post_id", "TEXT"), posts.ids, posts.blocks, posts.dim, "posts", model)
+            counts["post_vectors"] = len(posts.ids)
+        if chunks is not None and len(chunks.ids):
             con.execute("CREATE TABLE chunks (id INTEGER PRIMARY KEY, post_id TEXT NOT NULL, idx INTEGER, "
                         "start INTEGER, end INTEGER, text TEXT)")
             con.execute("CREATE INDEX chunks_post ON chunks(post_id)")
-            con.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)", [
-                (n, r["post"], r["index"], r["start"], r["end"], plain.get(r["post"], "")[r["start"]:r["end"]])
-                for n, r in enumerate(rows, start=1)])
-            _vector_table(con, CHUNK_VEC, ("chunk_id", "INTEGER"), range(1, len(vecs) + 1), vecs, "chunks", model)
-            counts["chunk_vectors"] = len(rows)
-        if medias is not None and len(medias[0]):
-            ids, vecs, media_model = medias
-            _vector_table(con, MEDIA_VEC, ("media_id", "TEXT"), ids, vecs, "medias", media_model)
-            counts["media_vectors"] = len(ids)
+            plain = _PlainText(con)
+            for at in range(0, len(chunks.ids), CHUNK_ROWS):
+                con.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)", [
+                    (n, r["post"], r["index"], r["start"], r["end"], plain.of(str(r["post"]))[r["start"]:r["end"]])
+                    for n, r in enumerate(chunks.ids[at:at + CHUNK_ROWS], start=at + 1)])
+            _vector_table(con, CHUNK_VEC, ("chunk_id", "INTEGER"), range(1, len(chunks.ids) + 1), chunks.blocks,
+                          chunks.dim, "chunks", model)
+            counts["chunk_vectors"] = len(chunks.ids)
+        if medias is not None and len(medias.ids):
+            _vector_table(con, MEDIA_VEC, ("media_id", "TEXT"), medias.ids, medias.blocks, medias.dim, "medias",
+                          medias.model)
+            counts["media_vectors"] = len(medias.ids)
     con.execute("VACUUM")
     con.close()
     return counts
+
+
+class _PlainText:
+    """A post's plain text from the posts table, the last one kept: passages come in post order."""
+
+    def __init__(self, con: apsw.Connection) -> None:
+        self.con = con
+        self.post: str | None = None
+        self.text = ""
+
+    def of(self, post: str) -> str:
+        if post != self.post:
+            row = self.con.execute("SELECT _plain FROM posts WHERE _id = ?", (post,)).fetchone()
+            self.post, self.text = post, str(row[0] or "") if row else ""
+        return self.text

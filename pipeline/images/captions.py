@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from html.parser import HTMLParser
 from posixpath import basename, splitext
 
@@ -68,15 +69,20 @@ def _file_words(path: str) -> str:
     return _SPACES.sub(" ", re.sub(r"[-_.]+", " ", splitext(basename(path))[0])).strip()
 
 
-def image_captions(posts: list[JSON], medias: list[JSON]) -> dict[str, str]:
-    """{media hash: caption} for every media entry, deterministic for the same posts and media."""
-    parts: dict[str, list[str]] = defaultdict(list)
-    for post in sorted(posts, key=lambda p: str(p.get("hash"))):
+def image_captions(posts: Iterable[JSON], medias: list[JSON]) -> dict[str, str]:
+    """{media hash: caption} for every media entry, deterministic for the same posts and media.
+
+    `posts` is read once, a post at a time: of each only the images it shows and their context are kept."""
+    shown: list[tuple[str, dict[str, list[str]], str]] = []
+    for post in posts:
         parser = _ImageContext()
         parser.feed(str(post.get("html") or ""))
         parser.close()
-        title = str(post.get("title") or "")
-        for h, texts in parser.found.items():
+        if parser.found:
+            shown.append((str(post.get("hash")), parser.found, str(post.get("title") or "")))
+    parts: dict[str, list[str]] = defaultdict(list)
+    for _post, found, title in sorted(shown, key=lambda s: s[0]):
+        for h, texts in found.items():
             parts[h].extend([*texts, title] if title else texts)
     names: dict[str, list[str]] = defaultdict(list)
     for media in sorted(medias, key=lambda m: str(m.get("originalPath"))):

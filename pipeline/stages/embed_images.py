@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.catalog import MEDIA_VECTORS, MEDIAS, PARSE_META, POSTS, SOURCE_TREE, VARIANTS, VARIANTS_IN_BUCKET
+from pipeline.catalog import MEDIA_VECTORS, MEDIAS, PARSE_META, SOURCE_TREE, VARIANTS, VARIANTS_IN_BUCKET
 from pipeline.embedders.image import ClipEmbedder, load_clip
 from pipeline.embedders.select import embeddings_skipped, text_embedder
 from pipeline.embedders.text import TextEmbedder
@@ -31,6 +31,7 @@ from pipeline.models import JSON, Issue, StageResult
 from pipeline.previous_revision import previous_variants, previous_vectors
 from pipeline.stages.context import BatchContext, StageContext
 from pipeline.stages.fanout import run_fanned
+from pipeline.stages.parsed_posts import iter_posts
 from pipeline.stores.vectors import VectorCache, text_key, write_matrix
 
 STAGE = "embed_images"
@@ -65,8 +66,7 @@ def run(ctx: StageContext) -> StageResult:
 
 def _items(ctx: StageContext) -> list[JSON]:
     medias: list[JSON] = ctx.artifacts.get_json(MEDIAS.key(ctx.job_id))
-    posts: list[JSON] = ctx.artifacts.get_json(POSTS.key(ctx.job_id))
-    captions = image_captions(posts, medias)
+    captions = image_captions(iter_posts(ctx.artifacts, ctx.job_id), medias)
     items: dict[str, JSON] = {}
     for media in sorted(medias, key=lambda m: str(m["originalPath"])):
         h = str(media["hash"])

@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.catalog import CHUNK_VECTORS, POST_VECTORS, POSTS
+from pipeline.catalog import CHUNK_VECTORS, POST_VECTORS
 from pipeline.embedders.select import embeddings_skipped, text_embedder, token_counter
 from pipeline.models import JSON, StageResult
 from pipeline.previous_revision import previous_vectors
 from pipeline.stages.context import BatchContext, StageContext
 from pipeline.stages.fanout import run_fanned
+from pipeline.stages.parsed_posts import iter_posts
 from pipeline.stores.vectors import Matrix, VectorCache, text_key, write_matrix
 
 DOC_INSTRUCTION = "Represent the document for semantic search:"
@@ -36,15 +37,17 @@ def _inputs(ctx: StageContext) -> tuple[list[JSON], list[str]]:
     """Every text to embed with what it belongs to, in a fixed order: posts, then their chunks."""
     from pipeline.embedders.chunks import chunk_text, post_embedding_input  # noqa: PLC0415
 
-    posts: list[JSON] = ctx.artifacts.get_json(POSTS.key(ctx.job_id))
+    # Of each post only what is embedded is kept (not its HTML), read a part at a time, then put in hash order.
+    posts = sorted(({"hash": p["hash"], "slug": p["slug"], "input": post_embedding_input(p, DOC_INSTRUCTION),
+                     "headings": [str(t.get("title", "")) for t in p.get("toc") or []], "plain": p.get("plain")}
+                    for p in iter_posts(ctx.artifacts, ctx.job_id)), key=lambda p: str(p["hash"]))
     count = token_counter(ctx.settings)
     items: list[JSON] = []
     texts: list[str] = []
-    for post in sorted(posts, key=lambda p: str(p["hash"])):
-        text = post_embedding_input(post, DOC_INSTRUCTION)
+    for post in posts:
         items.append({"kind": "post", "post": post["hash"], "slug": post["slug"]})
-        texts.append(text)
-        headings = [str(t.get("title", "")) for t in post.get("toc") or []]
+        texts.append(post["input"])
+        headings = post["headings"]
         for chunk in chunk_text(str(post.get("plain") or ""), count, CHUNK_TOKENS, headings=headings):
             items.append({"kind": "chunk", "post": post["hash"], "index": chunk.index, "start": chunk.start,
                           "end": chunk.end})

@@ -8,20 +8,24 @@ Cosines are rounded to 6 decimals so float noise between machines never changes 
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
+import tempfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from pipeline.canonical_json import canonical_json
-from pipeline.catalog import ENRICHMENT, POST_SIMILARITY, POST_VECTORS, POSTS, SIMILAR_POSTS, Artifact
+from pipeline.catalog import ENRICHMENT, POST_SIMILARITY, POST_VECTORS, SIMILAR_POSTS, Artifact
 from pipeline.models import JSON, StageResult
 from pipeline.sources.dist_folder import dist_folder, read_dist_json
 from pipeline.stages.context import StageContext
+from pipeline.stages.parsed_posts import iter_posts, posts_parsed
 from pipeline.stores.artifacts import write_atomic
 from pipeline.stores.vectors import has_matrix, read_matrix
 
@@ -35,13 +39,12 @@ OUTPUTS: dict[str, Artifact] = {"enrichment.json": ENRICHMENT, "posts-similarity
 BLOCK_ROWS = 256  # similarity rows computed at once: a block x posts float64 matrix, not posts x posts
 
 
-def similarity_json(ids: list[str], vectors: np.ndarray) -> tuple[bytearray, dict[str, list[str]], int]:
-    """POST_SIMILARITY encoded as `json.dumps` of `{"<hA>-<hB>": cosine}` (pairs in the order of the sorted ids,
-    hA < hB) would write it, SIMILAR_POSTS as a dict, and the number of pairs.
+def write_similarity(out: BinaryIO, ids: list[str], vectors: np.ndarray) -> tuple[dict[str, list[str]], int]:
+    """POST_SIMILARITY onto `out`, encoded as `json.dumps` of `{"<hA>-<hB>": cosine}` (pairs in the order of the
+    sorted ids, hA < hB) would write it; returns SIMILAR_POSTS as a dict and the number of pairs.
 
-    The pairs are quadratic in the posts, so they are never a dict: a block of rows at a time is multiplied,
-    rounded and encoded a row at a time onto one buffer, and only the encoded file is held whole (the store
-    takes whole values).
+    The pairs are quadratic in the posts, so they are never a dict nor a buffer: a block of rows at a time is
+    multiplied, rounded and encoded a row at a time onto `out` (a file, streamed to the store).
     """
     order = sorted(range(len(ids)), key=lambda i: ids[i])
     ids = [ids[i] for i in order]
@@ -50,7 +53,8 @@ def similarity_json(ids: list[str], vectors: np.ndarray) -> tuple[bytearray, dic
     names = [json.dumps(h, ensure_ascii=False)[1:-1] for h in ids]
     n = len(ids)
     index = np.arange(n)
-    out = bytearray(b"{")
+    out.write(b"{")
+    first = True
     top: dict[str, list[str]] = {}
     for start in range(0, n, BLOCK_ROWS):
         sims = np.round(vecs[start:start + BLOCK_ROWS] @ vecs.T, 6)
@@ -60,15 +64,23 @@ def similarity_json(ids: list[str], vectors: np.ndarray) -> tuple[bytearray, dic
             i = start + r
             a = names[i]
             if i + 1 < n:
-                if len(out) > 1:
-                    out += b","
-                out += ",".join(f'"{a}-{names[j]}":{num(v)}'
-                                for j, v in enumerate(row[i + 1:].tolist(), i + 1)).encode("utf-8")
+                if not first:
+                    out.write(b",")
+                first = False
+                out.write(",".join(f'"{a}-{names[j]}":{num(v)}'
+                                   for j, v in enumerate(row[i + 1:].tolist(), i + 1)).encode("utf-8"))
             # most similar first, ties by id (the ids are sorted, so by index); never the post itself
             ranked = np.lexsort((index, -row))
             top[ids[i]] = [ids[j] for j in ranked[:TOP_K + 1].tolist() if j != i][:TOP_K]
-    out += b"}"
-    return out, top, n * (n - 1) // 2
+    out.write(b"}")
+    return top, n * (n - 1) // 2
+
+
+def similarity_json(ids: list[str], vectors: np.ndarray) -> tuple[bytearray, dict[str, list[str]], int]:
+    """write_similarity into memory: the encoded pairs, SIMILAR_POSTS, the number of pairs (for small inputs)."""
+    buf = io.BytesIO()
+    top, pairs = write_similarity(buf, ids, vectors)
+    return bytearray(buf.getbuffer()), top, pairs
 
 
 def _sorted_by_pair(ids: list[str]) -> bool:
@@ -86,21 +98,26 @@ def backlinks(posts: list[JSON]) -> dict[str, list[str]]:
 
 
 def run(ctx: StageContext) -> StageResult:
-    posts_key = POSTS.key(ctx.job_id)
-    if not ctx.artifacts.exists(posts_key):
+    if not posts_parsed(ctx.artifacts, ctx.job_id):
         folder = dist_folder(ctx.spec.options, ctx.settings.local_source_roots)
         if folder is not None:
             return _run_on_folder(ctx, folder)
-    posts: list[JSON] = ctx.artifacts.get_json(posts_key)
     vectors_key = POST_VECTORS.key(ctx.job_id)
     ids: list[str] = []
     vectors = np.zeros((0, 0), dtype=np.float32)
     if has_matrix(ctx.artifacts, vectors_key):
-        vectors, header = read_matrix(ctx.artifacts, vectors_key)
+        vectors, header = read_matrix(ctx.artifacts, vectors_key)  # a row per post: linear in the posts
         ids = [str(i) for i in header["ids"]]
+
+    def write(name: str, data: bytes | Path) -> None:
+        key = OUTPUTS[name].key(ctx.job_id)
+        if isinstance(data, Path):
+            ctx.artifacts.put_file(key, data)
+        else:
+            ctx.artifacts.put_bytes(key, data)
+
     # the artifacts are written as put_json writes (keys in insertion order), so pairs go in pair order
-    return _enrich(ctx, posts, ids, vectors, write=lambda name, data: ctx.artifacts.put_bytes(
-        OUTPUTS[name].key(ctx.job_id), data), sorted_keys=False)
+    return _enrich(ctx, iter_posts(ctx.artifacts, ctx.job_id), ids, vectors, write, sorted_keys=False)
 
 
 def _run_on_folder(ctx: StageContext, folder: Path) -> StageResult:
@@ -110,7 +127,9 @@ def _run_on_folder(ctx: StageContext, folder: Path) -> StageResult:
     ids = sorted(embedded)
     vectors = np.array([embedded[h] for h in ids], dtype=np.float32) if ids else np.zeros((0, 0), np.float32)
 
-    def write(name: str, data: bytes) -> None:
+    def write(name: str, data: bytes | Path) -> None:
+        if isinstance(data, Path):
+            data = data.read_bytes()  # the folder's own files are bundle-sized already
         if name == "enrichment.json":
             ctx.artifacts.put_bytes(ENRICHMENT.key(ctx.job_id), data)
             return
@@ -121,26 +140,41 @@ def _run_on_folder(ctx: StageContext, folder: Path) -> StageResult:
     return _enrich(ctx, posts, ids, vectors, write, sorted_keys=True)
 
 
-def _enrich(ctx: StageContext, posts: list[JSON], ids: list[str], vectors: np.ndarray,
-            write: Callable[[str, bytes], None], sorted_keys: bool) -> StageResult:
-    """`sorted_keys`: encode as canonical_json (a bundle file) rather than as the artifact store's put_json."""
+def _enrich(ctx: StageContext, posts: Iterable[JSON], ids: list[str], vectors: np.ndarray,
+            write: Callable[[str, bytes | Path], None], sorted_keys: bool) -> StageResult:
+    """`sorted_keys`: encode as canonical_json (a bundle file) rather than as the artifact store's put_json.
+    `posts` is read once, a post at a time: only hashes, links and word counts are kept."""
 
     def encode(value: Any) -> bytes:
         if sorted_keys:
             return canonical_json(value)
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
-    back = backlinks(posts)
+    heads = [{"hash": p["hash"], "links": p.get("links"), "wordCount": p.get("wordCount")} for p in posts]
+    back = backlinks(heads)
     write("enrichment.json", json.dumps({
         str(p["hash"]): {"backlinks": back.get(str(p["hash"]), []),
                          "readingTime": max(1, math.ceil(int(p.get("wordCount") or 0) / WORDS_PER_MINUTE))}
-        for p in posts
+        for p in heads
     }, ensure_ascii=False, separators=(",", ":")).encode())  # an artifact, as put_json writes it
-    pairs_json, top, pairs = similarity_json(ids, vectors) if ids else (bytearray(b"{}"), {}, 0)
-    if sorted_keys and not _sorted_by_pair(ids):
-        # ids of mixed lengths: sort the keys the slow way
-        pairs_json = bytearray(canonical_json(json.loads(pairs_json)))
-    write("posts-similarity.json", bytes(pairs_json))  # the store takes bytes: one copy, freed with the buffer
+    scratch = Path(ctx.settings.temp_dir)
+    scratch.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=scratch, prefix=".similarity-", suffix=".json")
+    path = Path(tmp)
+    try:
+        top: dict[str, list[str]] = {}
+        pairs = 0
+        with os.fdopen(fd, "wb") as fh:
+            if ids:
+                top, pairs = write_similarity(fh, ids, vectors)
+            else:
+                fh.write(b"{}")
+        if sorted_keys and not _sorted_by_pair(ids):
+            # ids of mixed lengths: sort the keys the slow way
+            path.write_bytes(canonical_json(json.loads(path.read_bytes())))
+        write("posts-similarity.json", path)
+    finally:
+        path.unlink(missing_ok=True)
     write("posts-similar-hash.json", encode(top))
-    ctx.progress(len(posts), len(posts))
-    return StageResult.done(posts=len(posts), pairs=pairs, backlinks=sum(len(v) for v in back.values()))
+    ctx.progress(len(heads), len(heads))
+    return StageResult.done(posts=len(heads), pairs=pairs, backlinks=sum(len(v) for v in back.values()))

@@ -4,7 +4,8 @@ Resumable in three phases, the cursor saved after each:
 1. discovery (cursor None): find posts and media, hash media, read frontmatter, assign slugs → `index.json`;
 2. render: posts in fixed batches → `batch-NNNNN.json`, each written before the cursor moves past it, and
    deterministic, so a batch redone after a crash has the same bytes;
-3. assemble: post hashes → links, graph and parse's entries of catalog.py, rebuilt from the index and batches.
+3. assemble: post hashes → links, graph and parse's entries of catalog.py, rebuilt from the index and batches,
+   the posts streamed a batch at a time into POST_LINES.
 Every call does at least one unit of work before asking `should_yield`, so a tiny budget still progresses.
 """
 
@@ -19,7 +20,7 @@ from pipeline.catalog import (
     GRAPH,
     MEDIAS,
     PARSE_META,
-    POSTS,
+    POST_LINES,
     PROCESSOR_ISSUES,
     SOURCE_FILES,
     SOURCE_TREE,
@@ -36,6 +37,7 @@ from pipeline.markdown.slugs import assign_slugs
 from pipeline.markdown.urls import UrlScheme
 from pipeline.models import JSON, Issue, Severity, StageResult
 from pipeline.stages.context import StageContext
+from pipeline.stores.json_lines import LinesWriter
 
 STAGE = "parse"
 
@@ -208,39 +210,52 @@ def _render_batch(ctx: StageContext, root: Path, index: JSON, resolver: Resolver
 
 
 def _assemble(ctx: StageContext, root: Path, cursor: JSON) -> StageResult:
+    """POST_LINES a batch at a time, never the corpus whole: a first pass learns each post's hash (links name posts
+    by hash), the second writes each batch's entries with their links as one part. The batches are in path order
+    already (discovery sorts the paths, a batch keeps their order)."""
     index: JSON = ctx.artifacts.get_json(ctx.key("index.json"))
     total, size = int(cursor["total"]), int(cursor["batch"])
-    rendered: list[JSON] = []
+    numbers = range((total + size - 1) // size)
     issues: list[JSON] = list(index["issues"])
-    for number in range((total + size - 1) // size):
+    post_hashes: dict[str, str] = {}
+    last = ""
+    for number in numbers:
         batch = ctx.artifacts.get_json(_batch_key(ctx, number))
-        rendered.extend(batch["posts"])
         issues.extend(batch["issues"])
-    rendered.sort(key=lambda r: str(r["entry"]["originalFilePath"]))
-    post_hashes = {str(r["entry"]["originalFilePath"]): str(r["entry"]["hash"]) for r in rendered}
+        for r in batch["posts"]:
+            path = str(r["entry"]["originalFilePath"])
+            if path < last:
+                raise PermanentError(f"parse batch {number} is out of path order at {path!r} (after {last!r})")
+            last = path
+            post_hashes[path] = str(r["entry"]["hash"])
     media_hashes = {path: str(info["hash"]) for path, info in index["medias"].items()}
-    posts: list[JSON] = []
+    heads: list[JSON] = []  # what the link graph needs of each post
     post_media: dict[str, list[str]] = {}
-    for r in rendered:
-        entry = r["entry"]
-        # A link to a post that failed to render is dropped here; its broken state was reported with the failure.
-        entry["links"] = sorted({post_hashes[p] for p in r["linkPaths"] if p in post_hashes})
-        post_media[entry["hash"]] = [media_hashes[m] for m in r["mediaPaths"] if m in media_hashes]
-        posts.append(entry)
+    writer = LinesWriter(ctx.artifacts, POST_LINES.key(ctx.job_id))
+    for number in numbers:
+        part: list[JSON] = []
+        for r in ctx.artifacts.get_json(_batch_key(ctx, number))["posts"]:
+            entry = r["entry"]
+            # A link to a post that failed to render is dropped here; its broken state was reported with the failure.
+            entry["links"] = sorted({post_hashes[p] for p in r["linkPaths"] if p in post_hashes})
+            post_media[entry["hash"]] = [media_hashes[m] for m in r["mediaPaths"] if m in media_hashes]
+            heads.append({"hash": entry["hash"], "title": entry["title"], "links": entry["links"]})
+            part.append(entry)
+        writer.part(part)
     medias: list[JSON] = sorted(index["mediaEntries"], key=lambda m: str(m["originalPath"]))
     def put(artifact: Artifact, value: Any) -> None:
         ctx.artifacts.put_json(artifact.key(ctx.job_id), value)
 
-    put(POSTS, posts)
     put(MEDIAS, medias)
-    put(GRAPH, link_graph(posts, medias, post_media))
+    put(GRAPH, link_graph(heads, medias, post_media))
     put(SOURCE_FILES, source_files(root))
     drafts = int(index.get("drafts", 0))
     put(PROCESSOR_ISSUES, issue_report(issues, drafts))
-    put(PARSE_META, {"root": index["root"], "posts": len(posts), "medias": len(medias), "drafts": drafts})
-    ctx.log(f"parse: {len(posts)} posts, {len(medias)} medias, {drafts} drafts left out, {len(issues)} issues")
-    return StageResult.done(posts=len(posts), medias=len(medias), issues=len(issues), drafts=drafts).counting(
-        items=len(posts) + len(medias))
+    put(PARSE_META, {"root": index["root"], "posts": len(heads), "medias": len(medias), "drafts": drafts})
+    writer.close()  # last: the posts' header tells later stages (and a resumed parse) that all is written
+    ctx.log(f"parse: {len(heads)} posts, {len(medias)} medias, {drafts} drafts left out, {len(issues)} issues")
+    return StageResult.done(posts=len(heads), medias=len(medias), issues=len(issues), drafts=drafts).counting(
+        items=len(heads) + len(medias))
 
 
 def issue_report(issues: list[dict[str, Any]], drafts: int = 0) -> JSON:

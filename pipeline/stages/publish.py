@@ -9,14 +9,13 @@ bytes: JSON is written with sorted keys, lists in the parse stage's order).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pipeline.canonical_json import canonical_json
 from pipeline.catalog import (
     BUNDLE,
     CONTENT_DB,
@@ -27,7 +26,6 @@ from pipeline.catalog import (
     PARSE_META,
     POST_SIMILARITY,
     POST_VECTORS,
-    POSTS,
     PROCESSOR_ISSUES,
     SIMILAR_POSTS,
     SOURCE_FILES,
@@ -42,9 +40,11 @@ from pipeline.images.variants import VariantInfo, media_sizes_entry, variant_fil
 from pipeline.markdown.urls import media_filename
 from pipeline.models import JSON, Issue, StageResult
 from pipeline.plans import publishes_to_bucket
+from pipeline.stages.bundle_writer import BundleWriter
 from pipeline.stages.context import StageContext
+from pipeline.stages.parsed_posts import iter_posts
 from pipeline.stores.artifacts import is_no_space
-from pipeline.stores.vectors import has_matrix, read_matrix
+from pipeline.stores.vectors import Matrix, has_matrix, read_matrix
 from pipeline.targets.local import LocalFolderTarget
 from pipeline.timestamps import now_iso
 
@@ -52,44 +52,6 @@ from pipeline.timestamps import now_iso
 SELF_DESCRIBING = ("files-dist.json", "manifest.json")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NAME_MAX = 255  # bytes per path segment on common filesystems
-
-
-class BundleWriter:
-    """Writes files under a root and remembers each one's sha256 and size for the manifest."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.files: dict[str, tuple[str, int]] = {}
-        self._dirs: set[Path] = set()
-
-    def _open_path(self, rel: str) -> Path:
-        path = self.root / rel
-        if path.parent not in self._dirs:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._dirs.add(path.parent)
-        return path
-
-    def write(self, rel: str, data: bytes) -> None:
-        self._open_path(rel).write_bytes(data)
-        self.files[rel] = (hashlib.sha256(data).hexdigest(), len(data))
-
-    def json(self, rel: str, value: Any) -> None:
-        self.write(rel, canonical_json(value))
-
-    def copy(self, rel: str, src: Path) -> str:
-        """Copy `src` to `rel`, hashing on the way; returns the sha256 of what was copied."""
-        digest, size = hashlib.sha256(), 0
-        with src.open("rb") as fin, self._open_path(rel).open("wb") as fout:
-            while chunk := fin.read(1 << 20):
-                digest.update(chunk)
-                fout.write(chunk)
-                size += len(chunk)
-        self.files[rel] = (digest.hexdigest(), size)
-        return digest.hexdigest()
-
-    def remove(self, rel: str) -> None:
-        (self.root / rel).unlink(missing_ok=True)
-        self.files.pop(rel, None)
 
 
 def issue_report(issues: list[JSON]) -> JSON:
@@ -163,17 +125,22 @@ class Publisher:
         self.issues: list[Issue] = []
         # Files of the revision that live in the bucket already: in files-dist.json, not in the folder.
         self.elsewhere: dict[str, tuple[str, int]] = {}
+        self.slugs: dict[str, str] = {}  # each post's slug by hash, for the slug-keyed embedding map
 
     def _issue(self, path: str, message: str, severity: str = "warning") -> None:
         self.issues.append(Issue(stage=self.ctx.stage, path=path, message=message,
                                  severity="error" if severity == "error" else "warning"))
 
-    def posts(self, posts: list[JSON]) -> None:
+    def posts(self, posts: Iterable[JSON]) -> int:
+        """`_posts/` and posts.json, a post at a time (posts.json written as they pass); returns how many."""
         slug_map: dict[str, str] = {}
         path_map: dict[str, str] = {}
         index: list[JSON] = []
-        for post in posts:
+        count = 0
+        for post in self.w.json_list("posts.json", posts):
+            count += 1
             h, slug, path = str(post.get("hash") or ""), str(post.get("slug") or ""), post.get("originalFilePath")
+            self.slugs[h] = slug
             where = str(path or slug or h)
             if not _SAFE_NAME.match(h):
                 self._issue(where, f"post has no usable hash ({h!r}); left out of _posts/", "error")
@@ -195,9 +162,9 @@ class Publisher:
             self.w.json(f"_posts/slug/{slug}.json", post)
         self.w.json("_posts/hash/index.json", index)
         self.w.json("_posts/slug/index.json", index)
-        self.w.json("posts.json", posts)
         self.w.json("posts-slug-map.json", slug_map)
         self.w.json("posts-path-map.json", path_map)
+        return count
 
     def medias(self, medias: list[JSON], tree: Path | None, prefix: str, resized: dict[str, list[VariantInfo]],
                in_bucket: frozenset[str] = frozenset()) -> None:
@@ -301,37 +268,41 @@ def _in_bucket(ctx: StageContext) -> frozenset[str]:
     return frozenset(ctx.artifacts.get_json(key)) if ctx.artifacts.exists(key) else frozenset()
 
 
-def _enriched(ctx: StageContext, posts: list[JSON]) -> list[JSON]:
-    """Posts with enrich's backlinks and reading time, when the job ran enrich."""
+def _enriched(ctx: StageContext) -> Iterator[JSON]:
+    """The posts, one at a time, with enrich's backlinks and reading time when the job ran enrich."""
     key = ENRICHMENT.key(ctx.job_id)
-    if not ctx.artifacts.exists(key):
-        return posts
-    extra: dict[str, JSON] = ctx.artifacts.get_json(key)
-    return [{**p, **extra.get(str(p.get("hash")), {})} for p in posts]
+    extra: dict[str, JSON] = ctx.artifacts.get_json(key) if ctx.artifacts.exists(key) else {}
+    for post in iter_posts(ctx.artifacts, ctx.job_id):
+        yield {**post, **extra.get(str(post.get("hash")), {})} if extra else post
 
 
-def _vector_files(ctx: StageContext, w: BundleWriter, posts: list[JSON]) -> JSON:
+def _vector_map(w: BundleWriter, rel: str, keys: Iterable[tuple[str, int]], vecs: Matrix) -> None:
+    """`{key: floats}` of the rows, an entry encoded at a time (never a dict of Python floats); a key given twice
+    keeps its last row, as a dict would."""
+    rows = dict(keys)
+    w.json_map(rel, ((k, _floats(vecs[rows[k]])) for k in sorted(rows)))
+
+
+def _vector_files(ctx: StageContext, w: BundleWriter, slugs: dict[str, str]) -> JSON:
     """The embedding and similarity files of CONTRACT §3; returns which model made which vectors."""
     store, models = ctx.artifacts, {}
     post_key = POST_VECTORS.key(ctx.job_id)
     if has_matrix(store, post_key):
-        vecs, header = read_matrix(store, post_key)
+        vecs, header = read_matrix(store, post_key)  # a row per post: linear, and small next to the posts
         ids = [str(i) for i in header["ids"]]
-        slugs = {str(p["hash"]): str(p["slug"]) for p in posts}
-        w.json("posts-embedding-hash-map.json", {h: _floats(v) for h, v in zip(ids, vecs, strict=True)})
-        w.json("posts-embedding-slug-map.json", {slugs[h]: _floats(v) for h, v in zip(ids, vecs, strict=True)
-                                                 if h in slugs})
+        _vector_map(w, "posts-embedding-hash-map.json", ((h, n) for n, h in enumerate(ids)), vecs)
+        _vector_map(w, "posts-embedding-slug-map.json", ((slugs[h], n) for n, h in enumerate(ids) if h in slugs),
+                    vecs)
         models["text"] = {"model": header.get("model"), "dim": header.get("dim")}
     media_key = MEDIA_VECTORS.key(ctx.job_id)
     if has_matrix(store, media_key):
         vecs, header = read_matrix(store, media_key)
-        w.json("media-embedding-hash-map.json", {str(h): _floats(v) for h, v in zip(header["ids"], vecs,
-                                                                                      strict=True)})
+        _vector_map(w, "media-embedding-hash-map.json", ((str(h), n) for n, h in enumerate(header["ids"])), vecs)
         models["image"] = {"model": header.get("model"), "dim": header.get("dim"), "kind": header.get("kind")}
     for name, artifact in (("posts-similarity.json", POST_SIMILARITY), ("posts-similar-hash.json", SIMILAR_POSTS)):
         key = artifact.key(ctx.job_id)
         if store.exists(key):
-            w.write(name, store.get_bytes(key))
+            w.from_store(name, store, key)
     return models
 
 
@@ -347,7 +318,7 @@ def run(ctx: StageContext) -> StageResult:
         key = artifact.key(ctx.job_id)
         return store.get_json(key) if default is None or store.exists(key) else default
 
-    posts: list[JSON] = _enriched(ctx, parsed(POSTS))
+    posts = _enriched(ctx)
     medias: list[JSON] = parsed(MEDIAS, [])
     meta: JSON = parsed(PARSE_META, {})
     tree = None
@@ -369,14 +340,14 @@ def run(ctx: StageContext) -> StageResult:
     with opened as staging:
         w = BundleWriter(staging)
         pub = Publisher(ctx, w)
-        pub.posts(posts)
+        post_count = pub.posts(posts)
         pub.medias(medias, tree, prefix, _resized(ctx), _in_bucket(ctx))
         w.json("graph.json", parsed(GRAPH, {"nodes": [], "edges": []}))
         w.json("files-source.json", parsed(SOURCE_FILES, []))
         w.json("processor-issues.json", processor_issues)
-        models = _vector_files(ctx, w, posts)
+        models = _vector_files(ctx, w, pub.slugs)
         if store.exists(db_key):
-            w.write("content.sqlite", store.get_bytes(db_key))
+            w.from_store("content.sqlite", store, db_key)
         worker_issues = _other_issues(processor_issues, extra_issues + ctx.recorded_issues()
                                       + [i.to_json() for i in pub.issues])
         w.json("worker-issues.json", issue_report(worker_issues))
@@ -385,7 +356,7 @@ def run(ctx: StageContext) -> StageResult:
             "revision": rev, "jobId": ctx.job_id, "task": ctx.spec.task, "projectId": ctx.spec.project_id,
             "source": _source_info(ctx),
             "createdAt": now_iso(),
-            "counts": {"posts": len(posts), "medias": len(medias),
+            "counts": {"posts": post_count, "medias": len(medias),
                        "issues": len(processor_issues.get("issues") or []) + len(worker_issues)},
             "models": models,
             "files": {rel: sha for rel, (sha, _size) in sorted(w.files.items())},
@@ -394,7 +365,7 @@ def run(ctx: StageContext) -> StageResult:
     # Recorded only once the revision is live, so a retried attempt does not record them twice.
     for issue in pub.issues:
         ctx.record_issue(issue)
-    ctx.progress(len(posts) + len(medias), len(posts) + len(medias))
+    ctx.progress(post_count + len(medias), post_count + len(medias))
     where = BUNDLE.key(ctx.job_id) if to_bucket else str(target.revision_path(rev))
     ctx.log(f"published revision {rev} to {where}: {len(w.files)} files")
     return StageResult.done(path=None if to_bucket else where, bundle=where if to_bucket else None,

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from pipeline.errors import PermanentError, StorageFull
 
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+CHUNK = 1 << 20  # bytes a streamed copy holds at a time
 
 
 def is_no_space(exc: BaseException) -> bool:
@@ -43,6 +44,10 @@ def _check_key(key: str) -> str:
 class ArtifactStore(Protocol):
     def put_bytes(self, key: str, data: bytes) -> None: ...
     def get_bytes(self, key: str) -> bytes: ...
+    # The streaming twins, so an artifact as large as the corpus never has to be whole in a worker's memory:
+    def put_file(self, key: str, path: Path) -> None: ...  # the object becomes the file's bytes
+    def get_file(self, key: str, dest: Path) -> None: ...  # the object's bytes into a (new) local file
+    def get_range(self, key: str, start: int, length: int) -> bytes: ...  # `length` bytes from `start`
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
     def delete_prefix(self, prefix: str) -> None: ...
@@ -92,6 +97,40 @@ class LocalArtifactStore:
     def get_bytes(self, key: str) -> bytes:
         try:
             return self.path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise PermanentError(f"artifact {key!r} is missing") from exc
+
+    def put_file(self, key: str, path: Path) -> None:
+        target = self.path(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-")
+            try:
+                with os.fdopen(fd, "wb") as fout, path.open("rb") as fin:
+                    shutil.copyfileobj(fin, fout, CHUNK)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            if is_no_space(exc):
+                raise storage_full(exc, "artifact store", f"artifact {key!r}") from exc
+            raise
+
+    def get_file(self, key: str, dest: Path) -> None:
+        try:
+            with self.path(key).open("rb") as fin, dest.open("wb") as fout:
+                shutil.copyfileobj(fin, fout, CHUNK)
+        except FileNotFoundError as exc:
+            if not self.path(key).exists():
+                raise PermanentError(f"artifact {key!r} is missing") from exc
+            raise
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            with self.path(key).open("rb") as fh:
+                fh.seek(start)
+                return fh.read(length)
         except FileNotFoundError as exc:
             raise PermanentError(f"artifact {key!r} is missing") from exc
 

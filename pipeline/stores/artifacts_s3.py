@@ -105,6 +105,42 @@ class S3ArtifactStore:
             raise as_pipeline_error(exc, f"reading artifact {key!r}") from exc
         return body
 
+    def put_file(self, key: str, path: Path) -> None:
+        """Streamed from the file (multipart above the threshold), never read whole."""
+        full = self._key(key)
+        report = self.publisher.upload({full: path}, existing={})
+        if report.failed:
+            first = report.failed[0]
+            msg = f"writing artifact {key!r}: {first.error}"
+            raise TransientError(msg) if first.transient else PermanentError(msg)
+
+    def get_file(self, key: str, dest: Path) -> None:
+        full = self._key(key)
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=full)["Body"]
+            with dest.open("wb") as fh:
+                for chunk in body.iter_chunks(MIB):
+                    fh.write(chunk)
+        except (ClientError, BotoCoreError) as exc:
+            if is_missing(exc):
+                raise PermanentError(f"artifact {key!r} is missing") from exc
+            raise as_pipeline_error(exc, f"reading artifact {key!r}") from exc
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        full = self._key(key)
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=full, Range=f"bytes={start}-{start + length - 1}")
+            body: bytes = resp["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            if is_missing(exc):
+                raise PermanentError(f"artifact {key!r} is missing") from exc
+            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b""  # past the end, as a local file's read gives
+            raise as_pipeline_error(exc, f"reading artifact {key!r}") from exc
+        return body
+
     def exists(self, key: str) -> bool:
         """True for an object and, as for a local folder, for a prefix holding objects."""
         full = self._key(key.rstrip("/"))

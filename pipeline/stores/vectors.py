@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,34 @@ def read_matrix(artifacts: ArtifactStore, key: str) -> tuple[Matrix, dict[str, A
     if data.size != rows * dim:
         raise PermanentError(f"matrix {key} holds {data.size} values, header says {rows}x{dim}")
     return data.reshape(rows, dim).astype(np.float32), header
+
+
+BLOCK_ROWS = 512  # rows read at a time: a block of the matrix in memory, never all of it
+
+
+def matrix_header(artifacts: ArtifactStore, key: str) -> dict[str, Any]:
+    header: dict[str, Any] = artifacts.get_json(f"{key}.json")
+    return header
+
+
+def matrix_rows(artifacts: ArtifactStore, key: str, header: dict[str, Any], start: int, stop: int) -> Matrix:
+    """Rows `start` to `stop` (exclusive) of the matrix, read with one ranged read."""
+    dim = int(header["dim"])
+    stop = min(stop, int(header["rows"]))
+    if stop <= start:
+        return np.zeros((0, dim), dtype=np.float32)
+    data = artifacts.get_range(f"{key}.f32", start * dim * 4, (stop - start) * dim * 4)
+    if len(data) != (stop - start) * dim * 4:
+        raise PermanentError(f"matrix {key} is shorter than its header says ({header['rows']}x{dim}): rows "
+                             f"{start}..{stop} give {len(data)} bytes")
+    return np.frombuffer(data, dtype="<f4").reshape(stop - start, dim)
+
+
+def matrix_blocks(artifacts: ArtifactStore, key: str, header: dict[str, Any],
+                  rows: int = BLOCK_ROWS) -> Iterator[Matrix]:
+    """The matrix in order, `rows` rows at a time."""
+    for start in range(0, int(header["rows"]), rows):
+        yield matrix_rows(artifacts, key, header, start, start + rows)
 
 
 def has_matrix(artifacts: ArtifactStore, key: str) -> bool:

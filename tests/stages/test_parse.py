@@ -12,13 +12,15 @@ from typing import Any
 import pytest
 
 from pipeline.canonical_json import canonical_json
-from pipeline.catalog import SOURCE_TREE, job_key
+from pipeline.catalog import POST_LINES, SOURCE_TREE, job_key
 from pipeline.errors import PermanentError
 from pipeline.models import JobSpec
 from pipeline.settings import Settings
 from pipeline.stages import parse
 from pipeline.stages.context import LocalContext, run_to_end
+from pipeline.stages.parsed_posts import iter_posts
 from pipeline.stores.artifacts import LocalArtifactStore
+from pipeline.stores.json_lines import lines_header, part_key
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,11 +44,22 @@ def make_ctx(tmp_path: Path, source: Path, job_id: str = "job1", budget_s: float
 
 
 def result(ctx: LocalContext, name: str) -> Any:
+    """One of parse's outputs; "posts.json" is the posts as later stages read them (JSON lines in parts)."""
+    if name == "posts.json":
+        return list(iter_posts(ctx.artifacts, ctx.job_id))
     return ctx.artifacts.get_json(ctx.key(f"result/{name}"))
 
 
 def result_bytes(ctx: LocalContext) -> dict[str, bytes]:
-    return {name: ctx.artifacts.get_bytes(ctx.key(f"result/{name}")) for name in RESULTS}
+    """The outputs' bytes; the posts' lines joined, whatever parts they were cut into."""
+    def stored(name: str) -> bytes:
+        if name == "posts.json":
+            key = POST_LINES.key(ctx.job_id)
+            return b"".join(ctx.artifacts.get_bytes(part_key(key, n))
+                            for n in range(lines_header(ctx.artifacts, key)["parts"]))
+        return ctx.artifacts.get_bytes(ctx.key(f"result/{name}"))
+
+    return {name: stored(name) for name in RESULTS}
 
 
 @pytest.fixture

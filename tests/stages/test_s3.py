@@ -19,6 +19,7 @@ from pipeline.errors import JobCancelled, PermanentError, TransientError
 from pipeline.settings import Settings
 from pipeline.stores.artifacts import ArtifactStore, LocalArtifactStore
 from pipeline.stores.artifacts_s3 import TREES, S3ArtifactStore, artifact_store
+from pipeline.stores.json_lines import read_lines, write_lines
 from pipeline.targets.s3 import S3Publisher, content_type
 from pipeline.targets.s3_client import parse_s3_url, read_json, s3_client
 from pipeline.targets.s3_pointer import force_pointer, move_pointer
@@ -295,6 +296,37 @@ def test_artifact_store_objects(make_store: StoreFactory) -> None:
     assert store.list("jobs/j1") == ["jobs/j1/parse/a.bin"]
     store.delete_prefix("jobs/j1")
     assert store.list("jobs/j1") == [] and not store.exists("jobs/j1")
+
+
+def test_artifact_store_streams(make_store: StoreFactory, tmp_path: Path) -> None:
+    """put_file, get_file and get_range: what stages use for artifacts too large to hold whole (multipart above
+    the threshold on S3)."""
+    store = make_store("a")
+    big = os.urandom(17 * 1024 * 1024 + 5)
+    (tmp_path / "big.bin").write_bytes(big)
+    store.put_file("jobs/j1/build_db/content.sqlite", tmp_path / "big.bin")
+    store.get_file("jobs/j1/build_db/content.sqlite", tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").read_bytes() == big
+    assert store.get_range("jobs/j1/build_db/content.sqlite", 3, 10) == big[3:13]
+    assert store.get_range("jobs/j1/build_db/content.sqlite", len(big) - 2, 10) == big[-2:]
+    assert store.get_range("jobs/j1/build_db/content.sqlite", len(big) + 10, 4) == b""
+    (tmp_path / "small.bin").write_bytes(b"new")
+    store.put_file("jobs/j1/build_db/content.sqlite", tmp_path / "small.bin")  # replaced whole
+    assert store.get_bytes("jobs/j1/build_db/content.sqlite") == b"new"
+    with pytest.raises(PermanentError, match="is missing"):
+        store.get_file("jobs/j1/nothing", tmp_path / "nothing.bin")
+    with pytest.raises(PermanentError, match="is missing"):
+        store.get_range("jobs/j1/nothing", 0, 4)
+
+
+def test_artifact_store_json_lines(make_store: StoreFactory) -> None:
+    store = make_store("a")
+    posts = [{"hash": f"h{i}", "t": "é" * i} for i in range(7)]
+    assert write_lines(store, "jobs/j1/parse/result/posts-lines", posts, per_part=3) == 7
+    assert list(read_lines(make_store("b"), "jobs/j1/parse/result/posts-lines")) == posts
+    write_lines(store, "jobs/j1/parse/result/posts-lines", posts[:2], per_part=3)  # fewer parts: the rest go
+    assert list(read_lines(store, "jobs/j1/parse/result/posts-lines")) == posts[:2]
+    assert store.list("jobs/j1/parse/result/posts-lines/") == ["jobs/j1/parse/result/posts-lines/part-00000.jsonl"]
 
 
 def tree_content(root: Path) -> dict[str, Any]:

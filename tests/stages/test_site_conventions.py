@@ -22,6 +22,7 @@ from pipeline.settings import Settings
 from pipeline.sources.git_history import file_dates
 from pipeline.stages import fetch, parse
 from pipeline.stages.context import LocalContext, run_to_end
+from pipeline.stages.parsed_posts import iter_posts
 from pipeline.stores.artifacts import LocalArtifactStore
 from tests.stages.site_fixtures import HUGO, JEKYLL, ZOLA_DATES, write_files, zola_blog
 
@@ -60,7 +61,7 @@ def build(tmp_path: Path, source: SourceSpec, **options: Any) -> Built:
     def result(name: str) -> Any:
         return store.get_json(f"jobs/j/parse/result/{name}")
 
-    return Built({p["originalFilePath"]: p for p in result("posts.json")},
+    return Built({p["originalFilePath"]: p for p in iter_posts(store, "j")},
                  {m["originalPath"]: m for m in result("medias.json")}, result("graph.json"),
                  result("processor-issues.json")["issues"], summary, fetched.issues)
 
