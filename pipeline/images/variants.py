@@ -19,6 +19,7 @@ from pipeline.images.decode import DECODE_ERRORS, DEFAULT_MAX_PIXELS, open_image
 
 SIZES: tuple[tuple[str, int], ...] = (("xs", 100), ("sm", 300), ("md", 700), ("lg", 1400), ("xl", 2160))
 WEBP_QUALITY = 80
+WEBP_METHOD = 4
 JPEG_QUALITY = 85
 # libwebp's hard limit per side; a very tall image at its capped width could exceed it otherwise.
 WEBP_MAX_SIDE = 16383
@@ -107,7 +108,7 @@ def _encode(img: Image.Image, fmt: OutputFormat, icc: bytes | None) -> bytes:
     # orientation it held is already applied to the pixels.
     extra: dict[str, bytes] = {"icc_profile": icc} if icc else {}
     if fmt == "webp":
-        img.save(buf, "WEBP", quality=WEBP_QUALITY, method=4, **extra)
+        img.save(buf, "WEBP", quality=WEBP_QUALITY, method=WEBP_METHOD, **extra)
     else:
         if img.mode == "RGBA":  # JPEG has no alpha; transparent areas become the usual page white
             flat = Image.new("RGB", img.size, (255, 255, 255))
