@@ -38,8 +38,8 @@ from benchmarks.cpu_use import cpu_now
 from benchmarks.guide_corpus import CORPORA, english_corpus
 from benchmarks.harness import JOB_TIMEOUT_S, Harness, batch_spans_between
 from benchmarks.targets import Row, table
-from pipeline.images.decode import open_image
-from pipeline.images.variants import WEBP_METHOD, WEBP_QUALITY, make_variants, target_sizes
+from pipeline.images.decode import DecodedImage, open_image
+from pipeline.images.variants import WEBP_METHOD, WEBP_QUALITY, largest_size, make_variants, resized, target_sizes
 from pipeline.models import JobStatus, StageStatus
 from pipeline.plans import job_is_over
 from pipeline.settings import Settings
@@ -134,15 +134,20 @@ def _cpu(fn: Callable[[], object], repeat: int = 1) -> float:
     return (time.process_time() - t) / repeat
 
 
-def _resize_all(src: Image.Image, chained: bool) -> list[Image.Image]:
-    """Every distinct size, from the source each time or each from the one before (as make_variants does)."""
+def _from_source(src: Image.Image) -> list[Image.Image]:
+    """Every distinct size, each resized from the whole source: the reference picture."""
     out: dict[tuple[int, int], Image.Image] = {}
-    prev = src
     for _, w, h in reversed(target_sizes(src.width, src.height)):
         if (w, h) not in out:
-            base = prev if chained else src
-            prev = base if (w, h) == base.size else base.resize((w, h), Image.Resampling.LANCZOS, reducing_gap=None)
-            out[(w, h)] = prev
+            out[(w, h)] = src if (w, h) == src.size else src.resize((w, h), Image.Resampling.LANCZOS)
+    return list(out.values())
+
+
+def _chained(decoded: DecodedImage) -> list[Image.Image]:
+    """Every distinct size as make_variants resizes them (each from the previous)."""
+    out: dict[tuple[int, int], Image.Image] = {}
+    for _, img in resized(decoded):
+        out.setdefault(img.size, img)
     return list(out.values())
 
 
@@ -177,14 +182,14 @@ def micro(repeat: int = 1) -> dict[str, Any]:
     out: dict[str, Any] = {"images": n, "load": os.getloadavg()}
     out["make_variants_s_per_image"] = round(_cpu(lambda: [make_variants(d, name) for name, d in data], repeat) / n, 4)
     out["variant_bytes"] = sum(v.nbytes for name, d in data for v in make_variants(d, name))
-    decoded = [open_image(d, name).image for name, d in data]
+    decoded = [open_image(d, name) for name, d in data]
     out["decode_s_per_image"] = round(_cpu(lambda: [open_image(d, name) for name, d in data], repeat) / n, 4)
     # Resizing from the source each time is the reference picture; chained must stay within a few levels of it.
-    out["resize_from_source_s_per_image"] = round(_cpu(lambda: [_resize_all(s, False) for s in decoded]) / n, 4)
-    out["resize_chained_s_per_image"] = round(_cpu(lambda: [_resize_all(s, True) for s in decoded]) / n, 4)
-    out["chained_vs_source_levels"] = _compare([im for s in decoded for im in _resize_all(s, False)],
-                                               [im for s in decoded for im in _resize_all(s, True)])
-    sized = [im for s in decoded for im in _resize_all(s, True)]
+    out["resize_from_source_s_per_image"] = round(_cpu(lambda: [_from_source(s.image) for s in decoded]) / n, 4)
+    out["resize_chained_s_per_image"] = round(_cpu(lambda: [_chained(s) for s in decoded]) / n, 4)
+    out["chained_vs_source_levels"] = _compare([im for s in decoded for im in _from_source(s.image)],
+                                               [im for s in decoded for im in _chained(s)])
+    sized = [im for s in decoded for im in _chained(s)]
     methods = {}
     for method in range(7):
         def encode(m: int = method) -> int:
@@ -199,7 +204,7 @@ def micro(repeat: int = 1) -> dict[str, Any]:
     out["webp_method_used"] = WEBP_METHOD
     big = big_jpeg()
     w, h = Image.open(io.BytesIO(big)).size
-    xl = target_sizes(w, h)[-1][1:]
+    xl = largest_size(w, h)
 
     def decode_full() -> None:
         Image.open(io.BytesIO(big)).load()
