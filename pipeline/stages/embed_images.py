@@ -34,7 +34,10 @@ from pipeline.stages.fanout import run_fanned
 from pipeline.stores.vectors import VectorCache, text_key, write_matrix
 
 STAGE = "embed_images"
-IMAGES_PER_BATCH = 8  # a 12 MP photo takes ~0.7 s to resize: a batch stays well inside a task's budget
+IMAGES_PER_BATCH = 8  # at most: a 12 MP photo takes ~0.7 s to resize, a batch stays well inside a task's budget
+# A job with few images to do still splits them into this many batches, so that two pool processes share them
+# (10 images: 3+3+3+1 instead of 8+2, one process idle while the other does 8).
+MIN_BATCHES = 4
 
 
 class _Vectors:
@@ -57,6 +60,11 @@ class _Vectors:
 def vector_key(kind: str, item: JSON) -> str:
     """An image vector's cache key: a CLIP vector depends on the pixels only, a caption vector on the caption."""
     return str(item["hash"]) if kind == "clip" else text_key(str(item["caption"]))
+
+
+def images_per_batch(todo: int) -> int:
+    """At most IMAGES_PER_BATCH, fewer when that would leave fewer than MIN_BATCHES batches."""
+    return max(1, min(IMAGES_PER_BATCH, -(-todo // MIN_BATCHES)))
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -99,7 +107,8 @@ def _plan(ctx: StageContext) -> int:
             cache["vectors_miss" if needs_vector else "vectors_hit"] += 1
         if (not known and not item["remote"]) or needs_vector:
             todo.append(item)
-    batches = [todo[k:k + IMAGES_PER_BATCH] for k in range(0, len(todo), IMAGES_PER_BATCH)]
+    per = images_per_batch(len(todo))
+    batches = [todo[k:k + per] for k in range(0, len(todo), per)]
     for n, batch in enumerate(batches):
         ctx.artifacts.put_json(ctx.key(f"batches/{n:05d}.json"), {"items": batch})
     ctx.artifacts.put_json(ctx.key("plan.json"), {
