@@ -53,12 +53,12 @@ def _openable_formats() -> tuple[str, ...]:
 
 
 _SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 # EXIF orientations that turn the picture a quarter: the stored width is the upright height.
 _QUARTER_TURNS = frozenset({5, 6, 7, 8})
 
 # The upright (width, height) of a source → the smallest (width, height) its users need decoded.
 SizeNeeded = Callable[[int, int], tuple[int, int]]
-_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
 @dataclass(frozen=True)
