@@ -67,13 +67,18 @@ def embed_phases(store: JobStore, job: JobView) -> dict[str, float]:
 
 def batch_tasks_between(log_path: str | None, start: float, end: float) -> list[float]:
     """Run times of the batch tasks a worker logged as finished between `start` and `end` (epoch seconds)."""
+    return [e - s for s, e in batch_spans_between(log_path, start, end)]
+
+
+def batch_spans_between(log_path: str | None, start: float, end: float) -> list[tuple[float, float]]:
+    """(start, end) epoch seconds of the batch tasks a worker logged as finished between `start` and `end`."""
     if not log_path or not Path(log_path).exists():
         return []
     out = []
     for m in BATCH_LOG.finditer(Path(log_path).read_text(errors="replace")):
         ts = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
         if start <= ts <= end + 0.5:
-            out.append(float(m.group(3)))
+            out.append((ts - float(m.group(3)), ts))
     return out
 
 

@@ -21,10 +21,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 from pipeline.embedders.clip_bpe import CONTEXT_LENGTH, Tokenize, find_tokenizer, load_tokenizer
 from pipeline.errors import ItemError, PermanentError
-from pipeline.images.clip_input import ClipImageConfig, pixel_values
+from pipeline.images.clip_input import ClipImageConfig, Pixels, pixel_values
 from pipeline.images.decode import DECODE_ERRORS, DEFAULT_MAX_PIXELS, open_image
 
 Vectors = npt.NDArray[np.float32]
@@ -142,18 +143,28 @@ class ClipEmbedder:
     def embed_images_safe(self, images: Sequence[bytes], names: Sequence[str] | None = None) -> ImageEmbeddings:
         """Vectors for the images that decode, and an ItemError for each that does not."""
         labels = list(names) if names is not None else [f"image[{i}]" for i in range(len(images))]
-        pixels: list[npt.NDArray[np.float32]] = []
-        indices: list[int] = []
-        errors: dict[int, ItemError] = {}
-        for i, (data, label) in enumerate(zip(images, labels, strict=True)):
+        prepared: list[Pixels | ItemError] = []
+        for data, label in zip(images, labels, strict=True):
             try:
-                decoded = open_image(data, label, self.max_pixels)
-                pixels.append(pixel_values(decoded.image, self.image_config))
-                indices.append(i)
+                prepared.append(self.prepare(open_image(data, label, self.max_pixels).image, label))
             except ItemError as exc:
-                errors[i] = exc
+                prepared.append(exc)
             except DECODE_ERRORS as exc:
-                errors[i] = ItemError(label, f"cannot prepare image for CLIP: {exc.__class__.__name__}: {exc}")
+                prepared.append(ItemError(label, f"cannot prepare image for CLIP: {exc.__class__.__name__}: {exc}"))
+        return self.embed_prepared(prepared)
+
+    def prepare(self, image: Image.Image, label: str) -> Pixels:
+        """One decoded picture as the model's input, or the ItemError that says why it cannot be."""
+        try:
+            return pixel_values(image, self.image_config)
+        except DECODE_ERRORS as exc:
+            raise ItemError(label, f"cannot prepare image for CLIP: {exc.__class__.__name__}: {exc}") from exc
+
+    def embed_prepared(self, prepared: Sequence[Pixels | ItemError]) -> ImageEmbeddings:
+        """Vectors of the inputs `prepare` made, for a caller that decoded the pictures for something else too."""
+        pixels = [p for p in prepared if not isinstance(p, ItemError)]
+        indices = [i for i, p in enumerate(prepared) if not isinstance(p, ItemError)]
+        errors = {i: p for i, p in enumerate(prepared) if isinstance(p, ItemError)}
         if not pixels:
             return ImageEmbeddings(np.zeros((0, self.dim), dtype=np.float32), indices, errors)
         rows = [self._run_vision(np.stack(pixels[k:k + self._batch])) for k in range(0, len(pixels), self._batch)]

@@ -8,6 +8,7 @@ matches, so each one reads its setting rather than assuming OpenAI's defaults.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,15 @@ class ClipImageConfig:
         if self.resize_to:
             return self.resize_to
         raise PermanentError("preprocessor_config.json gives no fixed input size (no crop_size, no height/width)")
+
+    def needed(self, width: int, height: int) -> tuple[int, int]:
+        """The smallest (width, height) of a width x height picture that pixel_values resizes down, not up."""
+        if self.resize_to:
+            return min(width, self.resize_to[1]), min(height, self.resize_to[0])
+        if self.shortest_edge:
+            scale = self.shortest_edge / min(width, height)
+            return min(width, math.ceil(width * scale)), min(height, math.ceil(height * scale))
+        return width, height
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> ClipImageConfig:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import io
 import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import ItemError
 
@@ -54,6 +54,11 @@ def _openable_formats() -> tuple[str, ...]:
 
 _SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+# EXIF orientations that turn the picture a quarter: the stored width is the upright height.
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
+
+# The upright (width, height) of a source → the smallest (width, height) its users need decoded.
+SizeNeeded = Callable[[int, int], tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -61,14 +66,22 @@ class DecodedImage:
     image: Image.Image  # mode RGB or RGBA, fully loaded, EXIF orientation applied
     format: str  # what the bytes were (JPEG, PNG...), not what the file name says
     icc_profile: bytes | None  # kept so wide-gamut photos keep their colours in the variants
+    # The upright size of the whole picture. `image` is smaller when a JPEG was decoded at a reduced scale.
+    source_size: tuple[int, int]
 
 
-def open_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode the first frame of `data`; `name` only labels errors."""
+def open_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+               needed: SizeNeeded | None = None) -> DecodedImage:
+    """Decode the first frame of `data`; `name` only labels errors.
+
+    With `needed`, a JPEG is decoded at the smallest of 1/2, 1/4, 1/8 scale that still covers what `needed` asks
+    for (its DCT allows it): a 24 MP photo whose largest variant is 2160 px wide decodes in a third of the time
+    and memory. Other formats have no such scale and decode whole.
+    """
     if not data:
         raise ItemError(name, "empty file (0 bytes)")
     with _bomb_warnings_refused():
-        return _decode(data, name, max_pixels)
+        return _decode(data, name, max_pixels, needed)
 
 
 @contextmanager
@@ -130,16 +143,31 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
     return img
 
 
-def _decode(data: bytes, name: str, max_pixels: int) -> DecodedImage:
+def _decode(data: bytes, name: str, max_pixels: int, needed: SizeNeeded | None) -> DecodedImage:
     img = _open_checked(data, name, max_pixels)
     fmt = img.format or "unknown"
+    stored = img.size
     try:
+        if needed is not None and fmt == "JPEG":
+            turned = _orientation(img) in _QUARTER_TURNS
+            w, h = needed(*(stored[::-1] if turned else stored))
+            # The mode stays as it is: draft only picks the scale, so the pixels go through the same steps.
+            img.draft(img.mode, (h, w) if turned else (w, h))
         img.load()  # the first frame only: GIF/APNG/WebP animations are published as their first frame
+        drafted = img.size
         icc = img.info.get("icc_profile")
         out, icc = _to_rgb(_to_8bit(_upright(img)), icc if isinstance(icc, bytes) and icc else None)
     except DECODE_ERRORS as exc:
         raise ItemError(name, f"corrupt or truncated {fmt} image: {exc.__class__.__name__}: {exc}") from exc
-    return DecodedImage(out, fmt, icc)
+    # Turned by its EXIF orientation or not: what _upright did, not what the tag claims (it may be mangled).
+    return DecodedImage(out, fmt, icc, stored if out.size == drafted else (stored[1], stored[0]))
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(ExifTags.Base.Orientation, 1))
+    except DECODE_ERRORS:
+        return 1  # as _upright: a mangled EXIF block leaves the picture as stored
 
 
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),

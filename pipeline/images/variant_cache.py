@@ -12,7 +12,7 @@ from pipeline.images.variants import Variant, VariantInfo, variant_filename
 from pipeline.stores.artifacts import ArtifactStore
 
 # Bumped when the encoding changes (sizes, quality), so old variants are not served as new ones.
-VARIANTS_VERSION = 1
+VARIANTS_VERSION = 2  # 2: webp method 2 (was 4), JPEGs decoded at reduced scale, reduce() before LANCZOS
 
 
 class VariantCache:

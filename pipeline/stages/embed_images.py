@@ -23,9 +23,10 @@ from pipeline.embedders.select import embeddings_skipped, text_embedder
 from pipeline.embedders.text import TextEmbedder
 from pipeline.errors import ItemError, PermanentError
 from pipeline.images.captions import image_captions
-from pipeline.images.decode import DEFAULT_MAX_PIXELS
+from pipeline.images.clip_input import Pixels
+from pipeline.images.decode import DEFAULT_MAX_PIXELS, SizeNeeded, open_image
 from pipeline.images.variant_cache import VariantCache
-from pipeline.images.variants import make_variants
+from pipeline.images.variants import largest_size, variants_of
 from pipeline.markdown.media import entry_resized
 from pipeline.models import JSON, Issue, StageResult
 from pipeline.previous_revision import previous_variants, previous_vectors
@@ -35,7 +36,10 @@ from pipeline.stages.parsed_posts import iter_posts
 from pipeline.stores.vectors import VectorCache, text_key, write_matrix
 
 STAGE = "embed_images"
-IMAGES_PER_BATCH = 8  # a 12 MP photo takes ~0.7 s to resize: a batch stays well inside a task's budget
+IMAGES_PER_BATCH = 8  # at most: a 12 MP photo takes ~0.7 s to resize, a batch stays well inside a task's budget
+# A job with few images to do still splits them into this many batches, so that two pool processes share them
+# (10 images: 3+3+3+1 instead of 8+2, one process idle while the other does 8).
+MIN_BATCHES = 4
 
 
 class _Vectors:
@@ -58,6 +62,11 @@ class _Vectors:
 def vector_key(kind: str, item: JSON) -> str:
     """An image vector's cache key: a CLIP vector depends on the pixels only, a caption vector on the caption."""
     return str(item["hash"]) if kind == "clip" else text_key(str(item["caption"]))
+
+
+def images_per_batch(todo: int) -> int:
+    """At most IMAGES_PER_BATCH, fewer when that would leave fewer than MIN_BATCHES batches."""
+    return max(1, min(IMAGES_PER_BATCH, -(-todo // MIN_BATCHES)))
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -99,7 +108,8 @@ def _plan(ctx: StageContext) -> int:
             cache["vectors_miss" if needs_vector else "vectors_hit"] += 1
         if (not known and not item["remote"]) or needs_vector:
             todo.append(item)
-    batches = [todo[k:k + IMAGES_PER_BATCH] for k in range(0, len(todo), IMAGES_PER_BATCH)]
+    per = images_per_batch(len(todo))
+    batches = [todo[k:k + per] for k in range(0, len(todo), per)]
     for n, batch in enumerate(batches):
         ctx.artifacts.put_json(ctx.key(f"batches/{n:05d}.json"), {"items": batch})
     ctx.artifacts.put_json(ctx.key("plan.json"), {
@@ -120,7 +130,7 @@ def run_batch(ctx: BatchContext, n: int) -> None:
     variants = VariantCache(ctx.artifacts)
     plan: JSON = ctx.artifacts.get_json(ctx.key("plan.json"))
     vectors = _Vectors(ctx) if plan.get("vectors") else None
-    readable: list[tuple[JSON, bytes]] = []
+    readable: list[tuple[JSON, bytes, ClipInput]] = []
     for item in batch["items"]:
         sha, path = str(item["hash"]), str(item["path"])
         if variants.error(sha) is not None:
@@ -130,32 +140,67 @@ def run_batch(ctx: BatchContext, n: int) -> None:
         except OSError as exc:
             # The fetched tree is this job's own copy: a missing file is a bug or a disk fault, not bad input.
             raise PermanentError(f"{path}: cannot read image from the fetched tree: {exc.strerror or exc}") from exc
+        clip_input: ClipInput = None
         if not variants.known(sha) and not item.get("remote"):
+            clip = vectors.clip if vectors is not None and not vectors.cache.has(vectors.key(item)) else None
             try:
-                variants.put(sha, make_variants(data, path, max_pixels=DEFAULT_MAX_PIXELS))
+                clip_input = _resize(variants, sha, data, path, clip)
             except ItemError as exc:
                 variants.put_error(sha, exc.reason)
                 continue
-        readable.append((item, data))
+        readable.append((item, data, clip_input))
     if vectors is not None and readable:
         _embed(vectors, readable)
 
 
-def _embed(vectors: _Vectors, readable: list[tuple[JSON, bytes]]) -> None:
-    todo = [(item, data) for item, data in readable if not vectors.cache.has(vectors.key(item))]
+# CLIP's input, made from the picture decoded for the variants; None when it was not (the variants were cached).
+ClipInput = Pixels | ItemError | None
+
+
+def _resize(variants: VariantCache, sha: str, data: bytes, path: str, clip: ClipEmbedder | None) -> ClipInput:
+    """The variants into the cache and, when `clip` wants this image, its input from the same decode: decoding
+    is a tenth of the variants' time on the corpora and more on large photos, so it is not done twice."""
+    needed: SizeNeeded = largest_size
+    if clip is not None:
+        config = clip.image_config
+
+        def needed(w: int, h: int) -> tuple[int, int]:  # what both the variants and CLIP resize down from
+            (vw, vh), (cw, ch) = largest_size(w, h), config.needed(w, h)
+            return max(vw, cw), max(vh, ch)
+    decoded = open_image(data, path, DEFAULT_MAX_PIXELS, needed=needed)
+    variants.put(sha, variants_of(decoded, path))
+    if clip is None:
+        return None
+    try:
+        return clip.prepare(decoded.image, path)
+    except ItemError as exc:
+        return exc  # it resized, CLIP cannot take it: variants without a vector, as assemble reports
+
+
+def _embed(vectors: _Vectors, readable: list[tuple[JSON, bytes, ClipInput]]) -> None:
+    todo = [entry for entry in readable if not vectors.cache.has(vectors.key(entry[0]))]
     if not todo:
         return
     if vectors.clip is not None:
-        result = vectors.clip.embed_images_safe([d for _, d in todo], [str(i["path"]) for i, _ in todo])
+        clip = vectors.clip
+        result = clip.embed_prepared([ready if ready is not None else _clip_input(clip, data, str(item["path"]))
+                                      for item, data, ready in todo])
         for row, index in enumerate(result.indices):
             vectors.cache.put(str(todo[index][0]["hash"]), result.vectors[row])
         # An image that resized but that CLIP cannot take keeps its variants and has no vector;
         # assemble reports it.
         return
     assert vectors.text is not None
-    captions = [str(i["caption"]) for i, _ in todo]
+    captions = [str(i["caption"]) for i, _, _ in todo]
     for caption, vec in zip(captions, vectors.text.embed(captions), strict=True):
         vectors.cache.put(text_key(caption), vec)
+
+
+def _clip_input(clip: ClipEmbedder, data: bytes, path: str) -> Pixels | ItemError:
+    try:
+        return clip.prepare(open_image(data, path, clip.max_pixels).image, path)
+    except ItemError as exc:
+        return exc
 
 
 def _assemble(ctx: StageContext, total: int) -> StageResult:

@@ -211,3 +211,11 @@ def test_load_clip_is_none_without_a_model_and_cached_with_one(model_dir: Path) 
     assert load_clip(None) is None and load_clip("") is None
     first = load_clip(str(model_dir))
     assert first is not None and load_clip(str(model_dir)) is first
+
+
+def test_clip_needs_the_short_side_at_its_input_size_and_never_more_than_the_picture() -> None:
+    cfg = ClipImageConfig()  # shortest edge 224
+    assert cfg.needed(4400, 1000) == (986, 224)
+    assert cfg.needed(300, 9000) == (224, 6720)
+    assert cfg.needed(100, 50) == (100, 50)
+    assert ClipImageConfig(shortest_edge=None, resize_to=(256, 320), crop=None).needed(1000, 100) == (320, 100)

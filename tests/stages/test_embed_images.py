@@ -271,8 +271,10 @@ def test_variants_issues_and_cache(first_job: tuple[Settings, Job], repo: Path) 
         if stage == "embed_images":
             assert (kind, severity) == ("item", "error")
         assert not any(n.startswith(sha(repo, rel) + "-") for n in files), rel
-    assert job.ctxs["embed_images"].progress_seen[-1] == (1, 1)  # 8 images fit in one batch
     plan = job.plan()
+    todo = int(plan["processed"])
+    per = embed_images.images_per_batch(todo)
+    assert per < todo and job.ctxs["embed_images"].progress_seen[-1] == (-(-todo // per),) * 2  # shared out
     n = len(GOOD)  # bad images never reach embed_images: parse found them out
     assert len(plan["items"]) == n and plan["processed"] == n and plan["cached"] == 0
 
@@ -404,3 +406,7 @@ def test_post_html_links_only_published_media(first_job: tuple[Settings, Job]) -
     files = set(media_files(job.bundle))
     linked = {m for p in load(job.bundle / "posts.json") for m in re.findall(r'/_repo/medias/([^"\s]+)', p["html"])}
     assert linked - files == set()
+
+
+def test_a_few_images_are_split_into_enough_batches_for_two_processes() -> None:
+    assert [embed_images.images_per_batch(n) for n in (0, 1, 3, 10, 25, 32, 33, 1000)] == [1, 1, 1, 3, 7, 8, 8, 8]
