@@ -63,14 +63,15 @@ def _coordinator_held(store: RedisJobStore, job_id: str) -> bool:
     return ("repobuild.embed_text", [job_id]) in unacked_messages(store.r)
 
 
-def _running_after(store: RedisJobStore, job_id: str, done_min: int) -> bool:
+def _running_after(store: RedisJobStore, job_id: str, done_min: int, stale: set[int]) -> bool:
     """embed_text has `done_min` batches done, is running another one, and its worker holds the stage's own
     message (a countdown taken while the pool was free): the case where a kill leaves the stage to the reconciler.
-    (A coordinator waiting in the queue instead is simply taken by the new worker.)"""
+    (A coordinator waiting in the queue instead is simply taken by the new worker.) `stale`: batches whose lease
+    a worker killed before still holds: they are not running."""
     total = _total(store, job_id)
     batches = store.batches(job_id, STAGE)
     done = batches.done()
-    return (total > 0 and len(done) >= done_min and bool(batches.leased(set(range(total)) - done))
+    return (total > 0 and len(done) >= done_min and bool(batches.leased(set(range(total)) - done) - stale)
             and not store.lease_held(job_id, STAGE) and _coordinator_held(store, job_id))
 
 
@@ -107,11 +108,13 @@ def measure(concurrency: int = 1, kills: int = 2, root: Path | None = None) -> R
         if resp is None or resp.status_code != 202:
             raise RuntimeError(f"POST /jobs failed: {resp.text if resp is not None else 'no client'}")
         done: list[Kill] = []
+        stale: set[int] = set()
         for k in range(kills):
             # spread over the job: the k-th kill after 1 + 2k batches, while the next one runs
-            wait_until(f"kill {k}: embed_text running a batch", lambda k=k: _running_after(store, job_id, 1 + 2 * k),
-                       TIMEOUT_S, every=0.005)
+            wait_until(f"kill {k}: embed_text running a batch",
+                       lambda k=k, stale=stale: _running_after(store, job_id, 1 + 2 * k, stale), TIMEOUT_S, every=0.005)
             worker.kill9()
+            stale = store.batches(job_id, STAGE).leased(set(range(_total(store, job_id))))
             kill = Kill(at=time.time(), done_at_kill=len(store.batches(job_id, STAGE).done()),
                         held=_coordinator_held(store, job_id))
             worker = harness.start_worker(settings, concurrency)
