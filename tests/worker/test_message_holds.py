@@ -1,8 +1,9 @@
 """Tier 2: a message held by a live worker is in flight however old it is; the moment its worker is dead, it is lost.
 
 Real Redis, a real worker process with one pool process, kept busy by a notify stage whose callback receiver holds
-the request open. Meanwhile the worker holds a second job's stage message whose countdown ran out long ago: it
-waits in the worker's memory for the busy pool (the case a rule by age got wrong). The reconciler must leave it
+the request open. The worker took a second job's stage message as a countdown before, while its pool was free;
+the countdown runs out and the message waits in the worker's memory for the busy pool (the case a rule by age
+got wrong). The reconciler must leave it
 alone while the worker lives, and re-drive it, as held by a dead worker, once the worker is killed with -9.
 """
 
@@ -91,19 +92,22 @@ def test_a_live_workers_old_message_stays_in_flight_and_a_dead_ones_is_re_driven
     app.store = store
     worker = workers.start(settings, concurrency=1)
 
-    # Job 1 fails at once (a task the service cannot run); its notify holds the only pool process.
-    submit(app, JobSpec(job_id="busy", task="no-such-task", callback_url=held_open.url))
-    assert held_open.arrived.wait(60), "notify never called back"
-    # Job 2 waits on a countdown its worker took and keeps in memory (a retry's backoff, a fan-out's poll).
+    # Job 2 waits on a countdown (a retry's backoff, a fan-out's poll); the worker takes it while its pool is free
+    # and keeps it in memory until its eta.
     store.create(JobSpec(job_id="held", task="process-all", source=SourceSpec(path=str(DEMO_REPO))),
                  stages_for("process-all"))
     state = store.stage("held", "fetch")
     state.status, state.enqueued_at = StageStatus.QUEUED, time.time()
     store.put_stage("held", state)
-    app.tasks["repobuild.fetch"].si("held").apply_async(countdown=0.5)
+    app.tasks["repobuild.fetch"].si("held").apply_async(countdown=5)
     broker = app.redis_client()
     try:
         tag = wait_until("the countdown held by the worker", lambda: _unacked_tag_of(broker, "held"), 60)
+        # Job 1 fails at once (a task the service cannot run); its notify takes the only pool process before the
+        # countdown is due, so the countdown waits past its eta in the worker's memory.
+        submit(app, JobSpec(job_id="busy", task="no-such-task", callback_url=held_open.url))
+        assert held_open.arrived.wait(60), "notify never called back"
+        assert broker.hexists(UNACKED, tag), "the countdown ran before the pool got busy"
         since = _held_since(broker, tag)
         assert since is not None
         # Old by any clock: its eta and its delivery long past, many times the time a dead worker's word lasts.
