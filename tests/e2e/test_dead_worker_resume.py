@@ -27,13 +27,20 @@ pytestmark = pytest.mark.e2e
 STAGE = "embed_text"
 
 
-def _batch_running(store: RedisJobStore, job_id: str, done_min: int) -> bool:
+def _coordinator_held(store: RedisJobStore, job_id: str) -> bool:
+    return ("repobuild.embed_text", [job_id]) in unacked_messages(store.r)
+
+
+def _batch_running(store: RedisJobStore, job_id: str, done_min: int, stale: set[int]) -> bool:
+    """A batch runs (not one whose lease a worker killed before still holds) while the worker holds the stage's own
+    countdown unacked (taken while its pool was free) and nobody runs the stage itself."""
     cursor = store.stage(job_id, STAGE).cursor or {}
     total = int(cursor.get("batches") or 0)
     batches = store.batches(job_id, STAGE)
     done = batches.done()
     return (cursor.get("phase") == "batches" and len(done) >= done_min
-            and bool(batches.leased(set(range(total)) - done)) and not store.lease_held(job_id, STAGE))
+            and bool(batches.leased(set(range(total)) - done) - stale) and not store.lease_held(job_id, STAGE)
+            and _coordinator_held(store, job_id))
 
 
 def test_kill9_of_the_worker_in_embed_text_redoes_one_batch_and_re_drives_the_dead_holders_stage(
@@ -45,18 +52,19 @@ def test_kill9_of_the_worker_in_embed_text_redoes_one_batch_and_re_drives_the_de
     job_id = "dead-holder"
     r = api.client.post("/jobs", json={"task": "process-all", "source": str(DEMO_REPO), "job_id": job_id})
     assert r.status_code == 202, r.text
-    broker = store.r
     # The kill must land while a batch runs and the coordinating task waits on its countdown (its message held
-    # unacked, its lease free); the rare kill that misses (the coordinator was between two polls) is tried again.
+    # unacked, its lease free); a kill that misses (the coordinator ran in between) is tried again.
+    stale: set[int] = set()
     for attempt in range(4):
-        wait_until("embed_text running a batch", lambda n=1 + attempt: _batch_running(store, job_id, n), 120,
-                   every=0.005)
+        wait_until("embed_text running a batch, its countdown held",
+                   lambda n=1 + attempt, stale=stale: _batch_running(store, job_id, n, stale), 120, every=0.005)
         worker.kill9()
         killed_at = time.time()
         runs_at_kill = store.batches(job_id, STAGE).runs()
-        held = ("repobuild.embed_text", [job_id]) in unacked_messages(broker)
+        stale = store.batches(job_id, STAGE).leased(set(runs_at_kill))
+        held = _coordinator_held(store, job_id) and not store.lease_held(job_id, STAGE)
         worker = workers.start(settings, concurrency=1)
-        if held and not store.lease_held(job_id, STAGE):
+        if held:
             break
     else:
         pytest.fail("no kill landed while the coordinating task's countdown was held")
