@@ -8,9 +8,10 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -24,9 +25,21 @@ from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.stores.jobs import JobStore, JobView
 from pipeline.stores.jobs_redis import RedisJobStore
 
+T = TypeVar("T")
 JOB_TIMEOUT_S = 3600.0  # only so that a wedged pipeline cannot hang the benchmark for ever
 BATCH_LOG = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}): \w+/[^\]]*\] "
                        r"Task repobuild\.batch\[[^\]]+\] succeeded in ([0-9.]+)s", re.MULTILINE)
+
+def wait_until(what: str, check: Callable[[], T | None], timeout: float, every: float = 0.02) -> T:
+    """Poll `check` until it gives something truthy, and return that; an error naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+
 
 @dataclass
 class Run:

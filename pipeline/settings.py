@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     retry_backoff_max_s: Whole = _env("REPOBUILD_RETRY_BACKOFF_MAX_S", default=60)
     callback_timeout_s: Number = _env("REPOBUILD_CALLBACK_TIMEOUT_S", default=10.0)
     reconcile_interval_s: Number = _env("REPOBUILD_RECONCILE_INTERVAL_S", default=5.0)
+    # A worker says every ttl / 4 which broker messages it holds (worker/message_holds.py); once its word is this
+    # old it is dead, and what it held is re-driven at once instead of after the visibility timeout.
+    worker_alive_ttl_s: Annotated[Number, AfterValidator(lambda v: max(v, 0.5))] = _env(
+        "REPOBUILD_WORKER_ALIVE_TTL_S", default=4.0)
     events_max: Whole = _env("REPOBUILD_EVENTS_MAX", default=1000)
     # an events stream ends after this long (EventSource reconnects with Last-Event-ID): no request waits forever
     events_stream_max_s: Number = _env("REPOBUILD_EVENTS_STREAM_MAX_S", default=300.0)

@@ -11,6 +11,7 @@ from pipeline.stages.registry import STAGES
 from worker import memory_release, tasks
 from worker.broker_transport import TRANSPORT
 from worker.heartbeat import ConsumingHeartbeat
+from worker.message_holds import MessageHolds
 from worker.policy import app_defaults
 from worker.queues import QUEUE_IO, QUEUES, stage_queues
 from worker.repobuild_app import RepobuildCelery
@@ -60,6 +61,8 @@ def create_celery(settings: Settings) -> RepobuildCelery:
     )
     # the liveness heartbeat `repobuild probe worker` reads: beats only while the task consumer consumes
     app.steps["consumer"].add(ConsumingHeartbeat)
+    # which broker messages this worker holds, so a dead worker's are re-driven at once (worker/inflight.py)
+    app.steps["consumer"].add(MessageHolds)
     tasks.register(app)
     memory_release.connect()
     return app

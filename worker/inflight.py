@@ -1,14 +1,15 @@
-"""What is waiting or in flight in the Redis broker, read from kombu's own keys.
+"""What is waiting or in flight in the Redis broker, read from kombu's own keys, and which of it is lost.
 
-kombu's Redis transport keeps a queue as a list (one per priority step) and every delivered but
-unacked message (including countdown retries a worker holds) in the `unacked` hash, so a message
-that exists anywhere is in one of them.
+kombu's Redis transport keeps a queue as a list (one per priority step) and every delivered but unacked message
+(running, reserved, or a countdown a worker holds until its eta) in the `unacked` hash, so a message that exists
+anywhere is in one of them.
 
-An unacked message of a worker that was killed stays in `unacked` until kombu restores it after the
-visibility timeout (minutes, as it must outlast the longest task). Such a message is *overdue*: its
-countdown (`eta`) or its delivery is long past and nobody holds its stage's lease. Counting it as in
-flight would make a job wait out the visibility timeout; the reconciler re-drives it instead (a
-duplicate is harmless: the lease lets one copy run).
+An unacked message of a worker that was killed stays in `unacked` until kombu restores it after the visibility
+timeout (minutes, as it must outlast the longest task). Each live worker says which tags it holds
+(worker/message_holds.py), so an unacked message is *orphaned* once no live worker claims it and it was delivered
+longer ago than a worker takes to claim what it receives. Orphaned messages are lost for the reconciler and for a
+stage looking for its lost batches; a message a live worker holds is never, however old (a long countdown, a busy
+pool). Re-driving an orphan makes a duplicate once kombu restores it, which is harmless: leases let one copy run.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from __future__ import annotations
 import base64
 import json
 import time
-from datetime import datetime
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
 
+from pipeline.stores.keys import RedisKeys
 from worker.queues import QUEUES
 from worker.repobuild_app import RepobuildCelery
 
@@ -28,69 +30,126 @@ PRIORITY_SEP = "\x06\x16"  # a queue with priority p lives at f"{queue}{sep}{p}"
 PRIORITY_STEPS = (0, 3, 6, 9)
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"  # delivery tag → when it was delivered
-OVERDUE_GRACE_S = 10.0
+BATCH_TASK = "repobuild.batch"
+
+Message = tuple[str, list[Any]]  # (task name, args)
 
 
-def _decode(raw: bytes) -> tuple[str, list[Any], float | None] | None:
-    """(task, args, eta as a timestamp or None) of a raw kombu message."""
+def _decode(raw: bytes) -> Message | None:
+    """(task, args) of a raw kombu message."""
     try:
         msg = json.loads(raw)
         if isinstance(msg, list):  # unacked entries are [message, exchange, routing_key]
             msg = msg[0]
         body = json.loads(base64.b64decode(msg["body"]))
-        eta = msg["headers"].get("eta")
-        return str(msg["headers"]["task"]), list(body[0]), datetime.fromisoformat(eta).timestamp() if eta else None
+        return str(msg["headers"]["task"]), list(body[0])
     except (ValueError, KeyError, IndexError, TypeError):
         return None
 
 
-def messages(client: redis.Redis, overdue_after_s: float | None = None) -> list[tuple[str, list[Any]]]:
-    """(task name, args) of every message in the broker; with `overdue_after_s`, leaving out unacked
-    messages whose eta (or delivery) is that long past: their worker is most likely dead."""
-    found: list[tuple[str, list[Any]]] = []
-    for q in QUEUES:
-        for p in PRIORITY_STEPS:
-            for raw in cast(list[bytes], client.lrange(q if p == 0 else f"{q}{PRIORITY_SEP}{p}", 0, -1)):
-                decoded = _decode(raw)
-                if decoded is not None:
-                    found.append(decoded[:2])
-    unacked = cast(dict[bytes, bytes], client.hgetall(UNACKED))
-    delivered = ({tag: score for tag, score in cast(list[tuple[bytes, float]],
-                                                    client.zrange(UNACKED_INDEX, 0, -1, withscores=True))}
-                 if overdue_after_s is not None else {})
+@dataclass
+class BrokerView:
+    """The broker's messages at one moment: `live` (waiting in a queue, or held by a live worker) and `orphaned`
+    (held unacked by a worker that no longer says so)."""
+
+    live: list[Message] = field(default_factory=list)
+    orphaned: list[Message] = field(default_factory=list)
+
+    def stages(self, messages: list[Message] | None = None) -> set[tuple[str, str]]:
+        """(job id, stage) of each stage task's message (not its batches'): `live` unless told otherwise."""
+        return {(str(args[0]), task.removeprefix("repobuild.")) for task, args in
+                (self.live if messages is None else messages)
+                if args and task.startswith("repobuild.") and task != BATCH_TASK}
+
+    def batches(self, job_id: str, stage: str) -> set[int]:
+        """Batches of this stage waiting in a queue or held by a live worker."""
+        return {int(args[2]) for task, args in self.live
+                if task == BATCH_TASK and len(args) == 3 and args[0] == job_id and args[1] == stage}
+
+
+def read_view(client: redis.Redis, keys: RedisKeys, claim_grace_s: float) -> BrokerView:
+    """Two round trips, whatever the number of messages: the queues, the unacked hash and its index and the
+    worker registry in one; the live workers' claims (and pruning the registry of dead ones) in the other.
+
+    `claim_grace_s`: how long a worker may take to claim a message it received (its beat interval, plus slack).
+    """
+    with client.pipeline() as pipe:  # MULTI: one consistent moment of the broker
+        for name in _queue_lists():
+            pipe.lrange(name, 0, -1)
+        pipe.hgetall(UNACKED)
+        pipe.zrange(UNACKED_INDEX, 0, -1, withscores=True)
+        pipe.hkeys(keys.workers)
+        *queued, unacked, index, workers = pipe.execute()
+    worker_ids = [_text(w) for w in cast(list[Any], workers)]
+    claimed: set[str] = set()
+    if worker_ids:
+        with client.pipeline() as pipe:
+            pipe.mget([keys.worker_holds(w) for w in worker_ids])
+            claims = cast(list[Any], pipe.execute()[0])
+            dead = [w for w, claim in zip(worker_ids, claims, strict=True) if claim is None]
+            for claim in claims:
+                if claim is not None:
+                    claimed.update(str(t) for t in json.loads(claim))
+            if dead:
+                pipe.hdel(keys.workers, *dead)
+                pipe.execute()
+    view = BrokerView()
+    for raws in queued:
+        view.live.extend(m for m in map(_decode, cast(list[bytes], raws)) if m is not None)
+    delivered = {_text(tag): float(score) for tag, score in cast(list[tuple[Any, float]], index)}
     now = time.time()
-    for tag, raw in unacked.items():
+    for raw_tag, raw in cast(dict[Any, bytes], unacked).items():
         decoded = _decode(raw)
         if decoded is None:
             continue
-        task, args, eta = decoded
-        if overdue_after_s is not None:
-            due = max(eta or 0.0, delivered.get(tag, now))
-            if now - due > overdue_after_s:
-                continue
-        found.append((task, args))
-    return found
+        tag = _text(raw_tag)
+        if tag in claimed or now - delivered.get(tag, now) < claim_grace_s:
+            view.live.append(decoded)
+        else:
+            view.orphaned.append(decoded)
+    return view
 
 
-def jobs_in_broker(client: redis.Redis, overdue_after_s: float | None = None) -> set[str]:
-    return {str(args[0]) for _task, args in messages(client, overdue_after_s) if args}
+def _queue_lists() -> list[str]:
+    return [q if p == 0 else f"{q}{PRIORITY_SEP}{p}" for q in QUEUES for p in PRIORITY_STEPS]
 
 
-def _client(app: RepobuildCelery) -> redis.Redis:
-    return app.redis_client(socket_timeout=10)
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def overdue_after_s(app: RepobuildCelery) -> float:
-    """How long past its eta (or delivery) a held message may wait for a live worker's free pool process:
-    a task budget, plus a grace for the broker round trips."""
-    return app.repobuild_settings.task_budget_s + OVERDUE_GRACE_S
+def unacked_messages(client: redis.Redis) -> list[Message]:
+    """(task name, args) of every message some worker took and has not acked, alive or dead."""
+    return [m for m in map(_decode, cast(dict[Any, bytes], client.hgetall(UNACKED)).values()) if m is not None]
+
+
+def messages(client: redis.Redis) -> list[Message]:
+    """(task name, args) of every message in the broker, held by a live worker or not."""
+    with client.pipeline() as pipe:
+        for name in _queue_lists():
+            pipe.lrange(name, 0, -1)
+        queued = pipe.execute()
+    return [m for raws in queued for m in map(_decode, cast(list[bytes], raws)) if m is not None] + \
+        unacked_messages(client)
+
+
+def jobs_in_broker(client: redis.Redis) -> set[str]:
+    return {str(args[0]) for _task, args in messages(client) if args}
+
+
+def claim_grace_s(app: RepobuildCelery) -> float:
+    """A live worker claims a message within one beat of receiving it; its claims expire after the ttl."""
+    return float(app.repobuild_settings.worker_alive_ttl_s)
+
+
+def broker_view(app: RepobuildCelery, client: redis.Redis) -> BrokerView:
+    return read_view(client, RedisKeys(app.repobuild_settings.key_prefix), claim_grace_s(app))
 
 
 def batches_in_broker(app: RepobuildCelery, job_id: str, stage: str) -> set[int]:
     """Batches of this stage waiting in a queue or held by a live worker (not by a dead one)."""
-    client = _client(app)
+    client = app.redis_client(socket_timeout=10)
     try:
-        return {int(args[2]) for task, args in messages(client, overdue_after_s(app))
-                if task == "repobuild.batch" and len(args) == 3 and args[0] == job_id and args[1] == stage}
+        return broker_view(app, client).batches(job_id, stage)
     finally:
         client.close()

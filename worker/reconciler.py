@@ -1,8 +1,11 @@
 """Re-drives stuck jobs, so a job never hangs.
 
 A stage is stuck when it is `running` but its lease expired (the worker died), or `pending`/`queued`
-with no message for the job in the broker (a chain lost its tail — celery#6631 — or Redis lost
-the message). Every worker runs this loop; a Redis lock lets one of them act at a time.
+with no live message of its own in the broker: its worker was killed while holding it (a countdown, or a
+message taken but not started — found at once, worker/inflight.py), a chain lost its tail (celery#6631),
+or Redis lost the message. The batch messages of a fanned-out stage do not count for the stage: they do
+not run its coordinating task, which alone reports progress and assembles. Every worker runs this loop;
+a Redis lock lets one of them act at a time, and a new worker takes its turn as soon as the lock is free.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pipeline.stores.jobs import JobStore, JobView
 from pipeline.stores.keys import RedisKeys
 from worker import metrics
 from worker.chains import enqueue_from
-from worker.inflight import jobs_in_broker, overdue_after_s
+from worker.inflight import BrokerView, broker_view
 from worker.repobuild_app import RepobuildCelery
 from worker.stage_task import run_died
 
@@ -29,7 +32,11 @@ log = logging.getLogger("repobuild.reconciler")
 GRACE_S = 10.0  # time a freshly enqueued message has to show up before we call it lost
 
 
-def stuck_stage(store: JobStore, job: JobView, in_broker: set[str], now: float) -> StageState | None:
+ORPHANED = "held by a dead worker"
+
+
+def stuck_stage(store: JobStore, job: JobView, view: BrokerView, now: float) -> tuple[StageState, str] | None:
+    """The stage to re-drive and why, or None."""
     stage = stage_to_drive(job)
     if stage is None or stage.status in (StageStatus.DONE, StageStatus.FAILED):
         return None
@@ -37,18 +44,22 @@ def stuck_stage(store: JobStore, job: JobView, in_broker: set[str], now: float) 
     if store.lease_held(job_id, stage.name):
         return None
     if stage.status == StageStatus.RUNNING:
-        return stage
-    if job_id in in_broker or now - (stage.enqueued_at or 0) < GRACE_S:
+        return stage, "lease expired"
+    key = (job_id, stage.name)
+    if key in view.stages():
         return None
-    return stage
+    if key in view.stages(view.orphaned):
+        # The message exists and nobody alive holds it: it is lost now, no grace to wait for.
+        return stage, ORPHANED
+    if now - (stage.enqueued_at or 0) < GRACE_S:
+        return None
+    return stage, "no message in flight"
 
 
 def reconcile_once(app: RepobuildCelery, broker: redis.Redis) -> list[tuple[str, str]]:
     store: JobStore = app.store
     now = time.time()
-    # A live worker starts a message it holds within a task budget of its eta (its pool is busy at
-    # most that long); one held longer belongs to a dead worker.
-    in_broker = jobs_in_broker(broker, overdue_after_s(app))
+    view = broker_view(app, broker)
     actions: list[tuple[str, str]] = []
     for job_id in store.active_ids():
         try:
@@ -59,10 +70,10 @@ def reconcile_once(app: RepobuildCelery, broker: redis.Redis) -> list[tuple[str,
         if job_is_over(job):
             store.deactivate(job_id)
             continue
-        stage = stuck_stage(store, job, in_broker, now)
-        if stage is None:
+        stuck = stuck_stage(store, job, view, now)
+        if stuck is None:
             continue
-        reason = "lease expired" if stage.status == StageStatus.RUNNING else "no message in flight"
+        stage, reason = stuck
         if stage.status == StageStatus.RUNNING and run_died(store, job_id, stage):
             # Its run died without a word; the next run sees `queued`, so the death is counted here.
             stage.lost_runs += 1
@@ -94,10 +105,22 @@ class Reconciler:
 
     def _loop(self) -> None:
         while True:
+            wait = self.interval
             try:
                 if self.broker.set(self.lock_key, "1", nx=True, px=int(self.interval * 1000 * 0.9)):
                     reconcile_once(self.app, self.broker)
+                else:
+                    # Another worker's turn, or a dead one's: try again when its lock runs out rather than a
+                    # whole interval later, so a worker started after a crash acts within seconds.
+                    wait = lock_wait_s(self.broker.pttl(self.lock_key), self.interval)
             except redis.exceptions.RedisError as exc:
                 log.warning("reconciler: redis unavailable: %s", exc)
-            if self._stop.wait(self.interval):
+            if self._stop.wait(wait):
                 return
+
+
+def lock_wait_s(pttl_ms: int, interval: float) -> float:
+    """How long to wait for a reconciler lock that expires in `pttl_ms` (Redis: -2 gone, -1 no expiry)."""
+    if pttl_ms == -1:
+        return interval
+    return min(interval, max(0.05, pttl_ms / 1000 + 0.05))

@@ -67,6 +67,15 @@ class RedisKeys:
         """String: held by the one worker whose reconciler acts this round."""
         return f"{self.prefix}reconciler"
 
+    @property
+    def workers(self) -> str:
+        """Hash: worker id → when it last said what it holds (so a reader finds every `worker_holds` key)."""
+        return f"{self.prefix}workers"
+
+    def worker_holds(self, worker_id: str) -> str:
+        """String with a short TTL: the JSON list of broker delivery tags a live worker holds unacked."""
+        return f"{self.prefix}worker:{worker_id}:holds"
+
 
 @dataclass(frozen=True)
 class BatchKeys:

@@ -8,7 +8,8 @@ import pytest
 from pipeline.models import JobStatus, StageStatus
 from pipeline.stores.jobs_memory import MemoryJobStore
 from tests.worker.in_memory import FakeClock, make_job
-from worker.reconciler import GRACE_S, stuck_stage
+from worker.inflight import BrokerView
+from worker.reconciler import GRACE_S, lock_wait_s, stuck_stage
 
 PLAN = ("fetch", "parse", "notify")
 
@@ -22,9 +23,15 @@ def set_stage(store: MemoryJobStore, name: str, status: StageStatus, enqueued_at
     store.put_stage(job_id, state)
 
 
-def stuck(store: MemoryJobStore, now: float, in_broker: frozenset[str] = frozenset()) -> str | None:
-    found = stuck_stage(store, store.get("j1"), set(in_broker), now)
-    return found.name if found is not None else None
+def stuck(store: MemoryJobStore, now: float, in_broker: frozenset[str] = frozenset(),
+          orphaned: frozenset[str] = frozenset(), batches_of: frozenset[str] = frozenset()) -> str | None:
+    """`in_broker`: stages of j1 whose message a queue or a live worker holds; `orphaned`: stages whose message
+    only a dead worker holds; `batches_of`: stages with a live batch message (no message of the stage itself)."""
+    view = BrokerView(live=[(f"repobuild.{s}", ["j1"]) for s in in_broker]
+                      + [("repobuild.batch", ["j1", s, 0]) for s in batches_of],
+                      orphaned=[(f"repobuild.{s}", ["j1"]) for s in orphaned])
+    found = stuck_stage(store, store.get("j1"), view, now)
+    return found[0].name if found is not None else None
 
 
 @pytest.mark.parametrize(("job_status", "stage"), [(JobStatus.RUNNING, "fetch"), (JobStatus.CANCELLED, "notify")])
@@ -44,13 +51,13 @@ def test_running_with_its_lease_expired_is_stuck_at_once(memory_store: MemoryJob
     memory_store.acquire_lease("j1", "fetch", 3)
     clock.advance(3)  # the worker died: nobody renewed it
     # Even with a message in the broker and inside the grace period: a running stage has been taken.
-    assert stuck(memory_store, now=0.0, in_broker=frozenset({"j1"})) == "fetch"
+    assert stuck(memory_store, now=0.0, in_broker=frozenset({"fetch"})) == "fetch"
 
 
 def test_waiting_with_its_message_in_the_broker_is_not_stuck(memory_store: MemoryJobStore) -> None:
     make_job(memory_store, stages=PLAN)
     set_stage(memory_store, "fetch", StageStatus.QUEUED, enqueued_at=0.0)
-    assert stuck(memory_store, now=1e12, in_broker=frozenset({"j1"})) is None
+    assert stuck(memory_store, now=1e12, in_broker=frozenset({"fetch"})) is None
 
 
 @pytest.mark.parametrize("status", [StageStatus.QUEUED, StageStatus.PENDING])
@@ -113,3 +120,35 @@ def test_a_finished_job_without_notify_is_never_stuck(memory_store: MemoryJobSto
     memory_store.set_job("j1", JobStatus.FAILED)
     set_stage(memory_store, "fetch", StageStatus.FAILED, enqueued_at=0.0)
     assert stuck(memory_store, now=1e12) is None
+
+
+def test_waiting_with_only_a_dead_workers_message_is_stuck_at_once(memory_store: MemoryJobStore) -> None:
+    make_job(memory_store, stages=PLAN)
+    set_stage(memory_store, "fetch", StageStatus.DONE)
+    set_stage(memory_store, "parse", StageStatus.QUEUED, enqueued_at=100.0)
+    # Well inside the grace period: the message exists, and nobody alive holds it.
+    assert stuck(memory_store, now=100.0, orphaned=frozenset({"parse"})) == "parse"
+    # A live copy of it (a duplicate, or the message given back): that one will run.
+    assert stuck(memory_store, now=100.0, in_broker=frozenset({"parse"}), orphaned=frozenset({"parse"})) is None
+
+
+def test_a_dead_workers_message_waits_for_the_lease_of_a_stage_that_runs(memory_store: MemoryJobStore) -> None:
+    make_job(memory_store, stages=PLAN)
+    memory_store.set_job("j1", JobStatus.RUNNING)
+    set_stage(memory_store, "fetch", StageStatus.RUNNING, enqueued_at=0.0)
+    memory_store.acquire_lease("j1", "fetch", 3)
+    assert stuck(memory_store, now=1e12, orphaned=frozenset({"fetch"})) is None
+
+
+def test_batch_messages_do_not_stand_for_their_stages_own(memory_store: MemoryJobStore) -> None:
+    make_job(memory_store, stages=PLAN)
+    set_stage(memory_store, "fetch", StageStatus.DONE)
+    set_stage(memory_store, "parse", StageStatus.QUEUED, enqueued_at=100.0)
+    # Its batches wait in the queue, but the coordinating task (progress, assembling) is gone with its worker.
+    assert stuck(memory_store, now=100.0, orphaned=frozenset({"parse"}), batches_of=frozenset({"parse"})) == "parse"
+    assert stuck(memory_store, now=100.0 + GRACE_S, batches_of=frozenset({"parse"})) == "parse"
+
+
+@pytest.mark.parametrize(("pttl_ms", "expected"), [(2000, 2.05), (60_000, 5.0), (-2, 0.05), (-1, 5.0), (0, 0.05)])
+def test_a_reconciler_that_missed_the_lock_tries_again_once_it_runs_out(pttl_ms: int, expected: float) -> None:
+    assert lock_wait_s(pttl_ms, interval=5.0) == pytest.approx(expected)

@@ -1,0 +1,131 @@
+"""Tier 2: a message held by a live worker is in flight however old it is; the moment its worker is dead, it is lost.
+
+Real Redis, a real worker process with one pool process, kept busy by a notify stage whose callback receiver holds
+the request open. The worker took a second job's stage message as a countdown before, while its pool was free;
+the countdown runs out and the message waits in the worker's memory for the busy pool (the case a rule by age
+got wrong). The reconciler must leave it
+alone while the worker lives, and re-drive it, as held by a dead worker, once the worker is killed with -9.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+import redis
+
+from benchmarks.harness import wait_until
+from pipeline.models import JobSpec, SourceSpec, StageStatus
+from pipeline.plans import stages_for
+from pipeline.settings import Settings
+from pipeline.stores.jobs_redis import RedisJobStore
+from tests.conftest import DEMO_REPO, Workers
+from worker.factory import create_celery
+from worker.inflight import UNACKED, UNACKED_INDEX, broker_view
+from worker.reconciler import ORPHANED, reconcile_once
+from worker.repobuild_app import RepobuildCelery
+from worker.submission import submit
+
+pytestmark = pytest.mark.integration
+OLD_S = 12.0  # how long past its countdown the held message waits: longer than a task budget plus a grace
+
+
+class HeldOpen:
+    """A callback receiver that keeps each request open until released, so the worker's only process stays busy."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.arrived = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.arrived.set()
+                outer.release.wait(120)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/callback"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def held_open() -> Iterator[HeldOpen]:
+    server = HeldOpen()
+    yield server
+    server.stop()
+
+
+def _held_since(broker: redis.Redis, tag: bytes) -> float | None:
+    score = broker.zscore(UNACKED_INDEX, tag)
+    return float(score) if score is not None else None
+
+
+def _unacked_tag_of(broker: redis.Redis, job_id: str) -> bytes | None:
+    for tag, raw in cast(dict[bytes, bytes], broker.hgetall(UNACKED)).items():
+        if job_id.encode() in base64.b64decode(json.loads(raw)[0]["body"]):
+            return tag
+    return None
+
+
+def test_a_live_workers_old_message_stays_in_flight_and_a_dead_ones_is_re_driven_at_once(
+        settings: Settings, workers: Workers, store: RedisJobStore, held_open: HeldOpen) -> None:
+    settings = settings.with_(worker_alive_ttl_s=1.0, task_budget_s=1.0, callback_timeout_s=120.0)
+    app: RepobuildCelery = create_celery(settings)
+    app.store = store
+    worker = workers.start(settings, concurrency=1)
+
+    # Job 2 waits on a countdown (a retry's backoff, a fan-out's poll); the worker takes it while its pool is free
+    # and keeps it in memory until its eta.
+    store.create(JobSpec(job_id="held", task="process-all", source=SourceSpec(path=str(DEMO_REPO))),
+                 stages_for("process-all"))
+    state = store.stage("held", "fetch")
+    state.status, state.enqueued_at = StageStatus.QUEUED, time.time()
+    store.put_stage("held", state)
+    app.tasks["repobuild.fetch"].si("held").apply_async(countdown=5)
+    broker = app.redis_client()
+    try:
+        tag = wait_until("the countdown held by the worker", lambda: _unacked_tag_of(broker, "held"), 60)
+        # Job 1 fails at once (a task the service cannot run); its notify takes the only pool process before the
+        # countdown is due, so the countdown waits past its eta in the worker's memory.
+        submit(app, JobSpec(job_id="busy", task="no-such-task", callback_url=held_open.url))
+        assert held_open.arrived.wait(60), "notify never called back"
+        assert broker.hexists(UNACKED, tag), "the countdown ran before the pool got busy"
+        since = _held_since(broker, tag)
+        assert since is not None
+        # Old by any clock: its eta and its delivery long past, many times the time a dead worker's word lasts.
+        wait_until("the held message to grow old", lambda: time.time() - since > OLD_S, OLD_S + 30)
+        assert worker.alive() and not held_open.release.is_set()
+        view = broker_view(app, broker)
+        assert ("held", "fetch") in view.stages() and view.orphaned == []
+        assert reconcile_once(app, broker) == []
+        assert [e for _id, e in store.events("held") if e.get("type") == "redrive"] == []  # nor did its own
+
+        worker.kill9()
+        wait_until("the dead worker's message seen as orphaned",
+                   lambda: ("held", "fetch") in (lambda v: v.stages(v.orphaned))(broker_view(app, broker)), 30)
+        assert ("held", "fetch") in reconcile_once(app, broker)
+        redrives = [e for _id, e in store.events("held") if e.get("type") == "redrive"]
+        assert len(redrives) == 1 and ORPHANED in redrives[0]["message"], redrives
+        # kombu has not given the message back (its visibility timeout is minutes): it is still the dead one's
+        assert broker.hexists(UNACKED, tag)
+    finally:
+        broker.close()
+
