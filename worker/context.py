@@ -98,6 +98,13 @@ class RedisStageContext(RedisJobContext):
     _last_cancel_check: float = 0.0
     _last_lost_check: float = 0.0
     _issues: list[Issue] = field(default_factory=list)
+    _noted_since_checkpoint: bool = False
+    _careful: bool = False
+
+    def __post_init__(self) -> None:
+        # The run before this one died without a word (state.lost_runs counts it): this run names every input
+        # before taking it up, so that if it dies there again the dead-letter names that very input.
+        self._careful = self.state.lost_runs > 0
 
     @property
     def cursor(self) -> JSON | None:
@@ -123,9 +130,16 @@ class RedisStageContext(RedisJobContext):
         self.state.cursor = cursor
         self.state.lost_runs = 0  # the stage moved on: deaths before this point were not its input's doing
         self._write(self.take_issues())
+        self._noted_since_checkpoint = False
 
     def working_on(self, item: str) -> None:
-        self.store.note_item(self.job_id, self.stage, item)
+        # One Redis write per item would be a round trip per post: a healthy run names only the first input
+        # after each checkpoint (a bounded number of commands per batch); only a run after a death names each.
+        if self._careful:
+            self.store.note_item(self.job_id, self.stage, item)
+        elif not self._noted_since_checkpoint:
+            self.store.note_item(self.job_id, self.stage, f"{item} or an input after it")
+            self._noted_since_checkpoint = True
         kill_if_poisoned(self.settings, item)
 
     def progress(self, done: int, total: int) -> None:

@@ -13,7 +13,9 @@ _TAG = re.compile(r"<!--.*?-->|<[^>]+>", re.DOTALL)
 _SPACES = re.compile(r"[ \t]+")
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 # CJK scripts have no spaces between words: each character counts as one, which is how their readers count.
-_WORD = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])\w)+(?:['’.-](?:(?![{_CJK}])\w)+)*")
+# `[^\W<CJK>]` is a word character that is not CJK, as one class: the same matches as a lookahead before every
+# `\w`, at half the cost (counting words was a fifth of rendering a post).
+_WORD = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+(?:['’.-][^\W{_CJK}]+)*")
 _INLINE_SKIP = frozenset({"image", "inline_html", "footnote_ref"})
 _CONTAINERS = frozenset({"block_quote", "list", "list_item", "task_list_item", "footnotes", "footnote_item",
                          "table", "table_head", "table_body"})

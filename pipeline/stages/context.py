@@ -64,7 +64,8 @@ class StageContext(Protocol):
 
     def working_on(self, item: str) -> None:
         """Name the input (a file) this stage takes up next: if its process dies there, over and over, the
-        stage is dead-lettered with this name rather than redelivered forever."""
+        stage is dead-lettered with this name rather than redelivered forever. Cheap to call per item: the worker
+        writes a name once per checkpoint, and each one only in the runs that follow a death."""
         ...
 
     def record_issue(self, issue: Issue) -> None: ...

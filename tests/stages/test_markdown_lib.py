@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +203,21 @@ def test_plain_text() -> None:
     assert plain.text == "Title\n\nFirst para wraps link.\n\none\ntwo\n\nprint(1)\n\nquoted\n\na\tb\n1\t2"
     assert plain.first_paragraph == "First para wraps link."
     assert count_words("Hello, world's end — 3.14 中文字") == 7
+    # a CJK character ends a Latin word and counts on its own, also between letters and connectors
+    assert count_words("abc中def x'中 y-z 한국어_snake_case ж.б") == 11
+
+
+def test_word_count_is_the_lookahead_formulation() -> None:
+    # The word pattern is written as one character class for speed; these are the counts of the slower
+    # `(?:(?!CJK)\w)+` spelling it replaced, on text that mixes every kind of character it treats apart.
+    from pipeline.markdown.plain import _CJK
+
+    slow = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])\w)+(?:['’.-](?:(?![{_CJK}])\w)+)*")
+    alphabet = "ab1_ 'é’.-日本語한국어\u3041\u00a0\t\nж٣"
+    rng = random.Random(7)
+    for _ in range(50):
+        text = "".join(rng.choice(alphabet) for _ in range(400))
+        assert count_words(text) == len(slow.findall(text)), text
 
 
 def test_svg_size(tmp_path: Path) -> None:

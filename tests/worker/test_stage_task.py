@@ -321,6 +321,26 @@ def test_runs_that_die_without_a_word_are_dead_lettered_naming_the_input(task: S
     assert job.stage("work").attempts == MAX_RETRIES and outbox.names() == ["repobuild.notify"]
 
 
+def test_a_healthy_run_names_the_first_input_after_each_checkpoint_and_a_run_after_a_death_every_one(
+        task: StageTask, memory_store: MemoryJobStore) -> None:
+    make_job(memory_store, stages=PLAN)
+
+    def dies_in_its_second_batch(ctx: RedisStageContext) -> StageResult:
+        for n, item in enumerate(["a.md", "b.md", "c.md", "d.md"]):
+            if n == 2:
+                ctx.save_cursor({"next": n})
+            ctx.working_on(item)
+        raise Died()
+
+    with pytest.raises(Died):
+        run(task, dies_in_its_second_batch)
+    # no write per item: the name covers the batch it began (tests/worker/test_redis_commands.py counts them)
+    assert memory_store.noted_item("j1", "work") == "c.md or an input after it"
+    with pytest.raises(Died):
+        run(task, dies_in_its_second_batch)
+    assert memory_store.noted_item("j1", "work") == "d.md"
+
+
 def test_a_run_that_moved_the_cursor_before_dying_starts_the_count_again(task: StageTask,
                                                                          memory_store: MemoryJobStore) -> None:
     make_job(memory_store, stages=PLAN)
