@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pipeline.embedders.text import TextEmbedder, load_text_embedder
+from pipeline.embedders.text import OnnxTextEmbedder, TextEmbedder, load_text_embedder
 from pipeline.errors import PermanentError
 from pipeline.settings import Settings
 
@@ -54,8 +54,17 @@ def text_embedder(settings: Settings) -> TextEmbedder:
     return load_text_embedder(settings.text_model_dir, threads=_threads(settings))
 
 
+def _counting_model(settings: Settings) -> OnnxTextEmbedder:
+    return load_text_embedder(settings.text_model_dir if settings.embed_provider == "onnx" else None,
+                              threads=_threads(settings))
+
+
 def token_counter(settings: Settings) -> Callable[[str], int]:
     """Token counts for chunking: the local model's tokenizer, whatever provider embeds the chunks."""
-    local = load_text_embedder(settings.text_model_dir if settings.embed_provider == "onnx" else None,
-                               threads=_threads(settings))
+    local = _counting_model(settings)
     return lambda text: len(local.tokens(text))
+
+
+def token_batch_counter(settings: Settings) -> Callable[[list[str]], list[int]]:
+    """token_counter's counts of many texts in one call."""
+    return _counting_model(settings).token_counts

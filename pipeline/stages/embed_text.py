@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.catalog import CHUNK_VECTORS, POST_VECTORS, POSTS
-from pipeline.embedders.select import embeddings_skipped, text_embedder, token_counter
+from pipeline.embedders.select import embeddings_skipped, text_embedder, token_batch_counter, token_counter
 from pipeline.models import JSON, StageResult
 from pipeline.previous_revision import previous_vectors
 from pipeline.stages.context import BatchContext, StageContext
@@ -37,7 +37,7 @@ def _inputs(ctx: StageContext) -> tuple[list[JSON], list[str]]:
     from pipeline.embedders.chunks import chunk_text, post_embedding_input  # noqa: PLC0415
 
     posts: list[JSON] = ctx.artifacts.get_json(POSTS.key(ctx.job_id))
-    count = token_counter(ctx.settings)
+    count, count_many = token_counter(ctx.settings), token_batch_counter(ctx.settings)
     items: list[JSON] = []
     texts: list[str] = []
     for post in sorted(posts, key=lambda p: str(p["hash"])):
@@ -45,7 +45,8 @@ def _inputs(ctx: StageContext) -> tuple[list[JSON], list[str]]:
         items.append({"kind": "post", "post": post["hash"], "slug": post["slug"]})
         texts.append(text)
         headings = [str(t.get("title", "")) for t in post.get("toc") or []]
-        for chunk in chunk_text(str(post.get("plain") or ""), count, CHUNK_TOKENS, headings=headings):
+        for chunk in chunk_text(str(post.get("plain") or ""), count, CHUNK_TOKENS, headings=headings,
+                                count_many=count_many):
             items.append({"kind": "chunk", "post": post["hash"], "index": chunk.index, "start": chunk.start,
                           "end": chunk.end})
             texts.append(chunk.text)
