@@ -47,21 +47,25 @@ def _split_long(text: str, start: int, end: int, count: Callable[[str], int], li
 
 
 def chunk_text(plain: str, count_tokens: Callable[[str], int], max_tokens: int = 256,
-               headings: Sequence[str] = ()) -> list[Chunk]:
+               headings: Sequence[str] = (), count_many: Callable[[list[str]], list[int]] | None = None) -> list[Chunk]:
+    """`count_many`, when given, counts the paragraphs in one call (the same counts as `count_tokens`, one each)."""
     heads = {h.strip() for h in headings if h.strip()}
+    spans = _spans(plain)
+    counts = count_many([plain[s:e] for s, e in spans]) if count_many else [count_tokens(plain[s:e]) for s, e in spans]
     units: list[tuple[int, int]] = []
-    for s, e in _spans(plain):
-        units.extend([(s, e)] if count_tokens(plain[s:e]) <= max_tokens else
-                     _split_long(plain, s, e, count_tokens, max_tokens))
+    for (s, e), n in zip(spans, counts, strict=True):
+        units.extend([(s, e)] if n <= max_tokens else _split_long(plain, s, e, count_tokens, max_tokens))
     chunks: list[Chunk] = []
     cur: tuple[int, int] | None = None
     for s, e in units:
         if cur is not None:
             merged = (cur[0], e)
             cur_is_heading = plain[cur[0]:cur[1]].strip() in heads
-            if cur_is_heading or count_tokens(plain[merged[0]:merged[1]]) <= max_tokens:
+            # counted once: the growing chunk is counted again at every merge, the plan's main cost
+            fits = count_tokens(plain[merged[0]:merged[1]]) <= max_tokens
+            if cur_is_heading or fits:
                 # a heading always travels with what follows it, even when that makes one long unit
-                if count_tokens(plain[merged[0]:merged[1]]) <= max_tokens:
+                if fits:
                     cur = merged
                     continue
             chunks.append(Chunk(len(chunks), plain[cur[0]:cur[1]], cur[0], cur[1]))

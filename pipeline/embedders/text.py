@@ -94,6 +94,10 @@ class OnnxTextEmbedder:
         self.model_name = model_name
         self._lock = threading.Lock()
 
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """len(self.tokens(t)) of each text, in one call of the tokenizer's own batch."""
+        return [len(e.ids) for e in self._counter.encode_batch(texts, add_special_tokens=False)]
+
     def tokens(self, text: str) -> list[int]:
         """Every token of `text`, however long (the model itself sees only the first `max_tokens`)."""
         ids: list[int] = self._counter.encode(text, add_special_tokens=False).ids

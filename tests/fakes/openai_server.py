@@ -5,6 +5,8 @@ Failures are scripted per request (`fail_next` answers an error status, `hang_ne
 a client's timeout should not wait for, `drop_next` closes the connection without an answer; `fail_all` does one
 of them to every request until `clear_faults`), chat replies are scripted (`queue_replies`), and every request is
 recorded with the fault it met, failed ones included, so tests can count attempts and read what was sent.
+`latency_s` makes every embeddings request take that long, as a remote model does; requests are served each on a
+thread of its own, and `peak_in_flight` says how many were being answered at once at most.
 """
 
 from __future__ import annotations
@@ -73,8 +75,11 @@ class RecordedRequest:
 
 
 class OpenAIServer:
-    def __init__(self, api_key: str | None = None, default_reply: str = DEFAULT_REPLY) -> None:
+    def __init__(self, api_key: str | None = None, default_reply: str = DEFAULT_REPLY, latency_s: float = 0.0) -> None:
         self.api_key = api_key
+        self.latency_s = latency_s
+        self.in_flight = 0  # embeddings requests being answered now
+        self.peak_in_flight = 0
         self.default_reply = default_reply
         self.requests: list[RecordedRequest] = []
         # Knobs for a misbehaving server: answer data in reverse index order, drop the last n vectors,
@@ -182,6 +187,18 @@ class OpenAIServer:
         return 404, {}, _error(f"Unknown path {path}", "invalid_request_error", None)
 
     def _embeddings(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
+        with self._lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self.latency_s > 0:
+                self._closing.wait(self.latency_s)
+            return self._embeddings_answer(body)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _embeddings_answer(self, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
         inputs = body.get("input")
         if isinstance(inputs, str):
             inputs = [inputs]
