@@ -6,7 +6,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pipeline.embedders.text import TextEmbedder, load_text_embedder
+from pipeline.embedders.chunks import SpanCount
+from pipeline.embedders.text import OnnxTextEmbedder, TextEmbedder, load_text_embedder
 from pipeline.errors import PermanentError
 from pipeline.settings import Settings
 
@@ -37,8 +38,18 @@ def text_embedder(settings: Settings) -> TextEmbedder:
     return load_text_embedder(settings.text_model_dir, threads=_threads(settings))
 
 
+def _counting_model(settings: Settings) -> OnnxTextEmbedder:
+    """The local model whose tokenizer counts for chunking, whatever provider embeds the chunks."""
+    return load_text_embedder(settings.text_model_dir if settings.embed_provider == "onnx" else None,
+                              threads=_threads(settings))
+
+
 def token_counter(settings: Settings) -> Callable[[str], int]:
     """Token counts for chunking: the local model's tokenizer, whatever provider embeds the chunks."""
-    local = load_text_embedder(settings.text_model_dir if settings.embed_provider == "onnx" else None,
-                               threads=_threads(settings))
+    local = _counting_model(settings)
     return lambda text: len(local.tokens(text))
+
+
+def span_counter(settings: Settings) -> Callable[[str], SpanCount | None]:
+    """For a text, the same counts for its word-aligned spans from one pass (OnnxTextEmbedder.span_counter)."""
+    return _counting_model(settings).span_counter

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.catalog import CHUNK_VECTORS, POST_VECTORS, POSTS
-from pipeline.embedders.select import embeddings_skipped, text_embedder, token_counter
+from pipeline.embedders.select import embeddings_skipped, span_counter, text_embedder, token_counter
 from pipeline.models import JSON, StageResult
 from pipeline.previous_revision import previous_vectors
 from pipeline.stages.context import BatchContext, StageContext
@@ -38,6 +38,7 @@ def _inputs(ctx: StageContext) -> tuple[list[JSON], list[str]]:
 
     posts: list[JSON] = ctx.artifacts.get_json(POSTS.key(ctx.job_id))
     count = token_counter(ctx.settings)
+    spans = span_counter(ctx.settings)
     items: list[JSON] = []
     texts: list[str] = []
     for post in sorted(posts, key=lambda p: str(p["hash"])):
@@ -45,7 +46,8 @@ def _inputs(ctx: StageContext) -> tuple[list[JSON], list[str]]:
         items.append({"kind": "post", "post": post["hash"], "slug": post["slug"]})
         texts.append(text)
         headings = [str(t.get("title", "")) for t in post.get("toc") or []]
-        for chunk in chunk_text(str(post.get("plain") or ""), count, CHUNK_TOKENS, headings=headings):
+        plain = str(post.get("plain") or "")
+        for chunk in chunk_text(plain, count, CHUNK_TOKENS, headings=headings, span_tokens=spans(plain)):
             items.append({"kind": "chunk", "post": post["hash"], "index": chunk.index, "start": chunk.start,
                           "end": chunk.end})
             texts.append(chunk.text)
