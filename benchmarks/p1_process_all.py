@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import TypeVar
 
 from benchmarks.builds import Builds, run_builds, stage_times
@@ -41,6 +43,11 @@ def measure(builds: Builds | None = None) -> Row:
 
 def with_builds(use: Callable[[Builds], T], concurrency: int = 2, keep: bool = False) -> T:
     """Run benchmarks.builds in a temporary folder (removed afterwards unless `keep`) and hand the result to `use`."""
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")  # so the harness's clean-up runs and stops every process
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
     root = Path(tempfile.mkdtemp(prefix="repobuild-p1-"))
     try:
         return use(run_builds(root, Settings.from_env().with_(redis_url=None), concurrency))
