@@ -24,11 +24,11 @@ from pipeline.markdown.hashing import file_sha256
 Vectors = npt.NDArray[np.float32]
 MAX_TOKENS = 256  # the model was trained on 256-token passages; past that it only sees noise
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
-# Texts per onnxruntime run. A batch is still tokenised and padded as one (so every row sees exactly the input it
-# always did: the vectors are bit for bit those of one 32-row run), but it runs a row at a time: a 32x256 run
-# peaks near 700 MB and the session's arena keeps growing to the largest shapes it has seen (1.5 GB after a few
-# hundred passages), while one row peaks near 80 MB and runs as fast on 2 threads.
-ROWS_PER_RUN = 1
+# A batch runs a text at a time: a 32x256 run peaks near 700 MB and the session's arena keeps growing to the
+# largest shapes it has seen (1.5 GB after a few hundred passages), while one row peaks near 80 MB and runs as fast.
+# Each text runs at its own length, without the padding to the batch's longest that a many-row run needs: the
+# attention mask keeps padding out of every real token's vector, so the vectors are those of the padded run
+# (equal here to the last bit), and the ~20 % of positions that were padding in til's batches cost nothing.
 
 
 class TextEmbedder(Protocol):
@@ -127,16 +127,20 @@ class OnnxTextEmbedder:
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
+        lengths = [max(1, int(n)) for n in mask.sum(axis=1)]  # padding is on the right: a row's first n
         with self._lock:  # one session, many threads: onnxruntime parallelises inside a run already
-            hidden: Vectors = np.concatenate([
-                np.asarray(self.session.run(None, {k: v[i:i + ROWS_PER_RUN] for k, v in feeds.items()})[0],
-                           dtype=np.float32)
-                for i in range(0, len(ids), ROWS_PER_RUN)])
-        weights = mask[..., None].astype(np.float32)
-        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+            pooled = np.stack([self._pooled({k: v[i:i + 1, :n] for k, v in feeds.items()})
+                               for i, n in enumerate(lengths)])
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         out: Vectors = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
         return out
+
+    def _pooled(self, feeds: dict[str, npt.NDArray[np.int64]]) -> Vectors:
+        """The mean of one text's token vectors over its attention mask (a row with no padding: all of them)."""
+        hidden = np.asarray(self.session.run(None, feeds)[0], dtype=np.float32)
+        weights = feeds["attention_mask"][..., None].astype(np.float32)
+        pooled: Vectors = ((hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None))[0]
+        return pooled
 
 
 _cache: dict[str, OnnxTextEmbedder] = {}
