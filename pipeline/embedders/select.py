@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pipeline.embedders.chunks import SpanCount
@@ -50,6 +50,6 @@ def token_counter(settings: Settings) -> Callable[[str], int]:
     return lambda text: len(local.tokens(text))
 
 
-def span_counter(settings: Settings) -> Callable[[str], SpanCount | None]:
-    """For a text, the same counts for its word-aligned spans from one pass (OnnxTextEmbedder.span_counter)."""
-    return _counting_model(settings).span_counter
+def span_counters(settings: Settings, texts: Sequence[str]) -> Iterator[SpanCount | None]:
+    """For each text, the same counts for its word-aligned spans from one pass (OnnxTextEmbedder.span_counter)."""
+    return _counting_model(settings).span_counters(texts)

@@ -11,19 +11,21 @@ import bisect
 import importlib.util
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.embedders.chunks import SpanCount
 from pipeline.errors import PermanentError
 from pipeline.markdown.hashing import file_sha256
 
 Vectors = npt.NDArray[np.float32]
 MAX_TOKENS = 256  # the model was trained on 256-token passages; past that it only sees noise
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
+SPAN_BLOCK = 64  # posts encoded together for chunking's counts: a few MB of offsets at a time
 # A batch runs a text at a time: a 32x256 run peaks near 700 MB and the session's arena keeps growing to the
 # largest shapes it has seen (1.5 GB after a few hundred passages), while one row peaks near 80 MB and runs as fast.
 # Each text runs at its own length, without the padding to the batch's longest that a many-row run needs: the
@@ -103,7 +105,7 @@ class OnnxTextEmbedder:
         ids: list[int] = self._counter.encode(text, add_special_tokens=False).ids
         return ids
 
-    def span_counter(self, text: str) -> Callable[[int, int], int] | None:
+    def span_counter(self, text: str) -> SpanCount | None:
         """Token counts of word-aligned spans of `text`, from one encoding of the whole text; None when the
         tokenizer cannot promise them (then count each span on its own, as `tokens` does).
 
@@ -113,10 +115,18 @@ class OnnxTextEmbedder:
         til and opensource-guide corpora, all languages). Chunking a post asks about hundreds of spans: counting
         each on its own tokenised til's posts 51,000 times (two minutes, in the stage's plan, on every rebuild).
         """
-        if not self._additive:
-            return None
-        starts = [start for start, _ in self._counter.encode(text, add_special_tokens=False).offsets]
-        return lambda s, e: bisect.bisect_left(starts, e) - bisect.bisect_left(starts, s)
+        return next(self.span_counters([text]))
+
+    def span_counters(self, texts: Sequence[str]) -> Iterator[SpanCount | None]:
+        """`span_counter` of each text in turn, a block of texts encoded at a time on every core (the plan runs
+        alone: the other pool processes have nothing to do yet), and only a block's offsets held at once."""
+        for at in range(0, len(texts), SPAN_BLOCK):
+            block = list(texts[at:at + SPAN_BLOCK])
+            if not self._additive:
+                yield from (None for _ in block)
+                continue
+            for enc in self._counter.encode_batch(block, add_special_tokens=False):
+                yield _bisect_counter([start for start, _ in enc.offsets])
 
     def embed(self, texts: list[str]) -> Vectors:
         if not texts:
@@ -141,6 +151,10 @@ class OnnxTextEmbedder:
         weights = feeds["attention_mask"][..., None].astype(np.float32)
         pooled: Vectors = ((hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None))[0]
         return pooled
+
+
+def _bisect_counter(starts: list[int]) -> SpanCount:
+    return lambda s, e: bisect.bisect_left(starts, e) - bisect.bisect_left(starts, s)
 
 
 _cache: dict[str, OnnxTextEmbedder] = {}

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.catalog import CHUNK_VECTORS, POST_VECTORS, POSTS
-from pipeline.embedders.select import embeddings_skipped, span_counter, text_embedder, token_counter
+from pipeline.embedders.select import embeddings_skipped, span_counters, text_embedder, token_counter
 from pipeline.models import JSON, StageResult
 from pipeline.previous_revision import previous_vectors
 from pipeline.stages.context import BatchContext, StageContext
@@ -38,16 +38,16 @@ def _inputs(ctx: StageContext) -> tuple[list[JSON], list[str]]:
 
     posts: list[JSON] = ctx.artifacts.get_json(POSTS.key(ctx.job_id))
     count = token_counter(ctx.settings)
-    spans = span_counter(ctx.settings)
+    posts = sorted(posts, key=lambda p: str(p["hash"]))
+    plains = [str(post.get("plain") or "") for post in posts]
     items: list[JSON] = []
     texts: list[str] = []
-    for post in sorted(posts, key=lambda p: str(p["hash"])):
+    for post, plain, spans in zip(posts, plains, span_counters(ctx.settings, plains), strict=True):
         text = post_embedding_input(post, DOC_INSTRUCTION)
         items.append({"kind": "post", "post": post["hash"], "slug": post["slug"]})
         texts.append(text)
         headings = [str(t.get("title", "")) for t in post.get("toc") or []]
-        plain = str(post.get("plain") or "")
-        for chunk in chunk_text(plain, count, CHUNK_TOKENS, headings=headings, span_tokens=spans(plain)):
+        for chunk in chunk_text(plain, count, CHUNK_TOKENS, headings=headings, span_tokens=spans):
             items.append({"kind": "chunk", "post": post["hash"], "index": chunk.index, "start": chunk.start,
                           "end": chunk.end})
             texts.append(chunk.text)
