@@ -146,7 +146,7 @@ def pool_floor(work: FloorWork, settings: Settings, processes: int, threads: int
             tasks.put(task)
         for _ in procs:
             tasks.put(None)
-        time.sleep(0.5)  # the queue's feeder thread has handed every task to the pipe before the clock starts
+        time.sleep(0.5)  # the feeder thread has begun filling the pipe when the clock starts
         t0 = time.monotonic()
         go.set()
         text_vectors: dict[int, Vectors] = {}
@@ -183,6 +183,7 @@ def pool_floor(work: FloorWork, settings: Settings, processes: int, threads: int
 def max_diff(settings: Settings, run: Run, work: FloorWork, floor: PoolFloor) -> float:
     """Largest |difference| between the floor's text vectors and those the pipeline cached for the same texts."""
     cache = VectorCache(LocalArtifactStore(settings.artifacts), str(run.plan["model"]), int(run.plan["dim"]))
-    diffs = [float(np.abs(np.stack([cache.get(text_key(t)) for t in batch]) - vecs).max())
-             for batch, vecs in zip(work.text, floor.text_vectors, strict=True) if batch]
+    diffs = [float(np.abs(cache.get(text_key(t)) - vec).max())
+             for batch, vecs in zip(work.text, floor.text_vectors, strict=True)
+             for t, vec in zip(batch, vecs, strict=True) if cache.has(text_key(t))]  # a bad image has no caption vector
     return max(diffs, default=0.0)
