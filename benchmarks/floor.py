@@ -53,46 +53,54 @@ class Floor:
     cpu: Cpu | None = None
 
 
-def bare_floor(texts: list[str], settings: Settings, threads: int, repeat: int) -> Floor:
-    """A plain onnxruntime + tokenizers loop over `texts`, longest first; vectors come back in input order."""
-    import onnxruntime as ort
-    from tokenizers import Tokenizer
+class PlainTextModel:
+    """The model file through onnxruntime + tokenizers and nothing else: truncation at 256, pad to the longest,
+    mean pooling, L2 norm — what the embed_text stage computes, without the pipeline around it."""
 
-    from pipeline.embedders.text import MAX_TOKENS
+    def __init__(self, settings: Settings, threads: int) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
 
-    t0 = time.perf_counter()
-    model, tok_path = model_files(settings)
-    tok = Tokenizer.from_file(str(tok_path))
-    tok.no_padding()
-    tok.no_truncation()
-    tok.enable_truncation(max_length=MAX_TOKENS)
-    pad_id = tok.token_to_id("[PAD]")
-    tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")  # pads to the longest
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
-    wants_types = "token_type_ids" in {i.name for i in session.get_inputs()}
-    dim = int(session.get_outputs()[0].shape[-1])
+        from pipeline.embedders.text import MAX_TOKENS
 
-    def embed(batch: list[str]) -> tuple[Vectors, int, int]:
-        enc = tok.encode_batch(batch)
+        model, tok_path = model_files(settings)
+        self.tok = Tokenizer.from_file(str(tok_path))
+        self.tok.no_padding()
+        self.tok.no_truncation()
+        self.tok.enable_truncation(max_length=MAX_TOKENS)
+        pad_id = self.tok.token_to_id("[PAD]")
+        self.tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")  # pads to the longest
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.wants_types = "token_type_ids" in {i.name for i in self.session.get_inputs()}
+        self.dim = int(self.session.get_outputs()[0].shape[-1])
+        self.embed(["warm-up"])  # first-run allocations are not the model's speed
+
+    def embed(self, batch: list[str]) -> tuple[Vectors, int, int]:
+        """(vectors, real tokens, padded tokens) of one batch."""
+        enc = self.tok.encode_batch(batch)
         ids = np.array([e.ids for e in enc], dtype=np.int64)
         mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask}
-        if wants_types:
+        if self.wants_types:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        hidden = np.asarray(session.run(None, feeds)[0], dtype=np.float32)
+        hidden = np.asarray(self.session.run(None, feeds)[0], dtype=np.float32)
         w = mask[..., None].astype(np.float32)
         pooled = (hidden * w).sum(axis=1) / np.clip(w.sum(axis=1), 1e-9, None)
         out = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         return out.astype(np.float32), int(mask.sum()), int(mask.size)
 
-    embed(["warm-up"])  # first-run allocations are not the model's speed
+
+def bare_floor(texts: list[str], settings: Settings, threads: int, repeat: int) -> Floor:
+    """A plain onnxruntime + tokenizers loop over `texts`, longest first; vectors come back in input order."""
+    t0 = time.perf_counter()
+    model = PlainTextModel(settings, threads)
     load_s = time.perf_counter() - t0
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # the stage's order: longest first
     size = max(1, settings.embed_batch)
-    vectors = np.zeros((len(texts), dim), dtype=np.float32)
+    vectors = np.zeros((len(texts), model.dim), dtype=np.float32)
     runs: list[tuple[float, float]] = []
     tokens = padded = 0
     for _ in range(max(1, repeat)):
@@ -101,7 +109,7 @@ def bare_floor(texts: list[str], settings: Settings, threads: int, repeat: int) 
         t0 = time.perf_counter()
         for start in range(0, len(order), size):
             idx = order[start:start + size]
-            vecs, real, total = embed([texts[i] for i in idx])
+            vecs, real, total = model.embed([texts[i] for i in idx])
             vectors[idx] = vecs
             tokens += real
             padded += total

@@ -13,7 +13,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CORPORA = Path(os.environ.get("REPOBUILD_CORPORA") or ROOT.parent / "shared" / "corpora")
 GUIDE = CORPORA / "opensource-guide"
+TIL = CORPORA / "til"
 EDITED_POST = "getting-paid.md"
+TIL_FOLDER = "til"  # where guide_and_til puts the til posts: the guide's absolute image paths keep the root
+EDITED_TIL_POST = "python/pyproject.md"
 EDIT_SENTENCE = " (The benchmark added this sentence to measure an incremental rebuild.)"
 IMAGE_LINK = re.compile(r"/assets/images/[^\s)\"'>]+")
 # Corpora by the name the benchmarks take them under: a folder of CORPORA copied whole (".git" left out).
@@ -54,11 +57,33 @@ def english_corpus(dest: Path, articles: int | None = None) -> tuple[Path, int, 
     return dest, posts, images
 
 
+def guide_and_til(dest: Path) -> tuple[Path, int, int]:
+    """One repository: the English guide (as english_corpus lays it out) with every til post and image under
+    `til/`, so one job builds both and the per-job overhead is paid once."""
+    if not TIL.is_dir():
+        raise SystemExit(f"corpus not found: {TIL} (set REPOBUILD_CORPORA to the corpora folder)")
+    _, posts, images = english_corpus(dest)
+    shutil.copytree(TIL, dest / TIL_FOLDER)
+    tree = list((dest / TIL_FOLDER).rglob("*"))
+    posts += sum(1 for p in tree if p.suffix == ".md")
+    images += sum(1 for p in tree if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".gif", ".webp"})
+    return dest, posts, images
+
+
 def edit_one_post(corpus: Path) -> str:
-    """Append a sentence to the middle prose paragraph of one post's body; returns that paragraph's start."""
-    path = corpus / "_articles" / EDITED_POST
+    """Append a sentence to the middle prose paragraph of the guide's EDITED_POST; returns that paragraph's start."""
+    return edit_post(corpus / "_articles" / EDITED_POST)
+
+
+def edit_til_post(corpus: Path) -> str:
+    """The same edit in a til post of a guide_and_til corpus (til posts have no frontmatter)."""
+    return edit_post(corpus / TIL_FOLDER / EDITED_TIL_POST)
+
+
+def edit_post(path: Path) -> str:
+    """Append a sentence to the middle prose paragraph of a post's body; returns that paragraph's start."""
     text = path.read_text(encoding="utf-8")
-    body_at = text.index("\n---\n", 4) + 5  # after the frontmatter
+    body_at = text.index("\n---\n", 4) + 5 if text.startswith("---\n") else 0  # after the frontmatter
     body = text[body_at:]
     paras = list(re.finditer(r"(?m)^[A-Z][^\n]{80,}$", body))  # prose: not headings, lists, HTML or tables
     target = paras[len(paras) // 2]

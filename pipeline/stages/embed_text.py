@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.catalog import CHUNK_VECTORS, POST_VECTORS
-from pipeline.embedders.select import embeddings_skipped, text_embedder, token_batch_counter, token_counter
+from pipeline.embedders.select import embeddings_skipped, span_counters, text_embedder, token_counter
 from pipeline.models import JSON, StageResult
 from pipeline.previous_revision import previous_vectors
 from pipeline.stages.context import BatchContext, StageContext
@@ -41,15 +41,14 @@ def _inputs(ctx: StageContext) -> tuple[list[JSON], list[str]]:
     posts = sorted(({"hash": p["hash"], "slug": p["slug"], "input": post_embedding_input(p, DOC_INSTRUCTION),
                      "headings": [str(t.get("title", "")) for t in p.get("toc") or []], "plain": p.get("plain")}
                     for p in iter_posts(ctx.artifacts, ctx.job_id)), key=lambda p: str(p["hash"]))
-    count, count_many = token_counter(ctx.settings), token_batch_counter(ctx.settings)
+    count = token_counter(ctx.settings)
+    plains = [str(post.get("plain") or "") for post in posts]
     items: list[JSON] = []
     texts: list[str] = []
-    for post in posts:
+    for post, plain, spans in zip(posts, plains, span_counters(ctx.settings, plains), strict=True):
         items.append({"kind": "post", "post": post["hash"], "slug": post["slug"]})
         texts.append(post["input"])
-        headings = post["headings"]
-        for chunk in chunk_text(str(post.get("plain") or ""), count, CHUNK_TOKENS, headings=headings,
-                                count_many=count_many):
+        for chunk in chunk_text(plain, count, CHUNK_TOKENS, headings=post["headings"], span_tokens=spans):
             items.append({"kind": "chunk", "post": post["hash"], "index": chunk.index, "start": chunk.start,
                           "end": chunk.end})
             texts.append(chunk.text)

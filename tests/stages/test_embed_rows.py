@@ -1,4 +1,5 @@
-"""The text embedder runs a batch a row at a time (memory) yet returns exactly the vectors of one whole-batch run."""
+"""The text embedder runs a batch a text at a time (memory), each at its own length (no padding), yet returns exactly
+the vectors of one whole-batch run, padded to its longest."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ def test_row_at_a_time_runs_give_the_whole_batch_vectors_bit_for_bit() -> None:
     e = load_text_embedder()
     # different lengths, so the short rows are padded to the longest as in one 32-row run
     texts = ["maintainers", "How to review a pull request from a new contributor kindly and quickly. " * 8,
-             "A license tells people what they may do with your code.", "funding " * 300]
+             "A license tells people what they may do with your code.", "funding " * 300, "",
+             "開源 أهلا 😀 e.g. (x.y)!"]
     got = e.embed(texts)
     enc = e.tokenizer.encode_batch(texts)
     ids = np.array([x.ids for x in enc], dtype=np.int64)
@@ -23,5 +25,5 @@ def test_row_at_a_time_runs_give_the_whole_batch_vectors_bit_for_bit() -> None:
     w = mask[..., None].astype(np.float32)
     pooled = (hidden * w).sum(axis=1) / np.clip(w.sum(axis=1), 1e-9, None)
     whole = (pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)).astype(np.float32)
-    assert got.shape == (4, e.dim)
+    assert got.shape == (6, e.dim) and mask.sum(axis=1).min() < ids.shape[1]
     assert np.array_equal(got, whole)

@@ -147,6 +147,28 @@ def test_token_counts_see_past_the_model_window_so_long_posts_get_many_passages(
     assert len(chunks) >= 8 and all(len(model.tokens(c.text)) <= 256 for c in chunks)
 
 
+def test_span_counts_from_one_encoding_chunk_every_corpus_post_as_counting_each_span_does() -> None:
+    """The fast counter must cut exactly the chunks the per-span counter cuts: headings, over-long paragraphs
+    split on sentences and then words, punctuation glued to words, non-Latin scripts."""
+    from pipeline.embedders.chunks import chunk_text
+
+    model = load_text_embedder(None, threads=1)
+
+    def count(t: str) -> int:
+        return len(model.tokens(t))
+
+    posts = sorted((CORPORA / "opensource-guide" / "_articles").rglob("*.md"))[::15]
+    texts = [p.read_text(encoding="utf-8").strip() for p in posts]
+    texts.append("Heading\n\n" + " ".join(f"Word{i}, e.g. (x{i}.y{i})! 開源{i}。" for i in range(400)))
+    assert len(texts) > 20
+    for text in texts:
+        spans = model.span_counter(text)
+        assert spans is not None
+        fast = chunk_text(text, count, 256, headings=["Heading"], span_tokens=spans)
+        assert fast == chunk_text(text, count, 256, headings=["Heading"])
+        assert len(fast) >= 1
+
+
 def test_embed_text_stage_on_an_openai_compatible_server_with_a_429(tmp_path: Path) -> None:
     """The second provider through the real stage: batches, a 429 honoured, the cache on a second job."""
     from tests.fakes.openai_server import OpenAIServer
