@@ -1,69 +1,134 @@
-"""`make bench`: the targets of issue 12 side by side, measured on real runs, one table and bench.json.
+"""`make bench`: every target of issue 12 measured on the real system in one go, one table and bench.json.
 
-One run of `benchmarks.memory` (a fresh worker per corpus, jobs over the HTTP API, embeddings on) over the small
-opensource-guide subset, all of its English posts and til gives:
-- P6 the peak RSS of any worker process on the largest run (target ≤ 400 MiB, and flat: largest / small run);
-- P7 the parse stage's own time (its elapsed seconds in the job state) per post, on til and on opensource-guide;
-- P8 the image variants the bundle lists per source image.
-The other targets are listed as not measured yet. Timings on a shared machine are noisy: nothing is asserted.
+Each target is a module of its own that can also run alone (`python -m benchmarks.pN_...`); this runs them in turn,
+each on its own private Redis, workers and API (or gunicorn), stopped before the next starts, and prints one table:
 
-    python -m benchmarks.bench [--corpora small,guide,til] [--from benchmarks/results/memory.json]
+    P1, P2  benchmarks/p1_process_all.py, p2_rebuild.py   process-all vs the embedding floor; one-post rebuilds
+    P3      benchmarks/p3_resume.py                        kill -9 of the whole worker during embed_text
+    P4      benchmarks/p4_io_bound.py                      I/O-bound embedding, 4 worker processes vs 1
+    P5      benchmarks/p5_submit_load.py                   POST /jobs at 500/s for 30 s through gunicorn
+    P6      benchmarks/p6_memory.py                        peak RSS per worker process, small vs the largest run
+    P7      benchmarks/p7_parse.py                         parse stage ms per post
+    P8      benchmarks/p8_images.py                        image variants s per image, 2 processes
+
+Every figure is a ratio to its target taken in the same run. Timings on a shared machine are noisy: nothing is
+asserted; the load average before and after each measure is in the JSON. A measure that fails is a row that
+says why, and the others still run. The JSON is rewritten after every measure, so an interrupted run keeps what
+it measured.
+
+    python -m benchmarks.bench [--only P1,P5] [--out benchmarks/results/bench.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import memory
 from benchmarks.targets import Row, table
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench.json"
-P6_LIMIT_MIB = 400.0
 
 
-def rows(result: dict[str, Any]) -> list[Row]:
-    runs: list[dict[str, Any]] = result["runs"]
-    by_name = {r["corpus"]: r for r in runs}
-    out = [Row(f"P{i}", "(issue 12)", "(issue 12)") for i in range(1, 6)]
-    peak = float(result["peak_rss_mib"])
-    small = float(memory.peak_rss_mib(runs[:1]))
-    out.append(Row("P6", f"peak RSS per worker process, {runs[-1]['corpus']} ({runs[-1]['posts']} posts); "
-                         f"growth vs {runs[0]['corpus']}", f"≤ {P6_LIMIT_MIB:.0f} MiB, flat",
-                   f"{peak:.0f} MiB (×{peak / max(small, 1):.2f} of {small:.0f})", peak / P6_LIMIT_MIB,
-                   peak <= P6_LIMIT_MIB))
-    parse = [f"{name} {1000 * r['stage_s']['parse'] / max(r['posts'], 1):.1f} ms ({r['posts']} posts)"
-             for name, r in by_name.items() if name in ("til", "guide")]
-    out.append(Row("P7", "parse stage ms per post", "(issue 12)", "; ".join(parse) or "not measured yet"))
-    variants = [f"{name} {r['images']['variants'] / max(r['images']['resized'], 1):.2f} "
-                f"({r['images']['variants']} for {r['images']['resized']} images)"
-                for name, r in by_name.items() if r.get("images", {}).get("resized")]
-    out.append(Row("P8", "image variants per source image", "(issue 12)", "; ".join(variants) or "not measured yet"))
-    return out
+def _p1_p2() -> list[Row]:
+    from benchmarks import p1_process_all, p2_rebuild
+
+    return p1_process_all.with_builds(lambda b: [p1_process_all.measure(b), p2_rebuild.measure(b)])
+
+
+def _p3() -> list[Row]:
+    from benchmarks import p3_resume
+
+    return [p3_resume.measure()]
+
+
+def _p4() -> list[Row]:
+    from benchmarks import p4_io_bound
+
+    return [p4_io_bound.measure()]
+
+
+def _p5() -> list[Row]:
+    from benchmarks import p5_submit_load
+
+    return [p5_submit_load.measure()]
+
+
+def _p6() -> list[Row]:
+    from benchmarks import p6_memory
+
+    return [p6_memory.measure()]
+
+
+def _p7() -> list[Row]:
+    from benchmarks import p7_parse
+
+    return [p7_parse.measure()]
+
+
+def _p8() -> list[Row]:
+    from benchmarks import p8_images
+
+    return [p8_images.measure()]
+
+
+# (ids a measure gives, the measure): the quick ones first, so that an interrupted run still has them
+MEASURES: list[tuple[tuple[str, ...], Callable[[], list[Row]]]] = [
+    (("P5",), _p5), (("P7",), _p7), (("P8",), _p8), (("P3",), _p3), (("P4",), _p4), (("P1", "P2"), _p1_p2),
+    (("P6",), _p6),
+]
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run(only: set[str] | None, out: Path) -> list[Row]:
+    found: list[Row] = []
+    runs: list[dict[str, Any]] = []
+    started = time.time()
+    for ids, fn in MEASURES:
+        if only and not only & set(ids):
+            continue
+        print(f"\n=== {', '.join(ids)} ===", flush=True)
+        load0, t0 = _load(), time.monotonic()
+        try:
+            rows = fn()
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one measure failing must not lose the others: its row says why
+            traceback.print_exc()
+            rows = [Row(i, "(see the log)", "(issue 12)", f"error: {type(exc).__name__}: {exc}"[:300]) for i in ids]
+        spent = time.monotonic() - t0
+        found += rows
+        runs.append({"ids": list(ids), "seconds": round(spent, 1), "load_before": load0, "load_after": _load()})
+        print(table(rows), flush=True)
+        _write(out, found, runs, started)
+    return found
+
+
+def _write(out: Path, found: list[Row], runs: list[dict[str, Any]], started: float) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    found = sorted(found, key=lambda r: r.id)
+    out.write_text(json.dumps({"started_at": started, "seconds": round(time.time() - started, 1),
+                               "cpus": os.cpu_count(), "measures": runs,
+                               "targets": [r.to_json() for r in found]}, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpora", default="small,guide,til")
-    ap.add_argument("--from", dest="source", type=Path, help="a memory.json already measured, instead of a run")
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="comma-separated target ids, e.g. P1,P5 (default: all)")
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--keep", action="store_true", help="keep the runs' folder (bundles, worker logs)")
     args = ap.parse_args(argv)
-    if args.source is None:
-        args.source = memory.RESULTS
-        code = memory.main(["--corpora", args.corpora, "--out", str(args.source), *(["--keep"] * args.keep)])
-        if code:
-            return code
-    result = json.loads(args.source.read_text())
-    found = rows(result)
-    print("\n" + table(found))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"at": time.time(), "memory": str(args.source),
-                                    "targets": [r.to_json() for r in found]}, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    only = {s.strip().upper() for s in args.only.split(",")} if args.only else None
+    t0 = time.monotonic()
+    found = run(only, args.out)
+    print(f"\n{table(sorted(found, key=lambda r: r.id))}\n\n{time.monotonic() - t0:.0f} s; wrote {args.out}")
     return 0
 
 
