@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.embedders.select import _threads
 
-    base = Settings.from_env().with_(redis_url=None)
-    worker_threads = _threads(base)
     root = Path(tempfile.mkdtemp(prefix="repobuild-bench-"))
+    # the corpus is copied under root: the operator's allowlist for local sources, as a deployment would set it
+    base = Settings.from_env().with_(redis_url=None, local_source_roots=(str(root),))
+    worker_threads = _threads(base)
     harness = Harness(root, base)
 
     def interrupted(signum: int, frame: FrameType | None) -> None:
