@@ -8,14 +8,17 @@ from typing import Any
 from celery import chain
 
 from pipeline.models import StageStatus
-from pipeline.stores.jobs import JobStore
+from pipeline.stores.jobs import JobStore, JobView
 from worker.repobuild_app import RepobuildCelery
 
 
-def enqueue_from(app: RepobuildCelery, job_id: str, start: str | None = None) -> str | None:
-    """Send the chain of `job_id`'s stages from `start` (default: the first not done). Returns that stage."""
+def enqueue_from(app: RepobuildCelery, job_id: str, start: str | None = None, job: JobView | None = None) -> str | None:
+    """Send the chain of `job_id`'s stages from `start` (default: the first not done). Returns that stage.
+
+    `job`: the job as the caller has just read or written it, to save a read; its start stage is updated in place.
+    """
     store: JobStore = app.store
-    job = store.get(job_id)
+    job = job or store.get(job_id)
     names = [s.name for s in job.stages]
     if start is None:
         first = job.next_stage()

@@ -56,7 +56,8 @@ def submit(app: RepobuildCelery, spec: JobSpec, job_secrets: dict[str, str] | No
                       error={"stage": None, "message": problem, "attempts": 0, "type": "PermanentError"})
         store.event(spec.job_id, "failed", problem, level="error")
     try:
-        enqueue_from(app, spec.job_id)
+        # the job as stored just now, not read again: a submission's round trips to Redis are its latency
+        enqueue_from(app, spec.job_id, job=None if problem is not None else job)
     except UNAVAILABLE as exc:
         # Stored, but its message not sent: the job is accepted all the same, since the reconciler sends the
         # first stage of a stored job that has no message in flight once the broker is back. Answering 503
@@ -65,7 +66,7 @@ def submit(app: RepobuildCelery, spec: JobSpec, job_secrets: dict[str, str] | No
         log.warning("job %s stored, its first stage not sent (%s): the reconciler will send it", spec.job_id,
                     type(exc).__name__)
         return job, True
-    return store.get(spec.job_id), True
+    return (store.get(spec.job_id) if problem is not None else job), True
 
 
 def retry(app: RepobuildCelery, job_id: str) -> JobView:

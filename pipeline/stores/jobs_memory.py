@@ -107,7 +107,7 @@ class MemoryJobStore:
                     raise JobExists(job_id)
                 return self.get(job_id), False
             now = time.time()
-            fields = job_hash.new_fields(spec, stages, now)
+            fields, job = job_hash.new_job(spec, stages, now)
             if spec.project_id:
                 seq_key = self.keys.project_seq(spec.project_id)
                 seq = int(self.space.get(seq_key) or 0) + 1
@@ -121,7 +121,7 @@ class MemoryJobStore:
             self._append_event(job_id, "queued", f"job queued: {spec.task}", {})
             for k in self.keys.job_keys(job_id):
                 self.space.expire(k, self.ttl_s)
-            return self.get(job_id), True
+            return job, True
 
     def exists(self, job_id: str) -> bool:
         with self._lock:

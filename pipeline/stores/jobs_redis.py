@@ -82,7 +82,7 @@ class RedisJobStore:
                             raise JobExists(spec.job_id)
                         return self.get(spec.job_id), False
                     now = time.time()
-                    fields = job_hash.new_fields(spec, stages, now)
+                    fields, job = job_hash.new_job(spec, stages, now)
                     pipe.multi()
                     if spec.project_id:
                         # Submission order within a project: a revision only replaces the project's
@@ -99,7 +99,7 @@ class RedisJobStore:
                     replies = pipe.execute()
                     if spec.project_id:
                         self.r.hset(key, "project_seq", str(int(replies[0])))
-                    return self.get(spec.job_id), True
+                    return job, True
                 except redis.WatchError:
                     continue
 
