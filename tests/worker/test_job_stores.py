@@ -3,6 +3,7 @@ of the worker rely on of MemoryJobStore is what RedisJobStore does on a real red
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -11,7 +12,8 @@ import pytest
 import redis
 
 from api.cli.local_services import PrivateRedis
-from pipeline.models import Issue, JobSpec, JobStatus, StageStatus
+from pipeline.models import Issue, JobSpec, JobStatus, StageState, StageStatus
+from pipeline.stores import job_hash
 from pipeline.stores.jobs import JobExists, JobStore
 from pipeline.stores.jobs_memory import MemoryJobStore
 from pipeline.stores.jobs_redis import RedisJobStore
@@ -281,3 +283,11 @@ def test_long_messages_are_capped_where_they_are_written(store: JobStore) -> Non
     state.error = "short and whole"
     store.put_stage("j1", state)
     assert store.stage("j1", "fetch").error == "short and whole"
+
+
+def test_a_stage_state_is_stored_as_its_json() -> None:
+    """encode_stage skips to_json's deep copy: the string stored must still be exactly that JSON."""
+    state = StageState(name="embed_text", status=StageStatus.RUNNING, cursor={"done": [1, 2], "at": {"n": 3}},
+                       summary={"items": [("a", 1)]}, resumed_from={"cursor": None}, error="boom", enqueued_at=1.5)
+    assert job_hash.encode_stage(state) == json.dumps(state.to_json())
+    assert job_hash.decode_stage(job_hash.encode_stage(state)) == job_hash.decode_stage(json.dumps(state.to_json()))
