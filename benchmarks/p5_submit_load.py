@@ -143,6 +143,7 @@ def measure(rate: float = 500.0, seconds: float = 30.0, warmup_s: float = 3.0, w
             "queued_messages": sum(int(client.llen(q)) for q in QUEUES),
             "redis_reads_per_post": reads / sent, "redis_commands_per_post": commands / sent,
             "loadavg_before": load0, "loadavg_after": load1, "cpu_server_s": cpu.ours,
+            "cpu_ms_per_post": 1000 * cpu.ours / sent,  # gunicorn (all its workers) and redis-server
             "cpu_machine_s": cpu.machine, "cpu_wall_s": cpu.at, "steal_s": cpu.steal})
         client.close()
         row.measured = (f"p99 {details['p99_ms']:.1f} ms (p50 {details['p50_ms']:.1f}, p95 {details['p95_ms']:.1f}, "
