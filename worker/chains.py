@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from celery import chain
-
 from pipeline.models import StageStatus
 from pipeline.stores.jobs import JobStore, JobView
 from worker.repobuild_app import RepobuildCelery
@@ -33,5 +31,9 @@ def enqueue_from(app: RepobuildCelery, job_id: str, start: str | None = None, jo
         state.enqueued_at = now
         store.put_stage(job_id, state)
     sigs: list[Any] = [app.tasks[f"repobuild.{name}"].si(job_id) for name in todo]
-    chain(*sigs).apply_async()
+    # The message chain(*sigs).apply_async() sends (Celery's protocol-2 chain: the first stage's message carries
+    # the rest, last first, and each task sends the next when it succeeds), without the canvas freezing every
+    # step first (a task id and a result object each): over a third of the CPU of sending a new job's chain.
+    # A later stage gets its task id when it is sent, as any task does.
+    sigs[0].apply_async(chain=sigs[:0:-1])
     return start
