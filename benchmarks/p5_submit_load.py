@@ -92,13 +92,13 @@ def summarise(raw: dict[str, Any], warmup_s: float) -> dict[str, Any]:
     statuses = [raw["status"][i] for i in measured]
     errors = sum(1 for s in statuses if not 200 <= s < 300)
     span = raw["due"][measured[-1]] - raw["due"][measured[0]] if len(measured) > 1 else 0.0
-    # what the server got through: requests answered per second over the measured window (due span + the last wait)
+    # requests answered 2xx per second over the measured window (its span of due times + the last one's wait)
     done_s = span + raw["latency"][measured[-1]] if measured else 0.0
     return {"requests": len(measured), "errors": errors, "statuses": {str(s): statuses.count(s) for s in set(statuses)},
             "exceptions": raw["errors"], "p50_ms": percentile(lat, 50), "p95_ms": percentile(lat, 95),
             "p99_ms": percentile(lat, 99), "max_ms": lat[-1] if lat else float("nan"),
             "offered_rate": (len(measured) - 1) / span if span else 0.0,
-            "achieved_rate": len(measured) / done_s if done_s else 0.0}
+            "achieved_rate": (len(measured) - errors) / done_s if done_s else 0.0}
 
 
 def redis_work(client: redis.Redis) -> tuple[int, int]:
@@ -129,21 +129,26 @@ def measure(rate: float = 500.0, seconds: float = 30.0, warmup_s: float = 3.0, w
         client = redis.Redis.from_url(server.url, decode_responses=True)
         redis0 = redis_work(client)
         load0, cpu0 = os.getloadavg(), cpu_now(groups)
+        began = time.monotonic()
         raw = run_client(port, rate, bodies, timeout_s=warmup_s + seconds + 120)
+        load_s = time.monotonic() - began
         cpu, load1 = cpu_now(groups).minus(cpu0), os.getloadavg()
         reads, commands = (after - before for after, before in zip(redis_work(client), redis0, strict=True))
         details = summarise(raw, warmup_s)
         accepted = sum(1 for s in raw["status"] if 200 <= s < 300)
-        sent = max(len(raw["status"]), 1)
+        stored = int(client.zcard(RedisKeys(settings.key_prefix).index))
+        # per job the server stored (made and sent): under overload it works on more than it answers in time
+        made = max(stored, 1)
         details.update({
             "rate": rate, "seconds": seconds, "warmup_s": warmup_s,
             "gunicorn_workers": os.environ.get("WEB_CONCURRENCY", ENV_WORKERS),
-            # every job answered 2xx is in Redis, and its first stage in a queue (no worker takes it)
-            "jobs_accepted": accepted, "jobs_stored": int(client.zcard(RedisKeys(settings.key_prefix).index)),
+            # every job answered 2xx is in Redis, and its first stage in a queue (no worker takes it); more are
+            # stored when the generator gave up waiting (10 s) for answers the server was still working on
+            "jobs_accepted": accepted, "jobs_stored": stored, "stored_per_s": stored / load_s,
             "queued_messages": sum(int(client.llen(q)) for q in QUEUES),
-            "redis_reads_per_post": reads / sent, "redis_commands_per_post": commands / sent,
+            "redis_reads_per_post": reads / made, "redis_commands_per_post": commands / made,
             "loadavg_before": load0, "loadavg_after": load1, "cpu_server_s": cpu.ours,
-            "cpu_ms_per_post": 1000 * cpu.ours / sent,  # gunicorn (all its workers) and redis-server
+            "cpu_ms_per_post": 1000 * cpu.ours / made,  # gunicorn (all its workers) and redis-server
             "cpu_machine_s": cpu.machine, "cpu_wall_s": cpu.at, "steal_s": cpu.steal})
         client.close()
         row.measured = (f"p99 {details['p99_ms']:.1f} ms (p50 {details['p50_ms']:.1f}, p95 {details['p95_ms']:.1f}, "
@@ -151,7 +156,7 @@ def measure(rate: float = 500.0, seconds: float = 30.0, warmup_s: float = 3.0, w
                         f"{details['achieved_rate']:.0f}/s answered")
         row.ratio = details["p99_ms"] / P99_LIMIT_MS
         row.passed = (details["p99_ms"] <= P99_LIMIT_MS and details["errors"] == 0
-                      and details["jobs_stored"] == accepted)
+                      and details["jobs_stored"] >= accepted)
         row.details = details
         return row
     finally:
