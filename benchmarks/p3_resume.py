@@ -36,7 +36,6 @@ from pipeline.plans import job_is_over
 from pipeline.settings import Settings
 from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.stores.jobs_redis import RedisJobStore
-from worker.inflight import unacked_messages
 
 STAGE = "embed_text"
 LIMIT_S = 10.0
@@ -50,7 +49,6 @@ class Kill:
     to_batch_s: float | None = None
     to_progress_s: float | None = None
     redrive: str = ""  # how the stage was re-driven after the kill, from its events
-    held: bool = False  # whether the dead worker held the stage's own message (read just after the kill)
 
 
 def _total(store: RedisJobStore, job_id: str) -> int:
@@ -58,21 +56,12 @@ def _total(store: RedisJobStore, job_id: str) -> int:
     return int(cursor.get("batches") or 0) if cursor.get("phase") == "batches" else 0
 
 
-def _coordinator_held(store: RedisJobStore, job_id: str) -> bool:
-    """The stage's own task (its countdown poll) sits in the worker's hands, unacked, not in a queue."""
-    return ("repobuild.embed_text", [job_id]) in unacked_messages(store.r)
-
-
-def _running_after(store: RedisJobStore, job_id: str, done_min: int, stale: set[int]) -> bool:
-    """embed_text has `done_min` batches done, is running another one, and its worker holds the stage's own
-    message (a countdown taken while the pool was free): the case where a kill leaves the stage to the reconciler.
-    (A coordinator waiting in the queue instead is simply taken by the new worker.) `stale`: batches whose lease
-    a worker killed before still holds: they are not running."""
+def _running_after(store: RedisJobStore, job_id: str, done_min: int) -> bool:
+    """embed_text has `done_min` batches done and is running another one."""
     total = _total(store, job_id)
     batches = store.batches(job_id, STAGE)
     done = batches.done()
-    return (total > 0 and len(done) >= done_min and bool(batches.leased(set(range(total)) - done) - stale)
-            and not store.lease_held(job_id, STAGE) and _coordinator_held(store, job_id))
+    return total > 0 and len(done) >= done_min and bool(batches.leased(set(range(total)) - done))
 
 
 def _progress_after(store: RedisJobStore, job_id: str, kill: Kill) -> float | None:
@@ -108,15 +97,12 @@ def measure(concurrency: int = 1, kills: int = 2, root: Path | None = None) -> R
         if resp is None or resp.status_code != 202:
             raise RuntimeError(f"POST /jobs failed: {resp.text if resp is not None else 'no client'}")
         done: list[Kill] = []
-        stale: set[int] = set()
         for k in range(kills):
             # spread over the job: the k-th kill after 1 + 2k batches, while the next one runs
-            wait_until(f"kill {k}: embed_text running a batch",
-                       lambda k=k, stale=stale: _running_after(store, job_id, 1 + 2 * k, stale), TIMEOUT_S, every=0.005)
+            wait_until(f"kill {k}: embed_text running a batch", lambda k=k: _running_after(store, job_id, 1 + 2 * k),
+                       TIMEOUT_S, every=0.005)
             worker.kill9()
-            stale = store.batches(job_id, STAGE).leased(set(range(_total(store, job_id))))
-            kill = Kill(at=time.time(), done_at_kill=len(store.batches(job_id, STAGE).done()),
-                        held=_coordinator_held(store, job_id))
+            kill = Kill(at=time.time(), done_at_kill=len(store.batches(job_id, STAGE).done()))
             worker = harness.start_worker(settings, concurrency)
             wait_until("a batch done after the kill",
                        lambda kill=kill: len(store.batches(job_id, STAGE).done()) > kill.done_at_kill, TIMEOUT_S)
@@ -126,8 +112,7 @@ def measure(concurrency: int = 1, kills: int = 2, root: Path | None = None) -> R
             kill.to_progress_s = progress - kill.at
             kill.redrive = _redrives_after(store, job_id, kill.at)
             done.append(kill)
-            print(f"kill {k}: {kill.done_at_kill} batches done at the kill, the stage's message held by the dead "
-                  f"worker: {kill.held}; progress event after "
+            print(f"kill {k}: {kill.done_at_kill} batches done at the kill; progress event after "
                   f"{kill.to_progress_s:.1f} s, a batch done after {kill.to_batch_s:.1f} s; {kill.redrive}", flush=True)
         job = wait_until("the job over", lambda: (lambda j: j if job_is_over(j) else None)(store.get(job_id)), 300)
         if job.status != JobStatus.COMPLETED:
