@@ -6,6 +6,8 @@ import contextlib
 import logging
 import os
 import re
+import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -195,3 +197,11 @@ class Harness:
                 self.store.r.close()
         if self.redis is not None:
             self.redis.stop()
+
+
+def discard(root: Path, keep: bool) -> None:
+    """A benchmark's scratch folder goes at the end, unless `--keep` asked to look at it (its path is printed)."""
+    if keep:
+        print(f"kept {root}", file=sys.stderr)
+    else:
+        shutil.rmtree(root, ignore_errors=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import signal
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from types import FrameType
 from typing import TypeVar
 
 from benchmarks.builds import Builds, run_builds, stage_times
+from benchmarks.harness import discard
 from benchmarks.targets import Row, table
 from pipeline.settings import Settings
 
@@ -52,10 +52,7 @@ def with_builds(use: Callable[[Builds], T], concurrency: int = 2, keep: bool = F
     try:
         return use(run_builds(root, Settings.from_env().with_(redis_url=None), concurrency))
     finally:
-        if keep:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        discard(root, keep)
 
 
 def details(b: Builds) -> str:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import Harness, Run, stage_wall
+from benchmarks.harness import Harness, Run, discard, stage_wall
 from benchmarks.memory import make_corpus
 from benchmarks.report import load_average
 from benchmarks.targets import Row, table
@@ -69,10 +68,7 @@ def measure(corpus: str = "til", latency_s: float = 0.1, keep: bool = False) -> 
     finally:
         harness.close()
         server.close()
-        if keep:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        discard(root, keep)
     one, many = runs[CONCURRENCIES[0]], runs[CONCURRENCIES[1]]
     speedup = one["embed_text_s"] / max(many["embed_text_s"], 1e-9)
     job_speedup = one["job_s"] / max(many["job_s"], 1e-9)

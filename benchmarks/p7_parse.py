@@ -21,14 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks.harness import JOB_TIMEOUT_S, Harness
+from benchmarks.harness import JOB_TIMEOUT_S, Harness, discard
 from benchmarks.memory import make_corpus
 from benchmarks.report import load_average
 from benchmarks.targets import Row, table
@@ -169,10 +167,7 @@ def measure_runs(corpora: tuple[str, ...], repeat: int = 1, concurrency: int = 2
         return found
     finally:
         harness.close()
-        if keep:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        discard(root, keep)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,6 @@ import io
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from PIL import Image, ImageChops, ImageStat
 
 from benchmarks.cpu_use import cpu_now
 from benchmarks.guide_corpus import CORPORA, english_corpus
-from benchmarks.harness import JOB_TIMEOUT_S, Harness, batch_spans_between
+from benchmarks.harness import JOB_TIMEOUT_S, Harness, batch_spans_between, discard
 from benchmarks.targets import Row, table
 from pipeline.images.decode import DecodedImage, open_image
 from pipeline.images.variants import WEBP_METHOD, WEBP_QUALITY, largest_size, make_variants, resized, target_sizes
@@ -253,10 +252,7 @@ def measure(corpora: str = "guide,x4", concurrency: int = 2, embeddings: bool = 
             print(json.dumps(runs[-1]), flush=True)
     finally:
         harness.close()
-        if keep:
-            print(f"kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        discard(root, keep)
     largest = max(runs, key=lambda r: r["images"])
     per = largest["wall_s_per_image"]
     measured = "; ".join(f"{r['corpus']} {r['wall_s_per_image']:.3f} s ({r['images']} images; batches "
