@@ -18,7 +18,7 @@ def _rss_mib() -> float:
 
 @pytest.mark.skipif(memory_release._trim is None, reason="this libc has no malloc_trim")
 def test_release_returns_freed_small_objects_to_the_system() -> None:
-    memory_release.release_memory()
+    memory_release.release_memory(force=True)
     base = _rss_mib()
     # texts of a few KB (post bodies, encoded rows) come from malloc's heap; one still alive above them (the
     # last) keeps glibc from trimming the heap's top itself, so freeing the rest gives nothing back by itself
@@ -31,3 +31,11 @@ def test_release_returns_freed_small_objects_to_the_system() -> None:
     memory_release.release_memory()
     assert _rss_mib() - base < (grown - base) / 4
     assert pin
+
+
+def test_a_task_that_grew_nothing_skips_the_full_collection() -> None:
+    memory_release.release_memory(force=True)
+    assert memory_release.release_memory() is False  # nothing grew: no gc.collect() to pay for
+    held = [bytearray(1024) for _ in range(int(memory_release.RELEASE_GROWTH_MIB * 1024 * 2))]
+    assert memory_release.release_memory() is True
+    del held
