@@ -25,7 +25,7 @@ from pipeline.markdown.hashing import file_sha256
 Vectors = npt.NDArray[np.float32]
 MAX_TOKENS = 256  # the model was trained on 256-token passages; past that it only sees noise
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
-SPAN_BLOCK = 64  # posts encoded together for chunking's counts: a few MB of offsets at a time
+SPAN_BLOCK = 8  # posts encoded together for chunking's counts: enough for every core; 64 held 28 MiB more
 # A batch runs a text at a time: a 32x256 run peaks near 700 MB and the session's arena keeps growing to the
 # largest shapes it has seen (1.5 GB after a few hundred passages), while one row peaks near 80 MB and runs as fast.
 # Each text runs at its own length, without the padding to the batch's longest that a many-row run needs: the
