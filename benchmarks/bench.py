@@ -95,9 +95,17 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _earlier(out: Path, only: set[str] | None) -> tuple[list[Row], list[dict[str, Any]]]:
+    """With --only, the rows and measures of the earlier run in `out` that this run does not measure again."""
+    if not only or not out.exists():
+        return [], []
+    earlier = json.loads(out.read_text())
+    rows = [Row(**r) for r in earlier.get("targets", []) if r["id"] not in only]
+    return rows, [m for m in earlier.get("measures", []) if not only & set(m["ids"])]
+
+
 def run(only: set[str] | None, out: Path) -> list[Row]:
-    found: list[Row] = []
-    runs: list[dict[str, Any]] = []
+    found, runs = _earlier(out, only)
     started = time.time()
     for ids, fn in MEASURES:
         if only and not only & set(ids):
@@ -129,7 +137,8 @@ def _write(out: Path, found: list[Row], runs: list[dict[str, Any]], started: flo
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--only", help="comma-separated target ids, e.g. P1,P5 (default: all)")
+    ap.add_argument("--only", help="comma-separated target ids, e.g. P1,P5 (default: all); the other rows of --out "
+                                   "are kept from its earlier run")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--p6-from", type=Path, help="a benchmarks.memory result to take P6 from instead of a run")
     args = ap.parse_args(argv)
