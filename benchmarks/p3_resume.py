@@ -19,7 +19,6 @@ are spread over the batches of one job; nothing is asserted about time (the tabl
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from benchmarks.guide_corpus import english_corpus
 from benchmarks.harness import Harness, wait_until
-from benchmarks.targets import Row, table
+from benchmarks.targets import Row
 from pipeline.catalog import job_key
 from pipeline.models import JobStatus
 from pipeline.plans import job_is_over
@@ -145,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="repobuild-p3-")) if args.keep else None
     row = measure(args.concurrency, args.kills, root)
-    print(table([row]))
-    print(json.dumps(row.details, indent=2, default=str))
+    print(row.report())
     if root is not None:
         print(f"kept {root}", file=sys.stderr)
     return 0

@@ -15,7 +15,6 @@ the server's own count of requests it was answering at once shows whether the ba
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 from benchmarks.harness import Harness, Run, discard, stage_wall
 from benchmarks.memory import make_corpus
 from benchmarks.report import load_average
-from benchmarks.targets import Row, table
+from benchmarks.targets import Row
 from pipeline.settings import Settings
 from tests.fakes.openai_server import OpenAIServer
 
@@ -88,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (worker logs, artifacts)")
     args = ap.parse_args(argv)
     row = measure(args.corpus, args.latency, args.keep)
-    print("\n" + table([row]))
-    print(json.dumps(row.details, indent=2))
+    print(row.report())
     return 0
 
 

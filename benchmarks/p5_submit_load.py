@@ -29,7 +29,7 @@ import redis
 
 from api.cli.local_services import PrivateRedis, free_port, kill_group, stop_group
 from benchmarks.cpu_use import cpu_now
-from benchmarks.targets import Row, table
+from benchmarks.targets import Row
 from pipeline.settings import Settings
 from pipeline.stores.keys import RedisKeys
 from worker.queues import QUEUES
@@ -179,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     row = measure(args.rate, args.seconds, args.warmup, args.keep)
-    print(table([row]))
-    print(json.dumps(row.details, indent=2))
+    print(row.report())
     return 0
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import memory
-from benchmarks.targets import Row, table
+from benchmarks.targets import Row
 
 LIMIT_MIB = 400.0
 FLAT = 1.10  # largest run's peak / small run's peak, per process
@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the runs' folder (bundles, worker logs)")
     args = ap.parse_args(argv)
     found = measure(args.corpora, args.source, args.keep)
-    print("\n" + table([found]))
-    print(json.dumps(found.details, indent=2))
+    print(found.report())
     return 0
 
 

@@ -6,6 +6,7 @@ alone); `benchmarks/bench.py` runs them in one go and writes every row to `bench
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,6 +28,10 @@ class Row:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def report(self) -> str:
+        """What a measure run alone prints: its row, then the figures behind it."""
+        return "\n" + table([self]) + "\n" + json.dumps(self.details, indent=2, default=str)
 
 
 def table(found: list[Row]) -> str:
