@@ -26,6 +26,7 @@ Vectors = npt.NDArray[np.float32]
 MAX_TOKENS = 256  # the model was trained on 256-token passages; past that it only sees noise
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
 SPAN_BLOCK = 8  # posts encoded together for chunking's counts: enough for every core; 64 held 28 MiB more
+PREFIX_CHARS = 4096  # first cut tried by `visible`; ~256 tokens of English fit in ~1,200 characters
 # A batch runs a text at a time: a 32x256 run peaks near 700 MB and the session's arena keeps growing to the
 # largest shapes it has seen (1.5 GB after a few hundred passages), while one row peaks near 80 MB and runs as fast.
 # Each text runs at its own length, without the padding to the batch's longest that a many-row run needs: the
@@ -98,6 +99,7 @@ class OnnxTextEmbedder:
         # The id names the exact weights, so cached vectors never mix models or quantisations.
         self.model_id = f"{model_name}@{file_sha256(model_path)[:12]}"
         self.model_name = model_name
+        self.max_tokens = max_tokens
         self._lock = threading.Lock()
 
     def tokens(self, text: str) -> list[int]:
@@ -128,10 +130,28 @@ class OnnxTextEmbedder:
             for enc in self._counter.encode_batch(block, add_special_tokens=False):
                 yield _bisect_counter([start for start, _ in enc.offsets])
 
+    def visible(self, text: str) -> str:
+        """The start of `text` that holds every token the model sees, cut at a space: the same vector, from a
+        fraction of the tokenising.
+
+        A post's vector reads its whole text, up to 34,000 characters in the opensource-guide (24,000 tokens) of
+        which the model sees 256. Tokenising a batch of such texts whole kept every overflowing token in memory:
+        100 MiB on the guide's first batch, most of embed_text's peak. Cut at a space (a boundary of BERT's
+        pre-tokenizer, which normalises character by character), the prefix's tokens are the text's first
+        tokens, so once the prefix has more than `max_tokens` the truncated encodings are equal.
+        """
+        limit = PREFIX_CHARS
+        while self._additive and limit < len(text):
+            cut = max(text.rfind(" ", 0, limit), text.rfind("\n", 0, limit))
+            if cut > 0 and len(self._counter.encode(text[:cut], add_special_tokens=False).ids) > self.max_tokens:
+                return text[:cut]
+            limit *= 4
+        return text
+
     def embed(self, texts: list[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        encodings = self.tokenizer.encode_batch(texts)
+        encodings = self.tokenizer.encode_batch([self.visible(t) for t in texts])
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask}
