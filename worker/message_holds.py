@@ -28,6 +28,7 @@ from typing import Any
 import redis
 from celery import bootsteps
 from celery.signals import task_received
+from celery.worker import state as worker_state
 
 from pipeline.stores.keys import RedisKeys
 
@@ -54,6 +55,10 @@ class HeldMessages:
             with self._lock:
                 self._held[str(tag)] = (message, time.monotonic())
 
+    def keep_only(self, tags: set[str]) -> None:
+        with self._lock:
+            self._held = {t: held for t, held in self._held.items() if t in tags}
+
     def tags(self) -> list[str]:
         """The tags still held; the acked ones are dropped on the way, and so are those older than kombu's
         visibility timeout (a channel closed by a broker outage cannot ack them: kombu has given them back)."""
@@ -77,8 +82,8 @@ def write_holds(client: redis.Redis, keys: RedisKeys, worker_id: str, tags: list
 class MessageHolds(bootsteps.StartStopStep):
     """A bootstep of the consumer blueprint: tracks the messages its consumer takes, says them every beat.
 
-    It keeps saying them through a consumer restart (`stop`, then `start` after a broker outage): the tasks
-    running then still hold their messages. Only the worker's end (`shutdown`) stops it."""
+    It keeps saying through a consumer restart (`stop`, then `start` after a broker outage) the messages of the
+    tasks running then, which still hold them. Only the worker's end (`shutdown`) stops it."""
 
     def __init__(self, c: Any, **kwargs: Any) -> None:
         settings = c.app.repobuild_settings
@@ -99,6 +104,14 @@ class MessageHolds(bootsteps.StartStopStep):
             self.client = c.app.redis_client(socket_timeout=self.ttl_s / 2, socket_connect_timeout=self.ttl_s / 2)
             self._thread = threading.Thread(target=self._loop, name="repobuild-message-holds", daemon=True)
             self._thread.start()
+
+    def stop(self, c: Any) -> None:
+        # A consumer restart (a broker outage): Celery drops the messages it had reserved or kept for a countdown
+        # (Consumer.on_close: a delivery tag cannot be acked on another channel), and kombu gives them back only
+        # after the visibility timeout. Vouching for them until then hid them from the reconciler: the chaos suite
+        # found a job stuck after Redis restarts, its stage's countdown continuation and five batches held by
+        # nobody but said held. So only the tasks running now keep theirs.
+        self.held.keep_only({str(getattr(r.message, "delivery_tag", "")) for r in list(worker_state.active_requests)})
 
     def shutdown(self, c: Any) -> None:
         task_received.disconnect(self._received, dispatch_uid=f"message-holds-{self.worker_id}")

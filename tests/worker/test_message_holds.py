@@ -20,11 +20,14 @@ from typing import Any, cast
 import pytest
 import redis
 
+from api.cli.local_services import PrivateRedis
 from benchmarks.harness import wait_until
 from pipeline.models import JobSpec, SourceSpec, StageStatus
 from pipeline.plans import stages_for
 from pipeline.settings import Settings
 from pipeline.stores.jobs_redis import RedisJobStore
+from pipeline.stores.keys import RedisKeys
+from tests.chaos.redis_faults import aof_redis_server  # noqa: F401 - this module's Redis keeps an AOF
 from tests.conftest import DEMO_REPO, Workers
 from worker.factory import create_celery
 from worker.inflight import UNACKED, UNACKED_INDEX, broker_view
@@ -129,3 +132,52 @@ def test_a_live_workers_old_message_stays_in_flight_and_a_dead_ones_is_re_driven
     finally:
         broker.close()
 
+
+
+def test_after_a_broker_restart_the_worker_no_longer_vouches_for_the_countdown_it_dropped(
+        settings: Settings, workers: Workers, store: RedisJobStore, redis_server: PrivateRedis) -> None:
+    """Celery drops the countdowns and reserved messages of a consumer whose connection broke (their delivery tags
+    belong to the old channel), and kombu gives them back only after its visibility timeout: the worker must stop
+    saying it holds them, so the reconciler re-drives them at once instead of leaving the job stuck."""
+    settings = settings.with_(worker_alive_ttl_s=1.0)
+    app: RepobuildCelery = create_celery(settings)
+    app.store = store
+    worker = workers.start(settings, concurrency=1)
+    store.create(JobSpec(job_id="later", task="process-all", source=SourceSpec(path=str(DEMO_REPO))),
+                 stages_for("process-all"))
+    state = store.stage("later", "fetch")
+    state.status, state.enqueued_at = StageStatus.QUEUED, time.time()
+    store.put_stage("later", state)
+    app.tasks["repobuild.fetch"].si("later").apply_async(countdown=600)
+    broker = app.redis_client()
+    try:
+        tag = wait_until("the countdown held by the worker", lambda: _unacked_tag_of(broker, "later"), 60)
+        wait_until("the worker saying it holds it", lambda: tag.decode() in _all_holds(broker, settings), 30)
+        assert reconcile_once(app, broker) == []  # a live worker's countdown: left alone
+
+        redis_server.restart(down_s=2.0)  # AOF: the message and its unacked entry come back with the server
+        wait_until("the worker back, no longer vouching for the dropped countdown",
+                   lambda: _holds_written_since_restart(broker, settings) and
+                   tag.decode() not in _all_holds(broker, settings), 60)
+        assert worker.alive() and broker.hexists(UNACKED, tag)
+        assert ("later", "fetch") in reconcile_once(app, broker)
+        redrives = [e for _id, e in store.events("later") if e.get("type") == "redrive"]
+        assert len(redrives) == 1 and ORPHANED in redrives[0]["message"], redrives
+    finally:
+        broker.close()
+
+
+def _all_holds(broker: redis.Redis, settings: Settings) -> set[str]:
+    keys = RedisKeys(settings.key_prefix)
+    held: set[str] = set()
+    for worker_id in cast(dict[bytes, bytes], broker.hgetall(keys.workers)):
+        raw = broker.get(keys.worker_holds(worker_id.decode()))
+        held.update(json.loads(raw) if raw else [])
+    return held
+
+
+def _holds_written_since_restart(broker: redis.Redis, settings: Settings) -> bool:
+    """Some worker's holds key exists again: the restarted server came back empty of expiring keys or with them."""
+    keys = RedisKeys(settings.key_prefix)
+    return any(broker.exists(keys.worker_holds(w.decode()))
+               for w in cast(dict[bytes, bytes], broker.hgetall(keys.workers)))
