@@ -16,8 +16,8 @@ import numpy.typing as npt
 
 from benchmarks.cpu_use import Cpu
 from benchmarks.harness import Run
-from pipeline.catalog import job_key
 from pipeline.settings import Settings
+from pipeline.stages.embed_text import embedded_texts
 from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.stores.vectors import VectorCache, text_key
 
@@ -123,7 +123,7 @@ def batch_texts(settings: Settings, run: Run) -> list[str]:
     artifacts = LocalArtifactStore(settings.artifacts)
     texts: list[str] = []
     for n in range(int(run.plan["batches"])):
-        texts += artifacts.get_json(job_key(run.job.spec.job_id, "embed_text", f"batches/{n:05d}.json"))["texts"]
+        texts += embedded_texts(settings, artifacts, run.job.spec.job_id, n)
     return texts
 
 
@@ -131,5 +131,5 @@ def max_diff_to_cache(settings: Settings, run: Run, texts: list[str], floor: Flo
     """Largest |difference| between the floor's vectors and the ones the pipeline cached for the same texts."""
     if not texts:
         return 0.0
-    cache = VectorCache(LocalArtifactStore(settings.artifacts), str(run.plan["model"]), int(run.plan["dim"]))
+    cache = VectorCache(LocalArtifactStore(settings.artifacts), str(run.plan["model"]))
     return float(np.abs(np.stack([cache.get(text_key(t)) for t in texts]) - floor.vectors).max())

@@ -176,7 +176,7 @@ class Harness:
         cpu = cpu_now(self.groups()).minus(cpu0)
         if job.status != JobStatus.COMPLETED:
             raise RuntimeError(f"job {job_id} {job.status.value}: {job.error}")
-        plan = LocalArtifactStore(settings.artifacts).get_json(job_key(job_id, "embed_text", "plan.json"))
+        plan = LocalArtifactStore(settings.artifacts).get_json(job_key(job_id, "embed_text", "inputs.json"))
         phases = embed_phases(self.store, job)
         batch_s = [s for w in self.workers for s in batch_tasks_between(w.log_path, phases["planned_at"],
                                                                         phases["end"])]

@@ -44,7 +44,7 @@ def rebuilt(b: Builds, edited: str, before: Run, run: Run) -> Rebuilt:
     job = run.job.spec.job_id
     keys: set[str] = set()
     for n in range(int(run.plan["batches"])):
-        keys.update(artifacts.get_json(job_key(job, "embed_text", f"batches/{n:05d}.json"))["keys"])
+        keys.update(artifacts.get_json(job_key(job, "embed_text", f"items/{n:05d}.json"))["embedded"])
     slugs = {i["post"]: i["slug"] for i in run.plan["items"] if i["kind"] == "post"}
     old = {i["key"] for i in before.plan["items"]}
     changed = sorted(slugs[i["post"]] for i in run.plan["items"] if i["kind"] == "post" and i["key"] not in old)

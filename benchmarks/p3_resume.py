@@ -119,7 +119,7 @@ def measure(concurrency: int = 1, kills: int = 2, root: Path | None = None) -> R
         runs = store.batches(job_id, STAGE).runs()
         twice = sorted(n for n, r in runs.items() if r > 1)
         artifacts = LocalArtifactStore(settings.artifacts)
-        items = sum(len(artifacts.get_json(job_key(job_id, STAGE, f"batches/{n:05d}.json"))["keys"]) for n in twice)
+        items = sum(len(artifacts.get_json(job_key(job_id, STAGE, f"items/{n:05d}.json"))["items"]) for n in twice)
         worst = max(k.to_progress_s or 0.0 for k in done)
         extra_runs = sum(r - 1 for r in runs.values() if r > 1)
         row.measured = (f"progress {', '.join(f'{k.to_progress_s:.1f}' for k in done)} s after the kills; "

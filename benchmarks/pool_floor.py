@@ -23,6 +23,7 @@ from benchmarks.floor import PlainTextModel, Vectors
 from benchmarks.harness import Run
 from pipeline.catalog import PARSE_META, SOURCE_TREE, job_key
 from pipeline.settings import Settings
+from pipeline.stages.embed_text import embedded_texts
 from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.stores.vectors import VectorCache, text_key
 
@@ -63,7 +64,7 @@ def work_of(settings: Settings, run: Run) -> FloorWork:
     job = run.job.spec.job_id
     work = FloorWork(clip_model_dir=settings.clip_model_dir)
     for n in range(int(run.plan["batches"])):
-        work.text.append(list(artifacts.get_json(job_key(job, "embed_text", f"batches/{n:05d}.json"))["texts"]))
+        work.text.append(embedded_texts(settings, artifacts, job, n))
     images = artifacts.get_json(job_key(job, "embed_images", "plan.json"))
     vectors = images.get("vectors") or {}
     root = artifacts.tree(SOURCE_TREE.key(job)) / str(artifacts.get_json(PARSE_META.key(job)).get("root") or "")
@@ -182,7 +183,7 @@ def pool_floor(work: FloorWork, settings: Settings, processes: int, threads: int
 
 def max_diff(settings: Settings, run: Run, work: FloorWork, floor: PoolFloor) -> float:
     """Largest |difference| between the floor's text vectors and those the pipeline cached for the same texts."""
-    cache = VectorCache(LocalArtifactStore(settings.artifacts), str(run.plan["model"]), int(run.plan["dim"]))
+    cache = VectorCache(LocalArtifactStore(settings.artifacts), str(run.plan["model"]))
     diffs = [float(np.abs(cache.get(text_key(t)) - vec).max())
              for batch, vecs in zip(work.text, floor.text_vectors, strict=True)
              for t, vec in zip(batch, vecs, strict=True) if cache.has(text_key(t))]  # a bad image has no caption vector

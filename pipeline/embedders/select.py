@@ -55,7 +55,7 @@ def text_embedder(settings: Settings) -> TextEmbedder:
     return load_text_embedder(settings.text_model_dir, threads=_threads(settings))
 
 
-def _counting_model(settings: Settings) -> OnnxTextEmbedder:
+def counting_model(settings: Settings) -> OnnxTextEmbedder:
     """The local model whose tokenizer counts for chunking, whatever provider embeds the chunks."""
     return load_text_embedder(settings.text_model_dir if settings.embed_provider == "onnx" else None,
                               threads=_threads(settings))
@@ -63,10 +63,10 @@ def _counting_model(settings: Settings) -> OnnxTextEmbedder:
 
 def token_counter(settings: Settings) -> Callable[[str], int]:
     """Token counts for chunking: the local model's tokenizer, whatever provider embeds the chunks."""
-    local = _counting_model(settings)
+    local = counting_model(settings)
     return lambda text: len(local.tokens(text))
 
 
 def span_counters(settings: Settings, texts: Sequence[str]) -> Iterator[SpanCount | None]:
     """For each text, the same counts for its word-aligned spans from one pass (OnnxTextEmbedder.span_counter)."""
-    return _counting_model(settings).span_counters(texts)
+    return counting_model(settings).span_counters(texts)

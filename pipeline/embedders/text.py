@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +21,9 @@ import numpy.typing as npt
 from pipeline.embedders.chunks import SpanCount
 from pipeline.errors import PermanentError
 from pipeline.markdown.hashing import file_sha256
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 Vectors = npt.NDArray[np.float32]
 MAX_TOKENS = 256  # the model was trained on 256-token passages; past that it only sees noise
@@ -36,7 +39,9 @@ PREFIX_CHARS = 4096  # first cut tried by `visible`; ~256 tokens of English fit 
 
 class TextEmbedder(Protocol):
     model_id: str
-    dim: int
+
+    @property
+    def dim(self) -> int: ...
 
     def embed(self, texts: list[str]) -> Vectors:
         """L2-normalised float32 vectors, one row per text, in input order."""
@@ -72,7 +77,6 @@ class OnnxTextEmbedder:
 
     def __init__(self, model_path: Path, tokenizer_path: Path, model_name: str = DEFAULT_MODEL_ID,
                  max_tokens: int = MAX_TOKENS, threads: int | None = None) -> None:
-        import onnxruntime as ort  # noqa: PLC0415 - heavy; only workers that embed pay for it
         from tokenizers import Tokenizer  # noqa: PLC0415
 
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
@@ -89,18 +93,41 @@ class OnnxTextEmbedder:
         self.tokenizer.enable_truncation(max_length=max_tokens)
         pad_id = self.tokenizer.token_to_id("[PAD]")
         self.tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
-        self.input_names = {i.name for i in self.session.get_inputs()}
-        out = self.session.get_outputs()[0]
-        self.dim = int(out.shape[-1])
-        # The id names the exact weights, so cached vectors never mix models or quantisations.
+        self._model_path = model_path
+        self._threads = threads or min(4, os.cpu_count() or 1)
+        # The id names the exact weights, so cached vectors never mix models or quantisations; the tokenizer's
+        # hash names how chunking counts (a chunk's spans are cached under it, stages/chunk_spans.py).
         self.model_id = f"{model_name}@{file_sha256(model_path)[:12]}"
+        self.counter_id = f"{model_name}@{file_sha256(tokenizer_path)[:12]}"
         self.model_name = model_name
         self.max_tokens = max_tokens
         self._lock = threading.Lock()
+        self._session_lock = threading.Lock()
+        self._session: ort.InferenceSession | None = None
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """Made on first use: counting tokens for chunking (an embed stage's plan, a batch that finds every vector
+        cached, an OpenAI-compatible provider) needs only the tokenizer, not the 0.35 s and 150 MiB of a session."""
+        if self._session is None:
+            import onnxruntime as ort  # noqa: PLC0415 - heavy; only processes that embed pay for it
+
+            with self._session_lock:
+                if self._session is None:
+                    opts = ort.SessionOptions()
+                    opts.intra_op_num_threads = self._threads
+                    opts.inter_op_num_threads = 1
+                    self._session = ort.InferenceSession(str(self._model_path), sess_options=opts,
+                                                         providers=["CPUExecutionProvider"])
+        return self._session
+
+    @property
+    def input_names(self) -> set[str]:
+        return {i.name for i in self.session.get_inputs()}
+
+    @property
+    def dim(self) -> int:
+        return int(self.session.get_outputs()[0].shape[-1])
 
     def tokens(self, text: str) -> list[int]:
         """Every token of `text`, however long (the model itself sees only the first `max_tokens`)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -26,16 +26,20 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _model_folder(model_id: str) -> str:
+def model_folder(model_id: str) -> str:
+    """`model_id` as one safe folder name."""
     return re.sub(r"[^A-Za-z0-9._@-]", "_", model_id)
 
 
 class VectorCache:
-    def __init__(self, artifacts: ArtifactStore, model_id: str, dim: int) -> None:
+    """`dim` None: the stage does not know it yet (an ONNX session not loaded, an OpenAI model not probed); a
+    vector is then checked only for being one, and a matrix's rows against each other (`stack`)."""
+
+    def __init__(self, artifacts: ArtifactStore, model_id: str, dim: int | None = None) -> None:
         self.artifacts = artifacts
         self.model_id = model_id
         self.dim = dim
-        self.prefix = f"cache/vectors/{_model_folder(model_id)}"
+        self.prefix = f"cache/vectors/{model_folder(model_id)}"
 
     def key(self, digest: str) -> str:
         return f"{self.prefix}/{digest[:2]}/{digest}.f32"
@@ -45,9 +49,19 @@ class VectorCache:
 
     def get(self, digest: str) -> Matrix:
         vec = np.frombuffer(self.artifacts.get_bytes(self.key(digest)), dtype="<f4")
-        if vec.shape != (self.dim,):
-            raise PermanentError(f"cached vector {digest} has {vec.size} values, expected {self.dim}")
+        if vec.size == 0 or (self.dim is not None and vec.shape != (self.dim,)):
+            raise PermanentError(f"cached vector {digest} has {vec.size} values, expected {self.dim or 'some'}")
         return vec.astype(np.float32)
+
+    def stack(self, digests: Iterable[str]) -> Matrix:
+        """The vectors of `digests` as the rows of one matrix, all of the first one's size (or `dim`'s)."""
+        rows: list[Matrix] = []
+        for digest in digests:
+            rows.append(vec := self.get(digest))
+            if vec.shape != rows[0].shape:
+                raise PermanentError(f"cached vector {digest} has {vec.size} values, the one before it "
+                                     f"{rows[0].size}: the cache of {self.model_id} mixes sizes")
+        return np.stack(rows) if rows else np.zeros((0, self.dim or 0), dtype=np.float32)
 
     def put(self, digest: str, vector: Matrix) -> None:
         self.artifacts.put_bytes(self.key(digest), np.asarray(vector, dtype="<f4").tobytes())

@@ -132,7 +132,10 @@ class Redone:
 
 def _batch_sizes(artifacts: LocalArtifactStore, job_id: str, stage: str) -> dict[int, int]:
     sizes: dict[int, int] = {}
-    folder = artifacts.path(job_key(job_id, stage, "batches"))
+    # embed_text's batches name posts and list the inputs they came to in `items/` once done; embed_images' list
+    # their items up front
+    listed = artifacts.path(job_key(job_id, stage, "items"))
+    folder = listed if listed.is_dir() else artifacts.path(job_key(job_id, stage, "batches"))
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         body: dict[str, Any] = json.loads(path.read_text())
         sizes[int(path.stem)] = len(body.get("keys") or body.get("items") or [])

@@ -22,6 +22,7 @@ import pytest
 
 from pipeline.models import JobStatus
 from pipeline.settings import Settings
+from pipeline.stages.embed_text import batch_inputs
 from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.stores.jobs import JobStore
 from pipeline.stores.vectors import VectorCache, text_key
@@ -58,11 +59,12 @@ def corpus(tmp_path: Path, name: str) -> Path:
 
 
 def embed_inputs(settings: Settings, job_id: str) -> set[str]:
-    """Every text the job's embed_text planned to send (its batch files); image captions come on top."""
+    """Every input of the job's embed_text batches (the posts of its batch files, chunked as the batches chunk them);
+    image captions come on top."""
     store = LocalArtifactStore(settings.artifacts)
     texts: set[str] = set()
     for key in store.list(f"jobs/{job_id}/embed_text/batches"):
-        texts.update(store.get_json(key)["texts"])
+        texts.update(text for _item, text in batch_inputs(settings, store, store.get_json(key)))
     return texts
 
 

@@ -62,7 +62,7 @@ def stage(name: str, status: StageStatus, attempts: int = 1, **fields: object) -
 def test_redone_counts_rerun_batches_and_flags_a_done_stage_or_batch_run_again(tmp_path: Path) -> None:
     artifacts = LocalArtifactStore(tmp_path)
     for n in range(3):
-        artifacts.put_json(f"jobs/j/embed_text/batches/{n:05d}.json", {"keys": ["k"] * 4, "texts": ["t"] * 4})
+        artifacts.put_json(f"jobs/j/embed_text/items/{n:05d}.json", {"items": [{"key": "k"}] * 4, "embedded": ["k"]})
     cursor = {"phase": "batches", "batches": 3, "dispatched": True}
     before = Snapshot({"parse": stage("parse", StageStatus.DONE),
                        "embed_text": stage("embed_text", StageStatus.QUEUED, cursor=cursor)},

@@ -70,7 +70,7 @@ def test_embed_text_cache_and_enrich(tmp_path: Path) -> None:
     assert vecs.shape == (9, 384) and len(header["ids"]) == 9
     chunks, cheader = read_matrix(artifacts, job_key("j1", "embed_text", "result/chunks"))
     assert chunks.shape[0] == len(cheader["chunks"]) >= 9
-    summary1 = artifacts.get_json(job_key("j1", "embed_text", "plan.json"))
+    summary1 = artifacts.get_json(job_key("j1", "embed_text", "inputs.json"))
     assert summary1["cached"] == 0 and summary1["embedded"] > 0
 
     # same repository again, one post edited: only that post's inputs are embedded
@@ -79,7 +79,7 @@ def test_embed_text_cache_and_enrich(tmp_path: Path) -> None:
     target = edited / "guides" / "setup.md"
     target.write_text(target.read_text() + "\n\nOne more paragraph about lighthouses.\n")
     build_job(tmp_path, edited, "j2", artifacts, settings)
-    plan2 = artifacts.get_json(job_key("j2", "embed_text", "plan.json"))
+    plan2 = artifacts.get_json(job_key("j2", "embed_text", "inputs.json"))
     assert 1 <= plan2["embedded"] <= 4  # the post vector and its changed passage(s)
     assert plan2["cached"] == len(plan2["items"]) - plan2["embedded"]
 
@@ -186,7 +186,7 @@ def test_embed_text_stage_on_an_openai_compatible_server_with_a_429(tmp_path: Pa
         assert header["model"] == "openai:text-embedding-3-small@64" and vectors.shape[1] == 64
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
         calls = server.requests_to("/v1/embeddings")
-        plan = artifacts.get_json(job_key("oa-1", "embed_text", "plan.json"))
+        plan = artifacts.get_json(job_key("oa-1", "embed_text", "inputs.json"))
         # one request per batch, plus the one answered 429 and sent again after its Retry-After
         assert len(calls) == plan["batches"] + 1 and calls[0].body == calls[1].body
         assert calls[1].at - calls[0].at >= 0.9
@@ -197,5 +197,5 @@ def test_embed_text_stage_on_an_openai_compatible_server_with_a_429(tmp_path: Pa
         again = build_job(tmp_path, DEMO_REPO, "oa-2", artifacts, settings)["embed"]
         assert isinstance(again, LocalContext)
         assert len(server.requests_to("/v1/embeddings")) == before
-        plan = artifacts.get_json(job_key("oa-2", "embed_text", "plan.json"))
+        plan = artifacts.get_json(job_key("oa-2", "embed_text", "inputs.json"))
         assert plan["embedded"] == 0 and plan["cached"] == len(plan["items"])

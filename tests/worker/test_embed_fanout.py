@@ -46,7 +46,7 @@ def test_one_jobs_embedding_batches_run_on_several_pool_processes_at_once(
         assert job.status == JobStatus.COMPLETED, job.error
 
         batches = int(LocalArtifactStore(settings.artifacts).get_json(
-            job_key("fan", "embed_text", "plan.json"))["batches"])
+            job_key("fan", "embed_text", "inputs.json"))["batches"])
         requests = server.requests_to("/v1/embeddings")
         assert batches >= 4 and len(requests) == batches  # one request per batch, none sent twice
         # the server answered several of this job's requests at the same time...
