@@ -141,7 +141,7 @@ def _plan(ctx: StageContext) -> int:
             if all(cache.has(str(item["key"])) for item in items):
                 ready.extend(items)
                 continue
-        guess = len(known) if known is not None else -(-len(post["plain"].encode()) // BYTES_PER_CHUNK)
+        guess = len(known) if known is not None else max(1, round(len(post["plain"].encode()) / BYTES_PER_CHUNK))
         batches.add(post, guess)
     batches.flush()
     ctx.artifacts.put_json(ctx.key("plan.json"), {"model": embedder.model_id, "posts": posts, "ready": ready,
