@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
 
@@ -20,6 +21,7 @@ from pipeline.plans import job_is_over
 from pipeline.settings import Settings
 from pipeline.stores.jobs import JobStore, JobView
 from pipeline.stores.jobs_redis import RedisJobStore
+from tests.chaos.report import RECORDS, FaultRecord, print_summary
 from tests.fakes.gitserver import GitHttpServer, empty_remote
 from tests.fakes.listeners import Canary
 from worker.factory import create_celery
@@ -232,3 +234,25 @@ def s3_server() -> Iterator[Any]:
 
     with seaweed_server() as server:
         yield server
+
+
+# The chaos table, printed once for the session. `make test` runs on both cores (pytest-xdist): each worker
+# process hands its records to the controller at its end, and the controller prints them.
+class _ChaosRecordsOfWorkers:
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        RECORDS.extend(FaultRecord(**r) for r in getattr(node, "workeroutput", {}).get("chaos_records", []))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_ChaosRecordsOfWorkers(), "chaos-records-of-workers")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:  # an xdist worker
+        output["chaos_records"] = [asdict(r) for r in RECORDS]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    print_summary(terminalreporter)

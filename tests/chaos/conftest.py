@@ -8,23 +8,16 @@ a test comes from `chaos.rng`, seeded from the seed and the test's name.
 from __future__ import annotations
 
 import hashlib
-import os
-import platform
 import random
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.chaos.report import FaultRecord, summary, table, write_json
+from tests.chaos.report import RECORDS, SCALE, SEED, FaultRecord
 
-SEED = int(os.environ.get("CHAOS_SEED", "20261201"))
-SCALE = os.environ.get("CHAOS_SCALE", "ci")
 if SCALE not in ("ci", "full"):
     raise pytest.UsageError(f"CHAOS_SCALE must be 'ci' or 'full', not {SCALE!r}")
-
-RECORDS: list[FaultRecord] = []
 
 
 class Chaos:
@@ -57,20 +50,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).is_relative_to(here):
             item.add_marker(pytest.mark.chaos)
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not RECORDS:
-        return
-    rows = summary(RECORDS)
-    terminalreporter.write_sep("=", f"chaos: seed {SEED}, scale {SCALE}")
-    terminalreporter.write_line(table(rows))
-    for row in rows:  # what the counts cannot say: measured times, which stage each fault hit
-        for note in row["notes"]:
-            terminalreporter.write_line(f"  {row['kind']}: {note}")
-    target = os.environ.get("CHAOS_RESULTS")
-    if target:
-        meta = {"seed": SEED, "scale": SCALE, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
-        write_json(Path(target), rows, meta)
-        terminalreporter.write_line(f"written to {target}")

@@ -8,10 +8,16 @@ JSON under `benchmarks/results/`.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import statistics
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+SEED = int(os.environ.get("CHAOS_SEED", "20261201"))
+SCALE = os.environ.get("CHAOS_SCALE", "ci")
 
 
 @dataclass
@@ -78,3 +84,25 @@ def table(rows: list[dict[str, Any]]) -> str:
 def write_json(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**meta, "faults": rows}, indent=2, sort_keys=True) + "\n")
+
+
+# This process's records: a test's `chaos.record()` appends here; under pytest-xdist each worker hands its own to
+# the controller at the session's end (tests/conftest.py), which prints the one table.
+RECORDS: list[FaultRecord] = []
+
+
+def print_summary(terminalreporter: Any) -> None:
+    if not RECORDS:
+        return
+    rows = summary(RECORDS)
+    terminalreporter.write_sep("=", f"chaos: seed {SEED}, scale {SCALE}")
+    terminalreporter.write_line(table(rows))
+    for row in rows:  # what the counts cannot say: measured times, which stage each fault hit
+        for note in row["notes"]:
+            terminalreporter.write_line(f"  {row['kind']}: {note}")
+    target = os.environ.get("CHAOS_RESULTS")
+    if target:
+        meta = {"seed": SEED, "scale": SCALE, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
+        write_json(Path(target), rows, meta)
+        terminalreporter.write_line(f"written to {target}")
