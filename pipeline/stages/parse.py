@@ -64,7 +64,22 @@ def posts_per_batch(posts: int, most: int) -> int:
 
 
 def run(ctx: StageContext) -> StageResult:
+    if ctx.cursor is not None and "next" in ctx.cursor:
+        _from_serial_cursor(ctx, ctx.cursor)
     return run_fanned(ctx, _plan, _assemble, poll_s=RENDER_POLL_S)
+
+
+def _from_serial_cursor(ctx: StageContext, cursor: JSON) -> None:
+    """Take over a job that the serial parse (one batch after another in the stage, before the fan-out) left
+    half done, e.g. across a deploy: its batch size into the index, where the batch tasks read it, and the
+    batches whose issues it recorded already, which assemble must not record again."""
+    size, total = int(cursor["batch"]), int(cursor["total"])
+    index: JSON = ctx.artifacts.get_json(ctx.key("index.json"))
+    ctx.artifacts.put_json(ctx.key("index.json"), {**index, "batch": size})
+    count = _batch_count(total, size)
+    recorded = count if cursor["phase"] == "assemble" else int(cursor["next"]) // size
+    ctx.save_cursor({"phase": "assemble" if recorded == count else "batches", "batches": count, "dispatched": False,
+                     "recorded": recorded})
 
 
 def _root(ctx: StageContext | BatchContext) -> tuple[Path, Path]:
@@ -252,10 +267,11 @@ def _assemble(ctx: StageContext, total: int) -> StageResult:
     issues: list[JSON] = list(index["issues"])
     post_hashes: dict[str, str] = {}
     last = ""
+    recorded = int((ctx.cursor or {}).get("recorded", 0))  # by the serial parse of a job begun before the fan-out
     for number in numbers:
         batch = ctx.artifacts.get_json(_batch_key(ctx, number))
         issues.extend(batch["issues"])
-        for issue in batch["issues"]:
+        for issue in batch["issues"] if number >= recorded else ():
             # Held until the stage's done checkpoint, which writes them with it: an assemble redone after a kill
             # records them again, a batch redone never did.
             ctx.record_issue(Issue(**issue))

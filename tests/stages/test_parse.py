@@ -272,6 +272,27 @@ def test_batches_are_fixed_by_discovery_and_redone_identically(tmp_path: Path) -
     assert result(redo, "processor-issues.json")["issues"] == [i.to_json() for i in redo.issues]
 
 
+def test_a_job_left_half_done_by_the_serial_parse_is_taken_over(tmp_path: Path) -> None:
+    """What the parse before the fan-out left after its third batch (its cursor, its index without a batch size,
+    the issues of the batches it rendered recorded) is finished with the same output and every issue once."""
+    src = many_posts(tmp_path / "repo", 70)
+    reference = make_ctx(tmp_path / "ref", src, batch=5)
+    run_to_end(parse.run, reference)
+    old = make_ctx(tmp_path, src, batch=5, budget_s=0)
+    parse.run(old)  # discovery, then the batches and the index as the serial parse wrote them
+    for n in range(3):
+        parse.run_batch(old, n)
+    index = old.artifacts.get_json(old.key("index.json"))
+    del index["batch"]
+    old.artifacts.put_json(old.key("index.json"), index)
+    old.issues = [i for i in reference.issues if i.path < "post-015.md"]
+    old.cursor, old.done_batches = {"phase": "render", "next": 15, "total": 70, "batch": 5}, set()
+    run_to_end(parse.run, old)
+    assert old.done_batches == set(range(14))
+    assert result_bytes(old) == result_bytes(reference)
+    assert old.issues == reference.issues
+
+
 def test_a_job_is_cut_into_enough_batches_for_every_process() -> None:
     assert parse.posts_per_batch(349, 50) == 30  # the whole opensource-guide: 12 batches, not 7
     assert parse.posts_per_batch(10_000, 50) == 50  # a large repository: the configured batch
