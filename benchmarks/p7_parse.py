@@ -5,10 +5,12 @@ The real system (a private Redis, the API in a thread, one worker process with i
 (parse does the same work either way; the embedding stages are not what this measures). Everything comes from the
 job's state in Redis and its events:
 - wall: the parse stage's first start to done, what a user waits (StageState.wall_s);
-- task: the time spent in its own tasks (StageState.elapsed_s; parse fans nothing out) and its continuations;
+- task: the time spent in its tasks, its own (discovery, its waits for the batches, assemble) and its render
+  batches' on every pool process (StageState.task_s: more than wall when the batches overlap);
 - the split between what a stage pays once and what it pays per post: `discover` (finding the posts and media,
-  hashing and checking every image, slugs: until its `0/N` progress event), `render` (the posts in batches: until
-  `N/N`) and `assemble` (links, graph and the result files: until done). Per post = render ÷ posts; fixed = the rest.
+  hashing and checking every image, slugs, the batches sent: until its `0/N` progress event), `render` (the batches
+  on the pool, until the stage saw the last one done: `N/N`) and `assemble` (links, graph and the result files: until
+  done). Per post = render ÷ posts; fixed = the rest.
 
 Corpora: `til` (577 posts), `guide` (the English opensource-guide articles and their images) and
 `opensource-guide` (all of it, every translation). The target holds for til and the whole opensource-guide.
@@ -46,9 +48,10 @@ class ParseRun:
     posts: int
     medias: int
     wall_s: float  # the stage's first start → done
-    task_s: float  # in the stage's own tasks
+    task_s: float  # in the stage's tasks and its batches'
+    batch_s: float  # of which its batches'
     continuations: int
-    queued_s: float  # enqueued → started: the hand-off from fetch
+    queued_s: float  # the stage before it done → started: the hand-off
     discover_s: float
     render_s: float
     assemble_s: float
@@ -108,10 +111,13 @@ def run_job(harness: Harness, label: str, corpus: Path) -> ParseRun:
         raise RuntimeError(f"job {job_id} {job.status.value}: {job.error}")
     stage = job.stage(STAGE)
     discover, render, assemble = phases(harness, job)
+    names = [s.name for s in job.stages]
+    before = job.stages[names.index(STAGE) - 1] if names.index(STAGE) else None
+    # (enqueued_at is the latest continuation's: the stage re-queues itself while it waits for its batches)
+    handed = before.finished_at if before is not None and before.finished_at else stage.started_at
     return ParseRun(label, int(stage.summary.get("posts") or 0), int(stage.summary.get("medias") or 0),
-                    stage.wall_s(), stage.elapsed_s, stage.continuations,
-                    (stage.started_at or 0.0) - (stage.enqueued_at or stage.started_at or 0.0),
-                    discover, render, assemble, load_average())
+                    stage.wall_s(), stage.task_s, stage.batch_s, stage.continuations,
+                    (stage.started_at or 0.0) - (handed or 0.0), discover, render, assemble, load_average())
 
 
 def median_run(runs: list[ParseRun]) -> ParseRun:
@@ -131,12 +137,13 @@ def row(found: dict[str, ParseRun]) -> Row:
 
 
 def details(found: dict[str, ParseRun]) -> str:
-    head = (f"  {'corpus':<17} {'posts':>5} {'media':>5} {'wall s':>7} {'ms/post':>8} {'task s':>7} {'cont':>4} "
+    head = (f"  {'corpus':<17} {'posts':>5} {'media':>5} {'wall s':>7} {'ms/post':>8} {'task s':>7} {'batch s':>7} "
+            f"{'cont':>4} "
             f"{'queued':>7} {'discover':>8} {'render':>7} {'ms/post':>8} {'assemble':>8} {'fixed s':>8}  load")
     lines = ["parse stage, from the job state (wall = first start → done; render ms/post = the per-post part)", head]
     for name, r in found.items():
         lines.append(f"  {name:<17} {r.posts:>5} {r.medias:>5} {r.wall_s:>7.2f} {r.wall_ms_per_post:>8.2f} "
-                     f"{r.task_s:>7.2f} {r.continuations:>4} {r.queued_s:>7.2f} {r.discover_s:>8.2f} "
+                     f"{r.task_s:>7.2f} {r.batch_s:>7.2f} {r.continuations:>4} {r.queued_s:>7.2f} {r.discover_s:>8.2f} "
                      f"{r.render_s:>7.2f} {r.render_ms_per_post:>8.2f} {r.assemble_s:>8.2f} {r.fixed_s:>8.2f}  "
                      f"{r.load}")
     return "\n".join(lines)

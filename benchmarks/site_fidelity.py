@@ -48,8 +48,9 @@ def measure(repo: Path, work: Path, domain: str | None = None) -> dict[str, Any]
     store = LocalArtifactStore(settings.artifacts)
     spec = JobSpec(job_id="bench", task="process-all", source=SourceSpec(path=str(repo)),
                    options={"skipEmbeddings": True, **({"domain": domain} if domain else {})})
-    for module, name in ((fetch, "fetch"), (parse, "parse")):
-        ctx = LocalContext(job_id="bench", stage=name, spec=spec, settings=settings, artifacts=store)
+    for module, name, batch_fn in ((fetch, "fetch", None), (parse, "parse", parse.run_batch)):
+        ctx = LocalContext(job_id="bench", stage=name, spec=spec, settings=settings, artifacts=store,
+                           batch_fn=batch_fn)
         run_to_end(module.run, ctx)
     posts = list(iter_posts(store, "bench"))
     graph = store.get_json("jobs/bench/parse/result/graph.json")

@@ -15,8 +15,14 @@ from pipeline.stages.context import BatchFn
 from pipeline.stores.jobs import JobStore
 from pipeline.stores.keys import lease_holder
 from worker import metrics
-from worker.context import LeaseKeeper, RedisJobContext
+from worker.context import LeaseKeeper, RedisBatchContext
 from worker.policy import RETRYABLE, failure_message
+
+
+def lost_batch_message(stage: str, n: int, lost: int, item: str | None) -> str:
+    where = f" while on {item}" if item else ""
+    return (f"{stage} batch {n}: its process died {lost} times in a row{where} (killed, out of memory or crashed, "
+            "each time without a word); dead-lettered instead of redelivered")
 
 
 class BatchTask(Task):
@@ -53,16 +59,15 @@ class BatchTask(Task):
             if lost >= settings.max_retries:
                 # As for stages (stage_task.py): a killed process cannot count its own failure, so the runs
                 # after it do, and a batch that kills its process every time fails instead of coming back.
-                raise PermanentError(f"{stage} batch {n}: its process died {lost} times in a row (killed, out of "
-                                     "memory or crashed, each time without a word); dead-lettered instead of "
-                                     "redelivered")
+                raise PermanentError(lost_batch_message(stage, n, lost, state.noted_item(n)))
             state.mark_started(n)
             t0 = time.monotonic()
             metrics.TASKS_RUNNING.labels("batch").inc()
             try:
                 job = store.get(job_id)
-                ctx = RedisJobContext(job_id=job_id, stage=stage, spec=job.spec, settings=settings,
-                                      artifacts=self.app.artifacts, store=store, job_secrets=store.secrets(job_id))
+                ctx = RedisBatchContext(job_id=job_id, stage=stage, spec=job.spec, settings=settings,
+                                        artifacts=self.app.artifacts, store=store, job_secrets=store.secrets(job_id),
+                                        batch=n, batches=state, careful=lost > 0)
                 fn(ctx, n)
                 state.mark_done(n)
             except RETRYABLE as exc:

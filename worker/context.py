@@ -14,6 +14,7 @@ from pipeline.faults import kill_if_poisoned
 from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.settings import Settings
 from pipeline.stores.artifacts import ArtifactStore
+from pipeline.stores.batches import BatchState
 from pipeline.stores.jobs import JobStore, JobView
 
 log = logging.getLogger("repobuild.worker")
@@ -80,6 +81,28 @@ class RedisJobContext:
     def secret(self, name: str) -> str | None:
         # The service's GITHUB_TOKEN is no job's secret: pipeline/http/token_scope.py sends it to GitHub only.
         return self.job_secrets.get(name)
+
+
+@dataclass
+class RedisBatchContext(RedisJobContext):
+    """A batch task's context: a job context that also names the input its batch takes up."""
+
+    batch: int = 0
+    batches: BatchState | None = None
+    # The batch's run before this one died without a word: name every input, as a stage run does after a death.
+    careful: bool = False
+    _noted: bool = False
+
+    def working_on(self, item: str) -> None:
+        # A batch is one checkpoint: a healthy run writes one name (a command per batch, not per item); a run
+        # after a death names each input, so that if it dies there again the failure names that very input.
+        assert self.batches is not None
+        if self.careful:
+            self.batches.note_item(self.batch, item)
+        elif not self._noted:
+            self.batches.note_item(self.batch, f"{item} or an input after it")
+            self._noted = True
+        kill_if_poisoned(self.settings, item)
 
 
 LOST_BATCH_GRACE_S = 10.0  # a batch sent this recently may still be on its way to a worker

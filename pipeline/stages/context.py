@@ -30,7 +30,15 @@ class BatchContext(Protocol):
 
     def key(self, name: str) -> str: ...
 
-    def record_issue(self, issue: Issue) -> None: ...
+    def working_on(self, item: str) -> None:
+        """Name the input this batch takes up next, as `StageContext.working_on` does for a stage: a batch whose
+        process dies there, run after run, is failed naming it. Cheap per item: once per run of a healthy batch."""
+        ...
+
+    def record_issue(self, issue: Issue) -> None:
+        """Recorded at once, listed once however often the batch is redone. A stage whose issues must match a
+        report of its own (parse) writes them into its batch output instead, and its stage records them."""
+        ...
 
     def log(self, message: str, level: str = "info") -> None: ...
 

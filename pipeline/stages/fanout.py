@@ -18,7 +18,8 @@ POLL_S = 0.5
 
 
 def run_fanned(ctx: StageContext, plan: Callable[[StageContext], int],
-               assemble: Callable[[StageContext, int], StageResult]) -> StageResult:
+               assemble: Callable[[StageContext, int], StageResult], poll_s: float = POLL_S) -> StageResult:
+    """`poll_s`: the wait between looks at the batches; the last batch's end is seen up to that much later."""
     cursor: JSON | None = ctx.cursor
     if cursor is None:
         cursor = {"phase": "batches", "batches": plan(ctx), "dispatched": False}
@@ -34,6 +35,6 @@ def run_fanned(ctx: StageContext, plan: Callable[[StageContext], int],
         pending = ctx.batches_pending(total)
         ctx.progress(total - len(pending), total)
         if pending:
-            return StageResult.more(wait_s=POLL_S)
+            return StageResult.more(wait_s=poll_s)
         ctx.save_cursor({**cursor, "phase": "assemble"})
     return assemble(ctx, total)

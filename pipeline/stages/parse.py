@@ -1,16 +1,20 @@
 """parse: the fetched repository tree → posts, medias, graph, source files and issues (CONTRACT §3 entries).
 
-Resumable in three phases, the cursor saved after each:
-1. discovery (cursor None): find posts and media, hash media, read frontmatter, assign slugs → `index.json`;
-2. render: posts in fixed batches → `batch-NNNNN.json`, each written before the cursor moves past it, and
-   deterministic, so a batch redone after a crash has the same bytes;
+In the plan → batches → assemble shape of `fanout.py`:
+1. discovery (plan): find posts and media, hash media, read frontmatter, assign slugs → `index.json`, which also
+   fixes the batch size, so every batch and every continuation cuts the same batches;
+2. render: each batch renders its posts into `batch-NNNNN.json` on whichever pool process takes it (mistune is
+   most of parse's time, and one process renders one post at a time); the output is deterministic, so a batch
+   redone after a crash or a redelivery writes the same bytes;
 3. assemble: post hashes → links, graph and parse's entries of catalog.py, rebuilt from the index and batches,
-   the posts streamed a batch at a time into POST_LINES.
-Every call does at least one unit of work before asking `should_yield`, so a tiny budget still progresses.
+   the posts streamed a batch at a time into POST_LINES; the batches' issues are recorded here, with the stage's
+   last checkpoint, so each is listed once in the job's issues, as in PROCESSOR_ISSUES, however often a batch ran.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -36,41 +40,64 @@ from pipeline.markdown.site_conventions import config_hosts, content_root, host_
 from pipeline.markdown.slugs import assign_slugs
 from pipeline.markdown.urls import UrlScheme
 from pipeline.models import JSON, Issue, Severity, StageResult
-from pipeline.stages.context import StageContext
+from pipeline.stages.context import BatchContext, StageContext
+from pipeline.stages.fanout import run_fanned
 from pipeline.stores.json_lines import LinesWriter
 
 STAGE = "parse"
 
 
+# A job's posts are cut into at least this many batches (of at most `parse_batch` posts), so that two pool
+# processes share the render to its end although posts vary a lot in cost (2 to 100 ms on the opensource-guide);
+# not many more, for a batch costs ~20 ms of its own in a worker (its task, Redis round trips, its output). Replayed
+# with each post's own render time, 12 batches of til and the opensource-guide end within 5% of an even split.
+MIN_BATCHES = 12
+# The stage looks at its batches this often: a render of a few seconds would wait up to fanout.POLL_S (0.5 s,
+# 1.4 ms a post on the opensource-guide) past its last batch. A look is one short task, and the stage's message
+# waits behind the batches' in the queue, so it looks only while the last of them run.
+RENDER_POLL_S = 0.1
+
+
+def posts_per_batch(posts: int, most: int) -> int:
+    """At most `most`, fewer when that would leave fewer than MIN_BATCHES batches."""
+    return max(1, min(most, -(-posts // MIN_BATCHES)))
+
+
 def run(ctx: StageContext) -> StageResult:
+    if ctx.cursor is not None and "next" in ctx.cursor:
+        _from_serial_cursor(ctx, ctx.cursor)
+    return run_fanned(ctx, _plan, _assemble, poll_s=RENDER_POLL_S)
+
+
+def _from_serial_cursor(ctx: StageContext, cursor: JSON) -> None:
+    """Take over a job that the serial parse (one batch after another in the stage, before the fan-out) left
+    half done, e.g. across a deploy: its batch size into the index, where the batch tasks read it, and the
+    batches whose issues it recorded already, which assemble must not record again."""
+    size, total = int(cursor["batch"]), int(cursor["total"])
+    index: JSON = ctx.artifacts.get_json(ctx.key("index.json"))
+    ctx.artifacts.put_json(ctx.key("index.json"), {**index, "batch": size})
+    count = _batch_count(total, size)
+    recorded = count if cursor["phase"] == "assemble" else int(cursor["next"]) // size
+    ctx.save_cursor({"phase": "assemble" if recorded == count else "batches", "batches": count, "dispatched": False,
+                     "recorded": recorded})
+
+
+def _root(ctx: StageContext | BatchContext) -> tuple[Path, Path]:
+    """The fetched tree and the repository's folder in it (the job's repositoryFolder)."""
     subfolder = ctx.spec.options.get("repositoryFolder")
     if subfolder is not None and not isinstance(subfolder, str):
         raise PermanentError("repositoryFolder must be a string")
     tree = ctx.artifacts.tree(SOURCE_TREE.key(ctx.job_id))
-    root = repository_root(tree, subfolder)
-    worked = False
-    cursor = ctx.cursor
-    if cursor is None:
-        rel_root = root.relative_to(tree).as_posix()
-        cursor = _discover(ctx, root, "" if rel_root == "." else rel_root)
-        worked = True
-    resolver: Resolver | None = None
-    index: JSON = {}
-    while cursor["next"] < cursor["total"]:
-        if worked and ctx.should_yield():
-            return StageResult.more()
-        if resolver is None:
-            index = ctx.artifacts.get_json(ctx.key("index.json"))
-            resolver = Resolver(index["posts"], index["medias"], url_scheme(ctx), index.get("contentRoot", ""),
-                                index.get("siteHosts", ()))
-        cursor = _render_batch(ctx, root, index, resolver, cursor)
-        worked = True
-    if worked and ctx.should_yield():
-        return StageResult.more()
-    return _assemble(ctx, root, cursor)
+    return tree, repository_root(tree, subfolder)
 
 
-def url_scheme(ctx: StageContext) -> UrlScheme:
+def _plan(ctx: StageContext) -> int:
+    tree, root = _root(ctx)
+    rel_root = root.relative_to(tree).as_posix()
+    return _discover(ctx, root, "" if rel_root == "." else rel_root)
+
+
+def url_scheme(ctx: StageContext | BatchContext) -> UrlScheme:
     opts = ctx.spec.options
     return UrlScheme(note_prefix=str(opts.get("notePrefix") or ctx.settings.note_prefix),
                      media_prefix=str(opts.get("mediaPrefix") or ctx.settings.media_prefix),
@@ -120,7 +147,9 @@ def _medias(root: Path, found: list[str], git: dict[str, list[str]],
     return medias, entries
 
 
-def _discover(ctx: StageContext, root: Path, rel_root: str) -> JSON:
+def _discover(ctx: StageContext, root: Path, rel_root: str) -> int:
+    """The index of the job's posts and media, written; its issues recorded (the plan's checkpoint writes them).
+    How many batches the posts make."""
     found = discover(root)
     git = _git_dates(ctx, rel_root)
     site_root = content_root(found.posts)
@@ -161,8 +190,11 @@ def _discover(ctx: StageContext, root: Path, rel_root: str) -> JSON:
                                             f"using {slug.desired!r}", "warning", "slug"))
         if slug.final != slug.desired:
             issues.append(_issue(p["path"], f"slug {slug.desired!r} is taken; using {slug.final!r}", "info", "slug"))
-    batch = max(1, int(ctx.settings.parse_batch))
+    batch = posts_per_batch(len(posts), int(ctx.settings.parse_batch))
     ctx.artifacts.put_json(ctx.key("index.json"), {
+        # Fixed here, before the cursor says the plan is done: a continuation with other settings, and every
+        # batch task, cuts the same batches.
+        "batch": batch,
         "root": rel_root,
         "contentRoot": site_root,
         "siteHosts": hosts,
@@ -174,22 +206,45 @@ def _discover(ctx: StageContext, root: Path, rel_root: str) -> JSON:
     })
     for issue in issues:
         ctx.record_issue(issue)
-    # The batch size is fixed in the cursor: a continuation with other settings must cut the same batches.
-    cursor: JSON = {"phase": "render", "next": 0, "total": len(posts), "batch": batch}
-    ctx.save_cursor(cursor)
-    ctx.progress(0, len(posts))
-    return cursor
+    ctx.log(f"parse: {len(posts)} posts to render in batches of {batch}")
+    return _batch_count(len(posts), batch)
 
 
-def _batch_key(ctx: StageContext, number: int) -> str:
+def _batch_count(posts: int, size: int) -> int:
+    return (posts + size - 1) // size
+
+
+def _batch_key(ctx: StageContext | BatchContext, number: int) -> str:
     return ctx.key(f"batch-{number:05d}.json")
 
 
-def _render_batch(ctx: StageContext, root: Path, index: JSON, resolver: Resolver, cursor: JSON) -> JSON:
-    start, size, total = int(cursor["next"]), int(cursor["batch"]), int(cursor["total"])
+# The index and its resolver of the last batch this process rendered, by the index's bytes and the URL scheme:
+# a process renders a job's batches one after another, and reading the index and building the resolver is a
+# fifth of a batch's own cost on the corpora (10 ms on the opensource-guide). A rewritten index never matches.
+_last_resolver: tuple[tuple[str, str, UrlScheme], JSON, Resolver] | None = None
+
+
+def _index_and_resolver(ctx: BatchContext) -> tuple[JSON, Resolver]:
+    global _last_resolver
+    key = ctx.key("index.json")
+    raw = ctx.artifacts.get_bytes(key)
+    seen = (key, hashlib.sha256(raw).hexdigest(), url_scheme(ctx))
+    if _last_resolver is None or _last_resolver[0] != seen:
+        index: JSON = json.loads(raw)
+        _last_resolver = seen, index, Resolver(index["posts"], index["medias"], seen[2], index.get("contentRoot", ""),
+                                               index.get("siteHosts", ()))
+    return _last_resolver[1], _last_resolver[2]
+
+
+def run_batch(ctx: BatchContext, n: int) -> None:
+    """Render batch n's posts into `batch-NNNNN.json`, with the issues they raise (recorded by assemble).
+    Idempotent: the same posts render to the same bytes, so a redelivered batch rewrites what it wrote."""
+    index, resolver = _index_and_resolver(ctx)
+    _, root = _root(ctx)
+    size = int(index["batch"])
     rendered: list[JSON] = []
     issues: list[Issue] = []
-    for post in index["posts"][start:start + size]:
+    for post in index["posts"][n * size:(n + 1) * size]:
         rel = post["path"]
         ctx.working_on(rel)
         try:
@@ -199,29 +254,27 @@ def _render_batch(ctx: StageContext, root: Path, index: JSON, resolver: Resolver
             continue
         rendered.append({"entry": out.entry, "linkPaths": out.link_paths, "mediaPaths": out.media_paths})
         issues.extend(_issue(rel, p.message, p.severity, p.kind) for p in out.problems)
-    ctx.artifacts.put_json(_batch_key(ctx, start // size), {"posts": rendered, "issues": [i.to_json() for i in issues]})
-    for issue in issues:
-        ctx.record_issue(issue)
-    done = min(start + size, total)
-    cursor = {**cursor, "next": done, "phase": "render" if done < total else "assemble"}
-    ctx.save_cursor(cursor)
-    ctx.progress(done, total)
-    return cursor
+    ctx.artifacts.put_json(_batch_key(ctx, n), {"posts": rendered, "issues": [i.to_json() for i in issues]})
 
 
-def _assemble(ctx: StageContext, root: Path, cursor: JSON) -> StageResult:
+def _assemble(ctx: StageContext, total: int) -> StageResult:
     """POST_LINES a batch at a time, never the corpus whole: a first pass learns each post's hash (links name posts
-    by hash), the second writes each batch's entries with their links as one part. The batches are in path order
-    already (discovery sorts the paths, a batch keeps their order)."""
+    by hash) and records the batches' issues, the second writes each batch's entries with their links as one part.
+    The batches are in path order already (discovery sorts the paths, a batch keeps their order)."""
+    _, root = _root(ctx)
     index: JSON = ctx.artifacts.get_json(ctx.key("index.json"))
-    total, size = int(cursor["total"]), int(cursor["batch"])
-    numbers = range((total + size - 1) // size)
+    numbers = range(total)
     issues: list[JSON] = list(index["issues"])
     post_hashes: dict[str, str] = {}
     last = ""
+    recorded = int((ctx.cursor or {}).get("recorded", 0))  # by the serial parse of a job begun before the fan-out
     for number in numbers:
         batch = ctx.artifacts.get_json(_batch_key(ctx, number))
         issues.extend(batch["issues"])
+        for issue in batch["issues"] if number >= recorded else ():
+            # Held until the stage's done checkpoint, which writes them with it: an assemble redone after a kill
+            # records them again, a batch redone never did.
+            ctx.record_issue(Issue(**issue))
         for r in batch["posts"]:
             path = str(r["entry"]["originalFilePath"])
             if path < last:

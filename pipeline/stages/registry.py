@@ -44,7 +44,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("source", source.run, "io"),
     Stage("fetch", fetch.run, "io"),
     Stage("existing", existing.run, "io"),
-    Stage("parse", parse.run, "cpu"),
+    # parse's discovery and assemble are CPU work too (hashing media, the link graph), and so are its batches.
+    Stage("parse", parse.run, "cpu", batch=parse.run_batch),
     # The embed stages only plan, wait and assemble; their batches do the CPU work.
     Stage("embed_text", embed_text.run, "io", batch=embed_text.run_batch),
     Stage("embed_images", embed_images.run, "io", batch=embed_images.run_batch),

@@ -13,7 +13,7 @@ from typing import Any, Protocol, cast
 import redis
 
 from pipeline.stores.keys import RedisKeys, lease_holder
-from pipeline.stores.messages import capped
+from pipeline.stores.messages import PATH_MAX_CHARS, capped
 
 
 class BatchState(Protocol):
@@ -44,6 +44,12 @@ class BatchState(Protocol):
     def lost_runs(self, n: int) -> int:
         """Runs of batch n whose process died under them: started, never ended."""
         ...
+
+    def note_item(self, n: int, item: str) -> None:
+        """Batch n takes up `item` (a file) next: what its dead-letter names if its process dies there."""
+        ...
+
+    def noted_item(self, n: int) -> str | None: ...
 
     def mark_done(self, n: int) -> None:
         """Batch n finished; a failure recorded for it before (then retried) no longer counts."""
@@ -117,6 +123,15 @@ class RedisBatchState:
             pipe.hget(self.k.ended, str(n))
             runs, ended = pipe.execute()
         return int(runs or 0) - int(ended or 0)
+
+    def note_item(self, n: int, item: str) -> None:
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hset(self.k.items, str(n), capped(item, PATH_MAX_CHARS))
+            pipe.expire(self.k.items, self.ttl_s)
+            pipe.execute()
+
+    def noted_item(self, n: int) -> str | None:
+        return cast(str | None, self.r.hget(self.k.items, str(n)))
 
     def mark_done(self, n: int) -> None:
         with self.r.pipeline() as pipe:

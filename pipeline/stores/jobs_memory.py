@@ -352,6 +352,14 @@ class MemoryBatchState:
     def lost_runs(self, n: int) -> int:
         return int(self._hash(self.k.runs).get(str(n), "0")) - int(self._hash(self.k.ended).get(str(n), "0"))
 
+    def note_item(self, n: int, item: str) -> None:
+        with self.store._lock:
+            self.store.space.hash(self.k.items)[str(n)] = capped(item, PATH_MAX_CHARS)
+            self.store.space.expire(self.k.items, self.store.ttl_s)
+
+    def noted_item(self, n: int) -> str | None:
+        return self._hash(self.k.items).get(str(n))
+
     def mark_done(self, n: int) -> None:
         with self.store._lock:
             # The done set kept as a hash of members, so one container type serves every batch key.

@@ -114,8 +114,13 @@ class BatchKeys:
         runs minus ended is how often its process died under it."""
         return f"{self.base}:ended"
 
+    @property
+    def items(self) -> str:
+        """Hash: batch number → the input its latest run named (`BatchContext.working_on`), for the dead-letter."""
+        return f"{self.base}:items"
+
     def all(self) -> tuple[str, ...]:
-        return (self.done, self.failed, self.sent, self.runs, self.seconds, self.ended)
+        return (self.done, self.failed, self.sent, self.runs, self.seconds, self.ended, self.items)
 
 
 def lease_holder(stage: str, batch: int | None = None) -> str:

@@ -20,7 +20,7 @@ from pipeline.stages.embed_images import IMAGES_PER_BATCH
 from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.stores.jobs import JobStore
 
-FANNED = ("embed_text", "embed_images")
+FANNED = ("parse", "embed_text", "embed_images")
 BATCH = ":batch"
 
 
@@ -132,6 +132,11 @@ class Redone:
 
 def _batch_sizes(artifacts: LocalArtifactStore, job_id: str, stage: str) -> dict[int, int]:
     sizes: dict[int, int] = {}
+    index = artifacts.path(job_key(job_id, stage, "index.json"))
+    if stage == "parse" and index.is_file():  # parse's batches are cut from its index, `batch` posts each
+        body = json.loads(index.read_text())
+        posts, size = len(body["posts"]), int(body["batch"])
+        return {n: min(size, posts - n * size) for n in range(-(-posts // size))}
     # embed_text's batches name posts and list the inputs they came to in `items/` once done; embed_images' list
     # their items up front
     listed = artifacts.path(job_key(job_id, stage, "items"))
@@ -160,7 +165,7 @@ def redone(before: Snapshot, after: Snapshot, moment: str, running: bool, artifa
     was, now = before.stages[stage], after.stages[stage]
     if stage in FANNED and (was.cursor or {}).get("phase") == "batches":
         sizes = _batch_sizes(artifacts, job_id, stage)
-        bound = max(sizes.values(), default=0) if stage == "embed_text" else IMAGES_PER_BATCH
+        bound = max(sizes.values(), default=0) if stage in ("parse", "embed_text") else IMAGES_PER_BATCH
         runs_before, runs_after = before.runs.get(stage, {}), after.runs.get(stage, {})
         items = 0
         for n, count in runs_after.items():

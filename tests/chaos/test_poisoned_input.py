@@ -1,10 +1,11 @@
 """Chaos: an input that kills its process every time the stage reaches it.
 
 A killed process cannot record its own failure, and Celery requeues its message (acks_late +
-reject_on_worker_lost), so without a count kept outside the process the stage would be redelivered
-forever. The runs after each death count it (`lost_runs`); once the retry limit is reached the stage is
-dead-lettered with a message naming the file, and nothing is sent again. A healthy job submitted while
-the poisoned one keeps killing processes completes, with the reference's bundle.
+reject_on_worker_lost), so without a count kept outside the process the batch would be redelivered
+forever. Parse renders its posts in batches on the pool, so the deaths are the runs of the batch that holds
+the file: the runs after each death count it (`lost_runs`); once the retry limit is reached the batch fails,
+and with it the stage, with a message naming the file, and nothing is sent again. No other batch dies. A
+healthy job submitted while the poisoned one keeps killing processes completes, with the reference's bundle.
 
 The death is injected at the real input through `REPOBUILD_FAULT_KILL_ITEM` (pipeline/faults.py says why)."""
 
@@ -16,8 +17,10 @@ from pathlib import Path
 
 import redis
 
+from pipeline.catalog import job_key
 from pipeline.models import JobStatus, StageStatus
 from pipeline.settings import Settings
+from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.stores.jobs import JobStore
 from tests.chaos.conftest import Chaos
 from tests.chaos.harness import REFERENCE, bundle_differences, run_reference, stage_runs, submit, til_corpus
@@ -49,7 +52,8 @@ def test_an_input_that_kills_every_time_is_dead_lettered(settings: Settings, wor
         rec.jobs_submitted += 1
 
         # a healthy job submitted while the poisoned one is killing processes
-        wait_job(store, job_id, timeout=120, until=lambda job: job.stage("parse").attempts >= 2)
+        batches = store.batches(job_id, "parse")
+        wait_job(store, job_id, timeout=120, until=lambda _job, b=batches: max(b.runs().values(), default=0) >= 2)
         ok_id = f"healthy-{round_}-{chaos.rng.getrandbits(32):08x}"
         submit(api, healthy, ok_id)
         rec.jobs_submitted += 1
@@ -58,17 +62,25 @@ def test_an_input_that_kills_every_time_is_dead_lettered(settings: Settings, wor
         assert job.status == JobStatus.FAILED, job
         parse = job.stage("parse")
         assert parse.status == StageStatus.FAILED
-        # dead-lettered after max_retries deaths, each run killed at the same file, and the message says so
-        deaths = len(stage_runs(store, job_id, "parse"))
+        # dead-lettered after max_retries deaths, each a run of the file's batch, and the message says so
+        index = LocalArtifactStore(settings.artifacts).get_json(job_key(job_id, "parse", "index.json"))
+        poisoned = [p["path"] for p in index["posts"]].index(bad_rel) // int(index["batch"])
+        deaths = batches.lost_runs(poisoned)
         rec.injected += deaths
-        assert deaths == settings.max_retries, parse
-        assert job.error is not None and bad_rel in job.error["message"], job.error
+        assert deaths == batches.runs()[poisoned] == settings.max_retries, batches.runs()
+        assert [n for n in batches.runs() if batches.lost_runs(n)] == [poisoned]  # no other batch died
+        assert batches.failed().keys() == {poisoned}
+        assert job.error is not None and job.error["stage"] == "parse", job.error
+        assert bad_rel in job.error["message"] and "its process died" in job.error["message"], job.error
         assert bad_rel in (parse.error or "") and "died" in (parse.error or "")
-        rec.notes.append(f"dead-lettered after {deaths} deaths: {job.error['message'][:120]}")
+        rec.notes.append(f"dead-lettered after {deaths} deaths: {job.error['message'][:160]}")
 
-        # ... and not redelivered: no new run after a lease and a reconcile round, no message left
+        # ... and not redelivered: no new run of the stage or of a batch after a lease and a reconcile round,
+        # no message left
+        runs, batch_runs = len(stage_runs(store, job_id, "parse")), batches.runs()
         time.sleep(settings.lease_ttl_s + 2 * settings.reconcile_interval_s)
-        assert len(stage_runs(store, job_id, "parse")) == deaths
+        assert len(stage_runs(store, job_id, "parse")) == runs
+        assert batches.runs() == batch_runs
         assert store.get(job_id).status == JobStatus.FAILED
         broker = redis.Redis.from_url(settings.redis_url or "")
         try:

@@ -189,7 +189,7 @@ def run_job(repo: Path, settings: Settings, job_id: str, *, with_db: bool = Fals
     settings = settings.with_(local_source_roots=(*settings.local_source_roots, str(repo)))
     store = LocalArtifactStore(settings.artifacts)
     spec = JobSpec(job_id=job_id, task="process-all", source=SourceSpec(path=str(repo)), options=options)
-    stages: list[tuple[str, Any, Any]] = [("fetch", fetch, None), ("parse", parse, None)]
+    stages: list[tuple[str, Any, Any]] = [("fetch", fetch, None), ("parse", parse, parse.run_batch)]
     if with_db:
         stages.append(("embed_text", embed_text, embed_text.run_batch))
     stages.append(("embed_images", embed_images, embed_images.run_batch))
@@ -353,9 +353,9 @@ def test_an_image_gone_from_the_fetched_tree_fails_the_batch_for_good(tmp_path: 
     settings = make_settings(tmp_path, local_source_roots=(str(repo),))
     store = LocalArtifactStore(settings.artifacts)
     spec = JobSpec(job_id="gone-1", task="process-all", source=SourceSpec(path=str(repo)))
-    for name, module in (("fetch", fetch), ("parse", parse)):
+    for name, module, batch_fn in (("fetch", fetch, None), ("parse", parse, parse.run_batch)):
         run_to_end(module.run, LocalContext(job_id="gone-1", stage=name, spec=spec, settings=settings,
-                                            artifacts=store))
+                                            artifacts=store, batch_fn=batch_fn))
     (store.tree(job_key("gone-1", "fetch", "tree")) / "img" / "cmyk.jpg").unlink()
     ctx = LocalContext(job_id="gone-1", stage="embed_images", spec=spec, settings=settings, artifacts=store,
                        batch_fn=embed_images.run_batch)

@@ -57,7 +57,7 @@ def build_job(tmp_path: Path, source: Path, job_id: str, artifacts: LocalArtifac
     spec = JobSpec(job_id=job_id, task="process-all", source=SourceSpec(path=str(source)))
     shutil.copytree(source, artifacts.path(job_key(job_id, "fetch", "tree")))
     args: dict[str, object] = {"job_id": job_id, "spec": spec, "settings": settings, "artifacts": artifacts}
-    _run(parse.run, args, "parse")
+    _run(parse.run, args, "parse", batch_fn=parse.run_batch)
     ctx = _run(embed_text.run, args, "embed_text", batch_fn=embed_text.run_batch)
     return {"args": args, "embed": ctx}
 

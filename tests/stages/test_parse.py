@@ -40,7 +40,7 @@ def make_ctx(tmp_path: Path, source: Path, job_id: str = "job1", budget_s: float
     settings = Settings(artifacts=str(tmp_path / "artifacts"), parse_batch=batch)
     spec = JobSpec(job_id=job_id, task="process-all", options=options)
     return LocalContext(job_id=job_id, stage="parse", spec=spec, settings=settings, artifacts=store,
-                        budget_s=budget_s)
+                        budget_s=budget_s, batch_fn=parse.run_batch)
 
 
 def result(ctx: LocalContext, name: str) -> Any:
@@ -217,7 +217,7 @@ def test_repository_folder_and_options(tmp_path: Path) -> None:
             parse.run(make_ctx(tmp_path, src, job_id="job1", repositoryFolder=bad))
 
 
-def test_one_shot_equals_yield_after_every_batch(tmp_path: Path) -> None:
+def test_one_shot_equals_yield_after_every_step(tmp_path: Path) -> None:
     one = make_ctx(tmp_path / "one", DEMO, batch=2)
     run_to_end(parse.run, one)
     many = make_ctx(tmp_path / "many", DEMO, batch=2, budget_s=0)
@@ -227,30 +227,77 @@ def test_one_shot_equals_yield_after_every_batch(tmp_path: Path) -> None:
         calls += 1
         if parse.run(many).finished:
             break
-    # discovery, 5 batches of 2, assembly: one unit of work per call.
-    assert calls == 7
+    # discovery; then the batches (run in place by LocalContext) and assembly: the plan's checkpoint, then the rest.
+    assert calls == 2
     assert result_bytes(one) == result_bytes(many)
     assert many.issues == one.issues  # recorded once, not again on each continuation
-    assert [d for d, _ in many.progress_seen] == [0, 2, 4, 6, 8, 9]
-    assert many.cursor == {"phase": "assemble", "next": 9, "total": 9, "batch": 2}
+    assert many.done_batches == set(range(9))  # 9 posts: a batch each, so that every process has some
+    assert many.cursor == {"phase": "assemble", "batches": 9, "dispatched": True}
 
 
-def test_resume_in_a_new_process_rewrites_identical_batches(tmp_path: Path) -> None:
-    first = make_ctx(tmp_path, DEMO, batch=4, budget_s=0)
-    parse.run(first)  # discovery
-    parse.run(first)  # batch 0
+def many_posts(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True)
+    for n in range(count):
+        # a link to the next post and one to a page that does not exist: an issue per post
+        (folder / f"post-{n:03d}.md").write_text(f"# Post {n}\n\nSee [the next](post-{n + 1:03d}.md) and "
+                                                 f"[[Nowhere {n}]].\n", encoding="utf-8")
+    return folder
+
+
+def test_batches_are_fixed_by_discovery_and_redone_identically(tmp_path: Path) -> None:
+    src = many_posts(tmp_path / "repo", 70)
+    first = make_ctx(tmp_path, src, batch=2, budget_s=0)
+    assert not parse.run(first).finished  # discovery: the index fixes 35 batches of 2 posts
+    assert first.cursor == {"phase": "batches", "batches": 35, "dispatched": False}
+    parse.run_batch(first, 0)
     batch0 = first.artifacts.get_bytes(first.key("batch-00000.json"))
-    saved = dict(first.cursor or {})
-    assert saved["next"] == 4
-    # A crash after writing batch 0 but before saving the cursor: the next worker redoes batch 0.
-    redo = make_ctx(tmp_path, DEMO, batch=50)
-    redo.cursor = {**saved, "next": 0}
+    # A batch redelivered (its worker died after writing it, or a copy was sent again): the same bytes, and no
+    # issue recorded by the batch itself, so none listed twice.
+    parse.run_batch(first, 0)
+    assert first.artifacts.get_bytes(first.key("batch-00000.json")) == batch0
+    assert first.issues == []
+    # The next run has other settings (they would make 12 batches of 6): the batches stay the index's.
+    redo = make_ctx(tmp_path, src, batch=50)
+    redo.cursor = first.cursor
     run_to_end(parse.run, redo)
+    assert redo.done_batches == set(range(35))
     assert redo.artifacts.get_bytes(redo.key("batch-00000.json")) == batch0
-    # The batch size is the cursor's, not the new settings': the same batches, the same result.
-    reference = make_ctx(tmp_path / "ref", DEMO)
+    reference = make_ctx(tmp_path / "ref", src, batch=50)
     run_to_end(parse.run, reference)
+    assert reference.done_batches == set(range(12))
     assert result_bytes(redo) == result_bytes(reference)
+    # each post's broken link once (the last post's link to the next one too), in path order, as in the report
+    assert [i.path for i in redo.issues] == sorted([f"post-{n:03d}.md" for n in range(70)] + ["post-069.md"])
+    assert redo.issues == reference.issues
+    assert result(redo, "processor-issues.json")["issues"] == [i.to_json() for i in redo.issues]
+
+
+def test_a_job_left_half_done_by_the_serial_parse_is_taken_over(tmp_path: Path) -> None:
+    """What the parse before the fan-out left after its third batch (its cursor, its index without a batch size,
+    the issues of the batches it rendered recorded) is finished with the same output and every issue once."""
+    src = many_posts(tmp_path / "repo", 70)
+    reference = make_ctx(tmp_path / "ref", src, batch=5)
+    run_to_end(parse.run, reference)
+    old = make_ctx(tmp_path, src, batch=5, budget_s=0)
+    parse.run(old)  # discovery, then the batches and the index as the serial parse wrote them
+    for n in range(3):
+        parse.run_batch(old, n)
+    index = old.artifacts.get_json(old.key("index.json"))
+    del index["batch"]
+    old.artifacts.put_json(old.key("index.json"), index)
+    old.issues = [i for i in reference.issues if i.path < "post-015.md"]
+    old.cursor, old.done_batches = {"phase": "render", "next": 15, "total": 70, "batch": 5}, set()
+    run_to_end(parse.run, old)
+    assert old.done_batches == set(range(14))
+    assert result_bytes(old) == result_bytes(reference)
+    assert old.issues == reference.issues
+
+
+def test_a_job_is_cut_into_enough_batches_for_every_process() -> None:
+    assert parse.posts_per_batch(349, 50) == 30  # the whole opensource-guide: 12 batches, not 7
+    assert parse.posts_per_batch(10_000, 50) == 50  # a large repository: the configured batch
+    assert parse.posts_per_batch(9, 50) == parse.posts_per_batch(0, 50) == 1
+    assert parse.posts_per_batch(349, 5) == 5
 
 
 @pytest.mark.parametrize("corpus", ["opensource-guide", "til"])

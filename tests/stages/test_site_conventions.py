@@ -55,7 +55,8 @@ def build(tmp_path: Path, source: SourceSpec, **options: Any) -> Built:
     spec = JobSpec(job_id="j", task="process-all", source=source, options=options)
     fetched = LocalContext(job_id="j", stage="fetch", spec=spec, settings=settings, artifacts=store)
     fetch.run(fetched)
-    ctx = LocalContext(job_id="j", stage="parse", spec=spec, settings=settings, artifacts=store)
+    ctx = LocalContext(job_id="j", stage="parse", spec=spec, settings=settings, artifacts=store,
+                       batch_fn=parse.run_batch)
     summary = run_to_end(parse.run, ctx).summary
 
     def result(name: str) -> Any:

@@ -426,6 +426,7 @@ def test_wp_import_local_builds_without_private_or_unpublished_posts(settings: S
     for stage, run in (("fetch", fetch.run), ("parse", parse.run), ("build_db", build_db.run),
                        ("publish", publish.run)):
         ctx = context(settings, "wp-import-local", options, stage=stage)
+        ctx.batch_fn = parse.run_batch if stage == "parse" else None
         ctx.issues = issues
         result = run_to_end(run, ctx)
     bundle = Path(result.summary["path"])

@@ -1,5 +1,5 @@
-"""The Redis commands a stage sends grow with its batches, not with its items: the parse task, run as a worker
-runs it, on a private Redis watched with MONITOR.
+"""The Redis commands a stage sends grow with its batches, not with its items: the parse task and its batch tasks,
+run as a worker runs them, on a private Redis watched with MONITOR.
 
 Commands the clock decides (the lease renewals, the cancellation checks of `should_yield`) are left out of the
 count: they depend on how long the run takes, not on how many posts it has.
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from celery.exceptions import Ignore
 
 from pipeline.catalog import SOURCE_TREE
 from pipeline.models import JobSpec, StageStatus
@@ -21,8 +22,9 @@ from pipeline.settings import Settings
 from pipeline.stages import parse
 from pipeline.stores.artifacts import LocalArtifactStore
 from pipeline.stores.jobs_redis import RedisJobStore
+from worker.batch_task import BatchTask
 from worker.repobuild_app import RepobuildCelery
-from worker.stage_task import StageTask
+from worker.stage_task import BATCH_TASK, StageTask
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,9 +72,10 @@ def write_corpus(folder: Path) -> None:
 
 
 def periodic(words: list[str], settings: Settings, job_id: str) -> bool:
-    """The lease keeper's renewals and should_yield's status reads: their number is the run's length in time."""
+    """The lease keepers' renewals and should_yield's status reads: their number is the run's length in time."""
     lease = f"{settings.key_prefix}lease:{job_id}:parse"
-    renew = words[0].upper() in ("EVALSHA", "EVAL") and words[2:4] == ["1", lease]
+    renew = (words[0].upper() in ("EVALSHA", "EVAL") and words[2] == "1" and words[3].startswith(lease)
+             and len(words) == 6)  # KEYS[1], token, ttl: a renewal (a release has no ttl)
     status = words[0].upper() == "HGET" and words[2:3] == ["status"]
     return renew or status
 
@@ -87,20 +90,35 @@ def test_parse_sends_a_bounded_number_of_commands_per_batch(settings: Settings, 
     tree.mkdir(parents=True)
     write_corpus(tree)
     task: StageTask = celery_app.tasks["repobuild.parse"]
+    batch_task: BatchTask = celery_app.tasks[BATCH_TASK]
 
     with Monitor(settings.redis_url or "") as monitor:
-        assert task.execute(job_id, parse.run, False) == "done"
+        # discovery, then the batches sent: the stage waits for them in a continuation (sent to the broker, where
+        # no worker takes it: this test runs each task itself)
+        with pytest.raises(Ignore):
+            task.execute(job_id, parse.run, False)
+        first = len(monitor.commands)
+        batches = int((store.stage(job_id, "parse").cursor or {})["batches"])
+        assert batches == POSTS // parse.posts_per_batch(POSTS, BATCH)
+        for n in range(batches):
+            assert batch_task.execute(job_id, "parse", n) == "done"
+        last = len(monitor.commands)
+        assert task.execute(job_id, parse.run, True) == "done"
     shutil.rmtree(tree)
 
     parse_state = store.stage(job_id, "parse")
     assert parse_state.status == StageStatus.DONE and parse_state.summary["posts"] == POSTS
     assert store.issue_count(job_id) >= POSTS  # the issues were recorded, and not one command each
-    counted = [w for w in monitor.commands if not periodic(w, settings, job_id)]
-    batches = POSTS // BATCH
-    notes = [w for w in counted if "item:parse" in w]
-    assert len(notes) == batches, Counter(w[0] for w in notes)
-    # Per batch, 7: the input's name, the cursor's checkpoint, the progress and its event (MULTI, XADD, EXPIRE,
-    # EXEC). The rest is the task's fixed cost, 49 when this was written: the job read, the lease, the start and
-    # its events, done, the next stage's message. One command per post or per issue would add 116 or more.
-    by_kind = Counter(w[0].upper() for w in counted)
-    assert len(counted) <= 8 * batches + 60, by_kind
+    def counted_in(commands: list[list[str]]) -> list[list[str]]:
+        return [w for w in commands if not periodic(w, settings, job_id)]
+
+    counted = counted_in(monitor.commands)
+    of_batches = counted_in(monitor.commands[first:last])
+    notes = [w for w in counted if w[0].upper() == "HSET" and w[1].endswith(":batches:parse:items")]
+    assert len(notes) == batches, Counter(w[0] for w in notes)  # one input named per healthy batch run
+    # Per batch task, 52 when this was written, in 15 round trips: the job and its status read, the lease, the run's
+    # count, its input's name, done, its seconds and its end (each a MULTI with an EXPIRE per batch key). The stage's
+    # two runs, 124 and a message (LPUSH, PUBLISH) per batch: discovery, the fan-out, the wait and assemble with its
+    # issues. One command per post or per issue would add 120 or more.
+    assert len(of_batches) <= 56 * batches, Counter(w[0].upper() for w in of_batches)
+    assert len(counted) - len(of_batches) <= 2 * (batches + 1) + 130, Counter(w[0].upper() for w in counted)
