@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
+# tests run at a time under `make test` (pytest-xdist); `make test TEST_PROCESSES=0` runs them one by one
+TEST_PROCESSES ?= 2
 
 .PHONY: demo test lint bench bench-embedding bench-memory chaos fuzz-api clean
 
@@ -27,7 +29,7 @@ demo: $(STAMP)
 test: $(DEV_STAMP)
 	$(BIN)/ruff check api worker pipeline tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 # the targets of issue 12 side by side (benchmarks/bench.py): real runs on small, opensource-guide English and til
 # corpora, one table (id, what, target, measured, ratio, pass/fail) and benchmarks/results/bench.json; asserts nothing
