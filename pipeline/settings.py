@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     state_ttl_s: Whole = _env("REPOBUILD_STATE_TTL_S", default=7 * 24 * 3600)
     lease_ttl_s: Number = _env("REPOBUILD_LEASE_TTL_S", default=15.0)
     parse_batch: Whole = _env("REPOBUILD_PARSE_BATCH", default=50)
+    # false: a stage runs its own batches, one after another in its task with a checkpoint after each, instead of
+    # sending them to every pool process (a one-process worker gains nothing from the broker's round trips)
+    fan_out: Flag = _env("REPOBUILD_FAN_OUT", default=True)
     max_retries: Whole = _env("REPOBUILD_MAX_RETRIES", default=5)
     retry_backoff_max_s: Whole = _env("REPOBUILD_RETRY_BACKOFF_MAX_S", default=60)
     callback_timeout_s: Number = _env("REPOBUILD_CALLBACK_TIMEOUT_S", default=10.0)

@@ -70,7 +70,7 @@ def images_per_batch(todo: int) -> int:
 
 
 def run(ctx: StageContext) -> StageResult:
-    return run_fanned(ctx, _plan, _assemble)
+    return run_fanned(ctx, _plan, run_batch, _assemble)
 
 
 def _items(ctx: StageContext) -> list[JSON]:

@@ -41,7 +41,7 @@ Input = tuple[JSON, str]  # an input's item (what it belongs to, its cache key) 
 def run(ctx: StageContext) -> StageResult:
     if embeddings_skipped(ctx.settings, ctx.spec.options):
         return StageResult.done(skipped=True)
-    return run_fanned(ctx, _plan, _assemble)
+    return run_fanned(ctx, _plan, run_batch, _assemble)
 
 
 def spans_of(settings: Settings, artifacts: ArtifactStore) -> SpanCache:

@@ -12,14 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pipeline.models import JSON, StageResult
-from pipeline.stages.context import StageContext
+from pipeline.stages.context import BatchFn, StageContext
 
 POLL_S = 0.5
 
 
-def run_fanned(ctx: StageContext, plan: Callable[[StageContext], int],
+def run_fanned(ctx: StageContext, plan: Callable[[StageContext], int], batch: BatchFn,
                assemble: Callable[[StageContext, int], StageResult], poll_s: float = POLL_S) -> StageResult:
-    """`poll_s`: the wait between looks at the batches; the last batch's end is seen up to that much later."""
+    """`poll_s`: the wait between looks at the batches; the last batch's end is seen up to that much later.
+    Without fan-out (settings.fan_out false) the stage runs `batch` itself for each, saving `next` after each."""
     cursor: JSON | None = ctx.cursor
     if cursor is None:
         cursor = {"phase": "batches", "batches": plan(ctx), "dispatched": False}
@@ -27,6 +28,18 @@ def run_fanned(ctx: StageContext, plan: Callable[[StageContext], int],
         if ctx.should_yield():
             return StageResult.more()
     total = int(cursor["batches"])
+    if cursor["phase"] == "batches" and not ctx.settings.fan_out and not cursor.get("dispatched"):
+        done = int(cursor.get("next", 0))
+        while done < total:
+            batch(ctx, done)
+            done += 1
+            cursor = {**cursor, "next": done}
+            ctx.save_cursor(cursor)
+            ctx.progress(done, total)
+            if done < total and ctx.should_yield():
+                return StageResult.more()
+        cursor = {**cursor, "phase": "assemble"}
+        ctx.save_cursor(cursor)
     if cursor["phase"] == "batches":
         if not cursor.get("dispatched"):
             ctx.fan_out(range(total))

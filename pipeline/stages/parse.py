@@ -64,9 +64,9 @@ def posts_per_batch(posts: int, most: int) -> int:
 
 
 def run(ctx: StageContext) -> StageResult:
-    if ctx.cursor is not None and "next" in ctx.cursor:
+    if ctx.cursor is not None and "batch" in ctx.cursor:  # the serial parse's cursor; run_fanned's has "batches"
         _from_serial_cursor(ctx, ctx.cursor)
-    return run_fanned(ctx, _plan, _assemble, poll_s=RENDER_POLL_S)
+    return run_fanned(ctx, _plan, run_batch, _assemble, poll_s=RENDER_POLL_S)
 
 
 def _from_serial_cursor(ctx: StageContext, cursor: JSON) -> None:

@@ -23,7 +23,7 @@ def _build(tmp_path: Path, job_id: str, settings: Settings, source: Path = DEMO_
     spec = JobSpec(job_id=job_id, task="process-all", source=SourceSpec(path=str(source)))
     shutil.copytree(source, artifacts.path(job_key(job_id, "fetch", "tree")))
     args = {"job_id": job_id, "spec": spec, "settings": settings, "artifacts": artifacts}
-    run_to_end(parse.run, LocalContext(stage="parse", **args))  # type: ignore[arg-type]
+    run_to_end(parse.run, LocalContext(stage="parse", batch_fn=parse.run_batch, **args))  # type: ignore[arg-type]
     ctx = LocalContext(stage="embed_text", batch_fn=embed_text.run_batch, **args)  # type: ignore[arg-type]
     run_to_end(embed_text.run, ctx)
     return ctx
@@ -86,3 +86,16 @@ def test_a_rebuild_with_every_vector_cached_sends_no_batch_and_a_lost_span_cache
     assert inputs["batches"] > 0 and inputs["embedded"] == 0
     for (a, ha), (b, hb) in zip(_matrices(settings, "j1"), _matrices(settings, "j3"), strict=True):
         assert ha == hb and np.array_equal(a, b)
+
+
+def test_without_fan_out_a_stage_runs_its_own_batches_to_the_same_outputs(tmp_path: Path) -> None:
+    fanned, serial = _settings(tmp_path, "fanned", 4), _settings(tmp_path, "serial", 4).with_(fan_out=False)
+    _build(tmp_path, "j", fanned)
+    ctx = _build(tmp_path, "j", serial)
+    assert not ctx.done_batches and ctx.cursor is not None and ctx.cursor["next"] == ctx.cursor["batches"] > 1
+    for (a, ha), (b, hb) in zip(_matrices(fanned, "j"), _matrices(serial, "j"), strict=True):
+        assert ha == hb and np.array_equal(a, b)
+    one, other = (LocalArtifactStore(s.artifacts) for s in (fanned, serial))
+    parsed = sorted(p.relative_to(one.path("jobs/j/parse")) for p in one.path("jobs/j/parse").rglob("*") if p.is_file())
+    assert parsed and all(one.path(f"jobs/j/parse/{p}").read_bytes() == other.path(f"jobs/j/parse/{p}").read_bytes()
+                          for p in parsed)
