@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -129,13 +131,23 @@ def _git_dates(ctx: StageContext, rel_root: str) -> dict[str, list[str]]:
 
 def _medias(root: Path, found: list[str], git: dict[str, list[str]],
             issues: list[Issue]) -> tuple[list[MediaInfo], list[JSON]]:
-    """Every media file probed (its problems in `issues`), and its entry with its git dates."""
-    medias: list[MediaInfo] = []
-    for rel in found:
+    """Every media file probed (its problems in `issues`), and its entry with its git dates.
+
+    Probing decodes every image (0.25 s of the opensource-guide's 0.5 s of discovery) while the other pool
+    processes wait for the render batches, and Pillow decodes without the GIL: a thread per core probes them."""
+
+    def probed(rel: str) -> MediaInfo | OSError:
         try:
-            info = probe(root, rel)
+            return probe(root, rel)
         except OSError as exc:
-            issues.append(_issue(rel, f"cannot read media file: {exc.strerror or exc}", "error", "media"))
+            return exc
+
+    medias: list[MediaInfo] = []
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        results = list(pool.map(probed, found))
+    for rel, info in zip(found, results, strict=True):
+        if isinstance(info, OSError):
+            issues.append(_issue(rel, f"cannot read media file: {info.strerror or info}", "error", "media"))
             continue
         if info.problem:
             issues.append(_issue(rel, info.problem, "warning", "media"))
