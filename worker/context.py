@@ -207,7 +207,9 @@ class RedisStageContext(RedisJobContext):
         failed = state.failed()
         if failed:
             n, error = min(failed.items())
-            raise PermanentError(f"{self.stage} batch {n} failed: {error}")
+            # a dead-letter's message names its batch already
+            named = error.startswith(f"{self.stage} batch {n}: ")
+            raise PermanentError(error if named else f"{self.stage} batch {n} failed: {error}")
         pending = set(range(total)) - state.done()
         now = time.time()
         if pending and self.batches_in_broker is not None and now - self._last_lost_check >= LOST_BATCH_GRACE_S / 2:
