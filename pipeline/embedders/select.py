@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from pipeline.embedders.chunks import SpanCount
 from pipeline.embedders.text import OnnxTextEmbedder, TextEmbedder, load_text_embedder
 from pipeline.errors import PermanentError
 from pipeline.settings import Settings
@@ -66,7 +65,3 @@ def token_counter(settings: Settings) -> Callable[[str], int]:
     local = counting_model(settings)
     return lambda text: len(local.tokens(text))
 
-
-def span_counters(settings: Settings, texts: Sequence[str]) -> Iterator[SpanCount | None]:
-    """For each text, the same counts for its word-aligned spans from one pass (OnnxTextEmbedder.span_counter)."""
-    return counting_model(settings).span_counters(texts)

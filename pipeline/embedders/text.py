@@ -11,7 +11,6 @@ import bisect
 import importlib.util
 import os
 import threading
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 Vectors = npt.NDArray[np.float32]
 MAX_TOKENS = 256  # the model was trained on 256-token passages; past that it only sees noise
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
-SPAN_BLOCK = 8  # posts encoded together for chunking's counts: enough for every core; 64 held 28 MiB more
 PREFIX_CHARS = 4096  # first cut tried by `visible`; ~256 tokens of English fit in ~1,200 characters
 # A batch runs a text at a time: a 32x256 run peaks near 700 MB and the session's arena keeps growing to the
 # largest shapes it has seen (1.5 GB after a few hundred passages), while one row peaks near 80 MB and runs as fast.
@@ -142,20 +140,11 @@ class OnnxTextEmbedder:
         WordPiece sees a word, so the tokens of a span that starts and ends on such a boundary are exactly the
         tokens of the whole text whose offsets fall inside it (checked on every span chunking asks about in the
         til and opensource-guide corpora, all languages). Chunking a post asks about hundreds of spans: counting
-        each on its own tokenised til's posts 51,000 times (two minutes, in the stage's plan, on every rebuild).
+        each on its own tokenised til's posts 51,000 times (two minutes of chunking on every build).
         """
-        return next(self.span_counters([text]))
-
-    def span_counters(self, texts: Sequence[str]) -> Iterator[SpanCount | None]:
-        """`span_counter` of each text in turn, a block of texts encoded at a time on every core (the plan runs
-        alone: the other pool processes have nothing to do yet), and only a block's offsets held at once."""
-        for at in range(0, len(texts), SPAN_BLOCK):
-            block = list(texts[at:at + SPAN_BLOCK])
-            if not self._additive:
-                yield from (None for _ in block)
-                continue
-            for enc in self._counter.encode_batch(block, add_special_tokens=False):
-                yield _bisect_counter([start for start, _ in enc.offsets])
+        if not self._additive:
+            return None
+        return _bisect_counter([start for start, _ in self._counter.encode(text, add_special_tokens=False).offsets])
 
     def visible(self, text: str) -> str:
         """The start of `text` that holds every token the model sees, cut at a space: the same vector, from a

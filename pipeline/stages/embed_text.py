@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pipeline.catalog import CHUNK_VECTORS, POST_VECTORS, job_key
-from pipeline.embedders.select import counting_model, embeddings_skipped, text_embedder
+from pipeline.embedders.select import counting_model, embeddings_skipped, text_embedder, token_counter
 from pipeline.models import JSON, StageResult
 from pipeline.previous_revision import previous_vectors
 from pipeline.settings import Settings
@@ -75,9 +75,8 @@ def chunk_spans(settings: Settings, cache: SpanCache, post: JSON) -> Spans:
     plain, headings = str(post["plain"]), list(post["headings"])
     spans = cache.get(plain, headings)
     if spans is None:
-        counter = counting_model(settings)
-        spans = [(c.start, c.end) for c in chunk_text(plain, lambda t: len(counter.tokens(t)), CHUNK_TOKENS,
-                                                        headings=headings, span_tokens=counter.span_counter(plain))]
+        spans = [(c.start, c.end) for c in chunk_text(plain, token_counter(settings), CHUNK_TOKENS, headings=headings,
+                                                        span_tokens=counting_model(settings).span_counter(plain))]
         cache.put(plain, headings, spans)
     return spans
 
