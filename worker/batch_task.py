@@ -16,13 +16,11 @@ from pipeline.stores.jobs import JobStore
 from pipeline.stores.keys import lease_holder
 from worker import metrics
 from worker.context import LeaseKeeper, RedisBatchContext
-from worker.policy import RETRYABLE, failure_message
+from worker.policy import RETRYABLE, died_message, failure_message
 
 
 def lost_batch_message(stage: str, n: int, lost: int, item: str | None) -> str:
-    where = f" while on {item}" if item else ""
-    return (f"{stage} batch {n}: its process died {lost} times in a row{where} (killed, out of memory or crashed, "
-            "each time without a word); dead-lettered instead of redelivered")
+    return f"{stage} batch {n}: " + died_message(lost, f" while on {item}" if item else "")
 
 
 class BatchTask(Task):

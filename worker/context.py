@@ -83,6 +83,29 @@ class RedisJobContext:
         return self.job_secrets.get(name)
 
 
+class InputNames:
+    """Names the input a run takes up, for the dead-letter of a run that dies there over and over.
+
+    One Redis write per item would be a round trip per post: a healthy run names only the first input after each
+    checkpoint (a bounded number of commands per batch); a run after a death (`careful`) names each, so that if it
+    dies there again the dead-letter names that very input."""
+
+    def __init__(self, note: Callable[[str], None], careful: bool) -> None:
+        self.note, self.careful = note, careful
+        self.noted = False
+
+    def name(self, settings: Settings, item: str) -> None:
+        if self.careful:
+            self.note(item)
+        elif not self.noted:
+            self.note(f"{item} or an input after it")
+            self.noted = True
+        kill_if_poisoned(settings, item)
+
+    def checkpoint(self) -> None:
+        self.noted = False
+
+
 @dataclass
 class RedisBatchContext(RedisJobContext):
     """A batch task's context: a job context that also names the input its batch takes up."""
@@ -91,18 +114,15 @@ class RedisBatchContext(RedisJobContext):
     batches: BatchState | None = None
     # The batch's run before this one died without a word: name every input, as a stage run does after a death.
     careful: bool = False
-    _noted: bool = False
+
+    def __post_init__(self) -> None:
+        batches = self.batches
+        assert batches is not None
+        # A batch is one checkpoint: a healthy run writes one name.
+        self._names = InputNames(lambda item: batches.note_item(self.batch, item), self.careful)
 
     def working_on(self, item: str) -> None:
-        # A batch is one checkpoint: a healthy run writes one name (a command per batch, not per item); a run
-        # after a death names each input, so that if it dies there again the failure names that very input.
-        assert self.batches is not None
-        if self.careful:
-            self.batches.note_item(self.batch, item)
-        elif not self._noted:
-            self.batches.note_item(self.batch, f"{item} or an input after it")
-            self._noted = True
-        kill_if_poisoned(self.settings, item)
+        self._names.name(self.settings, item)
 
 
 LOST_BATCH_GRACE_S = 10.0  # a batch sent this recently may still be on its way to a worker
@@ -121,13 +141,11 @@ class RedisStageContext(RedisJobContext):
     _last_cancel_check: float = 0.0
     _last_lost_check: float = 0.0
     _issues: list[Issue] = field(default_factory=list)
-    _noted_since_checkpoint: bool = False
-    _careful: bool = False
 
     def __post_init__(self) -> None:
-        # The run before this one died without a word (state.lost_runs counts it): this run names every input
-        # before taking it up, so that if it dies there again the dead-letter names that very input.
-        self._careful = self.state.lost_runs > 0
+        # The run before this one died without a word (state.lost_runs counts it): this run names every input.
+        self._names = InputNames(lambda item: self.store.note_item(self.job_id, self.stage, item),
+                                 careful=self.state.lost_runs > 0)
 
     @property
     def cursor(self) -> JSON | None:
@@ -153,17 +171,10 @@ class RedisStageContext(RedisJobContext):
         self.state.cursor = cursor
         self.state.lost_runs = 0  # the stage moved on: deaths before this point were not its input's doing
         self._write(self.take_issues())
-        self._noted_since_checkpoint = False
+        self._names.checkpoint()
 
     def working_on(self, item: str) -> None:
-        # One Redis write per item would be a round trip per post: a healthy run names only the first input
-        # after each checkpoint (a bounded number of commands per batch); only a run after a death names each.
-        if self._careful:
-            self.store.note_item(self.job_id, self.stage, item)
-        elif not self._noted_since_checkpoint:
-            self.store.note_item(self.job_id, self.stage, f"{item} or an input after it")
-            self._noted_since_checkpoint = True
-        kill_if_poisoned(self.settings, item)
+        self._names.name(self.settings, item)
 
     def progress(self, done: int, total: int) -> None:
         if (self.state.done, self.state.total) == (done, total):

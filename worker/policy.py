@@ -53,3 +53,9 @@ def failure_message(exc: BaseException) -> str:
     """What a failed stage or batch reports: a PermanentError's own words (written for the user),
     anything else with its type, which is the useful part of an unexpected error."""
     return str(exc) if isinstance(exc, PermanentError) else f"{type(exc).__name__}: {exc}"
+
+
+def died_message(lost: int, where: str) -> str:
+    """The dead-letter of a stage or batch whose process died `lost` runs in a row, `where` (" while on X")."""
+    return (f"its process died {lost} times in a row{where} (killed, out of memory or crashed, each time without a "
+            "word); dead-lettered instead of redelivered")

@@ -23,7 +23,7 @@ from pipeline.stores.jobs import JobStore, JobView
 from worker import metrics
 from worker.context import LeaseKeeper, RedisStageContext, run_id
 from worker.inflight import batches_in_broker
-from worker.policy import RETRYABLE, failure_message
+from worker.policy import RETRYABLE, died_message, failure_message
 from worker.results import job_result
 
 log = logging.getLogger("repobuild.worker")
@@ -39,9 +39,8 @@ def run_died(store: JobStore, job_id: str, state: StageState) -> bool:
 
 
 def lost_runs_message(state: StageState, item: str | None) -> str:
-    where = f"while on {item}" if item else f"at cursor {state.cursor}"
-    return (f"{state.name}: its process died {state.lost_runs} times in a row {where} (killed, out of memory "
-            f"or crashed, each time without a word); dead-lettered instead of redelivered")
+    where = f" while on {item}" if item else f" at cursor {state.cursor}"
+    return f"{state.name}: " + died_message(state.lost_runs, where)
 
 
 class StageTask(Task):

@@ -76,6 +76,16 @@ def held_open() -> Iterator[HeldOpen]:
     server.stop()
 
 
+def fetch_after_countdown(app: RepobuildCelery, store: RedisJobStore, job_id: str, countdown: float) -> None:
+    """A stored job whose first stage's message is sent with a countdown (a retry's backoff, a fan-out's poll)."""
+    store.create(JobSpec(job_id=job_id, task="process-all", source=SourceSpec(path=str(DEMO_REPO))),
+                 stages_for("process-all"))
+    state = store.stage(job_id, "fetch")
+    state.status, state.enqueued_at = StageStatus.QUEUED, time.time()
+    store.put_stage(job_id, state)
+    app.tasks["repobuild.fetch"].si(job_id).apply_async(countdown=countdown)
+
+
 def _held_since(broker: redis.Redis, tag: bytes) -> float | None:
     score = broker.zscore(UNACKED_INDEX, tag)
     return float(score) if score is not None else None
@@ -97,12 +107,7 @@ def test_a_live_workers_old_message_stays_in_flight_and_a_dead_ones_is_re_driven
 
     # Job 2 waits on a countdown (a retry's backoff, a fan-out's poll); the worker takes it while its pool is free
     # and keeps it in memory until its eta.
-    store.create(JobSpec(job_id="held", task="process-all", source=SourceSpec(path=str(DEMO_REPO))),
-                 stages_for("process-all"))
-    state = store.stage("held", "fetch")
-    state.status, state.enqueued_at = StageStatus.QUEUED, time.time()
-    store.put_stage("held", state)
-    app.tasks["repobuild.fetch"].si("held").apply_async(countdown=5)
+    fetch_after_countdown(app, store, "held", 5)
     broker = app.redis_client()
     try:
         tag = wait_until("the countdown held by the worker", lambda: _unacked_tag_of(broker, "held"), 60)
@@ -143,12 +148,7 @@ def test_after_a_broker_restart_the_worker_no_longer_vouches_for_the_countdown_i
     app: RepobuildCelery = create_celery(settings)
     app.store = store
     worker = workers.start(settings, concurrency=1)
-    store.create(JobSpec(job_id="later", task="process-all", source=SourceSpec(path=str(DEMO_REPO))),
-                 stages_for("process-all"))
-    state = store.stage("later", "fetch")
-    state.status, state.enqueued_at = StageStatus.QUEUED, time.time()
-    store.put_stage("later", state)
-    app.tasks["repobuild.fetch"].si("later").apply_async(countdown=600)
+    fetch_after_countdown(app, store, "later", 600)
     broker = app.redis_client()
     try:
         tag = wait_until("the countdown held by the worker", lambda: _unacked_tag_of(broker, "later"), 60)
