@@ -35,6 +35,12 @@ class RepobuildCelery(Celery):
         return RedisJobStore.from_url(s.redis_url, s.redis_sentinel_master, prefix=s.key_prefix, ttl_s=s.state_ttl_s,
                                       events_max=s.events_max)
 
+    @cached_property
+    def sends_with_jobs(self) -> bool:
+        """Whether a new job's first message can be written in the same step as the job: the job store and the
+        broker are the same Redis (one REPOBUILD_REDIS_URL), not a test's in-memory store or transport."""
+        return isinstance(self.store, RedisJobStore) and self.connection_for_write().transport.driver_type == "redis"
+
     def redis_client(self, **kw: Any) -> redis.Redis:
         """A client of the broker's Redis (kombu's keys: queues, unacked messages), Sentinel URLs included."""
         s = self.repobuild_settings

@@ -17,6 +17,7 @@ from pipeline.stores.inputs import offload_large_options
 from pipeline.stores.jobs import JobStore, JobView
 from worker import metrics
 from worker.chains import enqueue_from
+from worker.held_messages import held_chain
 from worker.repobuild_app import RepobuildCelery
 from worker.stage_task import BATCH_TASK
 
@@ -46,7 +47,9 @@ def submit(app: RepobuildCelery, spec: JobSpec, job_secrets: dict[str, str] | No
     except PermanentError as exc:
         stages, problem = (NOTIFY,), str(exc)
     spec = offload_large_options(spec, app.artifacts)
-    job, created = store.create(spec, stages, job_secrets)
+    # the first stage's message goes with the job, in one step, where the store and the broker are one Redis
+    send = held_chain(app, spec.job_id, list(stages)) if problem is None and app.sends_with_jobs else []
+    job, created = store.create(spec, stages, job_secrets, send)
     if not created:
         return job, False
     metrics.JOBS_SUBMITTED.labels(spec.task).inc()
@@ -55,6 +58,8 @@ def submit(app: RepobuildCelery, spec: JobSpec, job_secrets: dict[str, str] | No
         store.set_job(spec.job_id, JobStatus.FAILED, finished_at=time.time(),
                       error={"stage": None, "message": problem, "attempts": 0, "type": "PermanentError"})
         store.event(spec.job_id, "failed", problem, level="error")
+    if send:
+        return job, True
     try:
         # the job as stored just now, not read again: a submission's round trips to Redis are its latency
         enqueue_from(app, spec.job_id, job=None if problem is not None else job)

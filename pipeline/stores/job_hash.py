@@ -11,17 +11,21 @@ import json
 import time
 from typing import Any, cast
 
-from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
+from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState, StageStatus
 from pipeline.stores.jobs import JobView
 from pipeline.stores.messages import PATH_MAX_CHARS, capped, capped_json
 
 _STAGE_FIELDS = tuple(f.name for f in dataclasses.fields(StageState))
 
 
-def new_job(spec: JobSpec, stages: tuple[str, ...], now: float) -> tuple[dict[str, str], JobView]:
+def new_job(spec: JobSpec, stages: tuple[str, ...], now: float,
+            first_queued: bool = False) -> tuple[dict[str, str], JobView]:
     """A new job's hash, and the view that reading it back would give: a store hands that back from `create`
-    without a read (a round trip to Redis and a decode in every submission)."""
+    without a read (a round trip to Redis and a decode in every submission). `first_queued`: the first stage's
+    message is sent with the job, so that stage is `queued` from the start."""
     states = [StageState(name=name, enqueued_at=now) for name in stages]
+    if first_queued and states:
+        states[0].status = StageStatus.QUEUED
     fields: dict[str, str] = {
         "spec": spec.model_dump_json(),
         "fingerprint": spec.fingerprint(),

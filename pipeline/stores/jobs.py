@@ -18,6 +18,9 @@ from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState, StageSt
 from pipeline.stores.batches import BatchState
 
 Event = tuple[str, dict[str, str]]  # (stream id "<ms>-<seq>", fields)
+# One Redis command (name, arguments) a store runs in the same transaction as a write of its own: how a new job's
+# first broker message is sent exactly when the job is stored (worker/held_messages.py builds them).
+RedisCommand = tuple[str, tuple[str | bytes | int | float, ...]]
 
 
 class JobExists(Exception):
@@ -60,11 +63,13 @@ class JobView:
 class JobStore(Protocol):
     """What the API, the worker and the stages need of job state. Every key expires after `ttl_s`."""
 
-    def create(self, spec: JobSpec, stages: tuple[str, ...],
-               job_secrets: dict[str, str] | None = None) -> tuple[JobView, bool]:
+    def create(self, spec: JobSpec, stages: tuple[str, ...], job_secrets: dict[str, str] | None = None,
+               send: Sequence[RedisCommand] = ()) -> tuple[JobView, bool]:
         """Store a new job atomically. Returns (job, created); same id + same body → (existing, False).
 
-        Raises JobExists for the same id with a different body."""
+        `send`: the first stage's broker message, as the Redis commands that send it; they run in the same
+        transaction, only if the job is created, and the first stage is stored `queued`. Raises JobExists for the
+        same id with a different body."""
         ...
 
     def exists(self, job_id: str) -> bool: ...

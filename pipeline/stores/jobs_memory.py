@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.stores import job_hash
-from pipeline.stores.jobs import Event, JobExists, JobView, pick_jobs
+from pipeline.stores.jobs import Event, JobExists, JobView, RedisCommand, pick_jobs
 from pipeline.stores.keys import RedisKeys, lease_holder
 from pipeline.stores.messages import PATH_MAX_CHARS, capped
 
@@ -97,8 +97,11 @@ class MemoryJobStore:
         self._last_event_id = (0, 0)
 
     # create / read ------------------------------------------------------
-    def create(self, spec: JobSpec, stages: tuple[str, ...],
-               job_secrets: dict[str, str] | None = None) -> tuple[JobView, bool]:
+    def create(self, spec: JobSpec, stages: tuple[str, ...], job_secrets: dict[str, str] | None = None,
+               send: Sequence[RedisCommand] = ()) -> tuple[JobView, bool]:
+        if send:
+            # its apps send with kombu's in-memory transport, which has no Redis keys to write these to
+            raise ValueError(f"job {spec.job_id}: the in-memory store cannot send broker commands with a job")
         with self._lock:
             job_id = spec.job_id
             existing = self.space.peek_hash(self.keys.job(job_id)).get("fingerprint")

@@ -12,7 +12,7 @@ import redis
 from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.stores import job_hash
 from pipeline.stores.batches import RedisBatchState
-from pipeline.stores.jobs import Event, JobExists, JobView, pick_jobs
+from pipeline.stores.jobs import Event, JobExists, JobView, RedisCommand, pick_jobs
 from pipeline.stores.keys import RedisKeys
 from pipeline.stores.messages import PATH_MAX_CHARS, capped
 from pipeline.stores.redis_connect import redis_client
@@ -48,6 +48,47 @@ return 1
 """
 
 
+# Store a new job unless its id is taken, in one step (one round trip: a submission's latency is its round trips).
+# KEYS: job hash, secrets, index, active, events, issues, issues seen, the project's counter ('' for none).
+# ARGV: job id, fingerprint, now, ttl, events max; then three counted runs (count, items...): the job's fields, its
+# secrets, the "queued" event's fields; then the commands sent with it (name, count, args...).
+# Returns the fingerprint of the job already there, or nil when this one was stored.
+_CREATE = """
+local existing = redis.call('HGET', KEYS[1], 'fingerprint')
+if existing then return existing end
+local i = 6
+local function take()
+  local n, run = tonumber(ARGV[i]), {}
+  for j = 1, n do run[j] = ARGV[i + j] end
+  i = i + n + 1
+  return run
+end
+local fields, job_secrets, event = take(), take(), take()
+if KEYS[8] ~= '' then
+  -- submission order within a project: a revision replaces the project's latest only if submitted later
+  table.insert(fields, 'project_seq')
+  table.insert(fields, tostring(redis.call('INCR', KEYS[8])))
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+if #job_secrets > 0 then redis.call('HSET', KEYS[2], unpack(job_secrets)) end
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', unpack(event))
+for k = 1, 7 do
+  if k ~= 3 and k ~= 4 then redis.call('EXPIRE', KEYS[k], ARGV[4]) end
+end
+while i <= #ARGV do
+  local name, n = ARGV[i], tonumber(ARGV[i + 1])
+  redis.call(name, unpack(ARGV, i + 2, i + 1 + n))
+  i = i + n + 2
+end
+return false
+"""
+# what a new job's message is sent with: kombu's Redis transport pushes a task onto its queue's list and publishes
+# an event (task-sent) on a channel, and expires a queue declared with a TTL
+SENDABLE = frozenset({"lpush", "publish", "pexpire"})
+
+
 class RedisJobStore:
     def __init__(self, client: redis.Redis, prefix: str = "repobuild:", ttl_s: int = 7 * 24 * 3600,
                  events_max: int = 1000) -> None:
@@ -59,6 +100,7 @@ class RedisJobStore:
         self._renew = self.r.register_script(_RENEW)
         self._release = self.r.register_script(_RELEASE)
         self._add_issue = self.r.register_script(_ADD_ISSUE)
+        self._create = self.r.register_script(_CREATE)
 
     @classmethod
     def from_url(cls, url: str, sentinel_master: str = "mymaster", **kw: Any) -> RedisJobStore:
@@ -67,41 +109,29 @@ class RedisJobStore:
         return cls(client, **kw)
 
     # create / read ------------------------------------------------------
-    def create(self, spec: JobSpec, stages: tuple[str, ...],
-               job_secrets: dict[str, str] | None = None) -> tuple[JobView, bool]:
-        key = self.keys.job(spec.job_id)
-        fingerprint = spec.fingerprint()
-        with self.r.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
-                    existing = pipe.hget(key, "fingerprint")
-                    if existing is not None:
-                        pipe.unwatch()
-                        if existing != fingerprint:
-                            raise JobExists(spec.job_id)
-                        return self.get(spec.job_id), False
-                    now = time.time()
-                    fields, job = job_hash.new_job(spec, stages, now)
-                    pipe.multi()
-                    if spec.project_id:
-                        # Submission order within a project: a revision only replaces the project's
-                        # latest one if it was submitted later (see stages/upload.py).
-                        pipe.incr(self.keys.project_seq(spec.project_id))
-                    pipe.hset(key, mapping=cast(Any, fields))
-                    if job_secrets:
-                        pipe.hset(self.keys.secrets(spec.job_id), mapping=cast(Any, job_secrets))
-                    pipe.zadd(self.keys.index, {spec.job_id: now})
-                    pipe.zadd(self.keys.active, {spec.job_id: now})
-                    self._event(pipe, spec.job_id, "queued", f"job queued: {spec.task}")
-                    for k in self.keys.job_keys(spec.job_id):
-                        pipe.expire(k, self.ttl_s)
-                    replies = pipe.execute()
-                    if spec.project_id:
-                        self.r.hset(key, "project_seq", str(int(replies[0])))
-                    return job, True
-                except redis.WatchError:
-                    continue
+    def create(self, spec: JobSpec, stages: tuple[str, ...], job_secrets: dict[str, str] | None = None,
+               send: Sequence[RedisCommand] = ()) -> tuple[JobView, bool]:
+        for name, _args in send:
+            if name not in SENDABLE:
+                raise ValueError(f"job {spec.job_id}: {name!r} cannot be sent with a new job (only {sorted(SENDABLE)})")
+        now = time.time()
+        fields, job = job_hash.new_job(spec, stages, now, first_queued=bool(send))
+        keys = self.keys
+        argv: list[Any] = [spec.job_id, fields["fingerprint"], repr(now), self.ttl_s, self.events_max]
+        for mapping in (fields, job_secrets or {}, job_hash.event_fields("queued", f"job queued: {spec.task}", {})):
+            argv += [2 * len(mapping), *(x for kv in mapping.items() for x in kv)]
+        for name, args in send:
+            argv += [name, len(args), *args]
+        existing = self._create(keys=[keys.job(spec.job_id), keys.secrets(spec.job_id), keys.index, keys.active,
+                                      keys.events(spec.job_id), keys.issues(spec.job_id),
+                                      keys.issues_seen(spec.job_id),
+                                      keys.project_seq(spec.project_id) if spec.project_id else ""],
+                                args=argv)
+        if existing is None:
+            return job, True
+        if existing != fields["fingerprint"]:
+            raise JobExists(spec.job_id)
+        return self.get(spec.job_id), False
 
     def exists(self, job_id: str) -> bool:
         return bool(self.r.exists(self.keys.job(job_id)))
