@@ -131,6 +131,8 @@ def measure(rate: float = 500.0, seconds: float = 30.0, warmup_s: float = 3.0, w
         load0, cpu0 = os.getloadavg(), cpu_now(groups)
         began = time.monotonic()
         raw = run_client(port, rate, bodies, timeout_s=warmup_s + seconds + 120)
+        if not own:  # --keep: every request's due time, latency and status, to see when the slow ones came
+            (folder / "requests.json").write_text(json.dumps(raw))
         load_s = time.monotonic() - began
         cpu, load1 = cpu_now(groups).minus(cpu0), os.getloadavg()
         reads, commands = (after - before for after, before in zip(redis_work(client), redis0, strict=True))
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=500.0, help="requests per second (default 500)")
     ap.add_argument("--seconds", type=float, default=30.0, help="measured seconds, after the warm-up (default 30)")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load left out at the start (default 3)")
-    ap.add_argument("--keep", type=Path, help="a folder to keep the gunicorn log and the bodies in")
+    ap.add_argument("--keep", type=Path, help="a folder to keep the gunicorn log, the bodies and each request's latency in")
     args = ap.parse_args(argv)
     # a SIGTERM to the benchmark runs the finally blocks: gunicorn and redis stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
