@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=500.0, help="requests per second (default 500)")
     ap.add_argument("--seconds", type=float, default=30.0, help="measured seconds, after the warm-up (default 30)")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load left out at the start (default 3)")
-    ap.add_argument("--keep", type=Path, help="a folder to keep the gunicorn log, the bodies and each request's latency in")
+    ap.add_argument("--keep", type=Path,
+                    help="a folder to keep the gunicorn log, the bodies and each request's latency in")
     args = ap.parse_args(argv)
     # a SIGTERM to the benchmark runs the finally blocks: gunicorn and redis stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
