@@ -225,6 +225,11 @@ class StageTask(Task):
             job = store.get(job_id)
         if job_is_over(job):
             store.set_job(job_id, callback=callback_record(job))
+            if job.status == JobStatus.COMPLETED:
+                # Its callback is delivered and a completed job is never run again: the caller's tokens and
+                # passwords need not wait out the job's TTL (days) in Redis. A failed or cancelled job keeps them
+                # for a retry.
+                store.forget_secrets(job_id)
             store.deactivate(job_id)
             return
         # The chain sends the next stage's message right after we return: stamp it now, so the

@@ -88,6 +88,10 @@ class JobStore(Protocol):
 
     def secrets(self, job_id: str) -> dict[str, str]: ...
 
+    def forget_secrets(self, job_id: str) -> None:
+        """Drop the job's secrets (a completed job's: nothing runs it again), not waiting for its TTL."""
+        ...
+
     def stage(self, job_id: str, name: str) -> StageState:
         """One stage's state; KeyError when the job or the stage is unknown."""
         ...

@@ -149,6 +149,10 @@ class MemoryJobStore:
         with self._lock:
             return self.space.peek_hash(self.keys.secrets(job_id))
 
+    def forget_secrets(self, job_id: str) -> None:
+        with self._lock:
+            self.space.delete(self.keys.secrets(job_id))
+
     def stage(self, job_id: str, name: str) -> StageState:
         with self._lock:
             raw = self.space.peek_hash(self.keys.job(job_id)).get(f"stage:{name}")

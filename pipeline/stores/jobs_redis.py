@@ -149,6 +149,9 @@ class RedisJobStore:
     def secrets(self, job_id: str) -> dict[str, str]:
         return cast(dict[str, str], self.r.hgetall(self.keys.secrets(job_id)))
 
+    def forget_secrets(self, job_id: str) -> None:
+        self.r.delete(self.keys.secrets(job_id))
+
     def stage(self, job_id: str, name: str) -> StageState:
         raw = self.r.hget(self.keys.job(job_id), f"stage:{name}")
         if raw is None:

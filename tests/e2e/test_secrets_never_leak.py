@@ -134,6 +134,8 @@ def test_no_secret_leaves_the_job_secrets(settings: Settings, workers: Workers, 
             deployed, failed = store.get("leak-process"), store.get("leak-jobs")
             assert deployed.status == JobStatus.COMPLETED, deployed.error
             assert failed.status == JobStatus.FAILED and "127.0.0.1" in str(failed.error), failed.error
+            # a completed job's secrets go once its callback is delivered; a failed one keeps them for a retry
+            assert store.secrets("leak-process") == {} and store.secrets("leak-jobs")
             for job_id in ("leak-process", "leak-jobs"):
                 places[f"GET /jobs/{job_id}"] = api.get(f"/jobs/{job_id}").content
                 places[f"GET /jobs/{job_id}/events"] = api.get(f"/jobs/{job_id}/events").content

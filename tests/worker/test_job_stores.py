@@ -64,6 +64,8 @@ def test_create_is_idempotent_and_refuses_another_body(store: JobStore) -> None:
     with pytest.raises(KeyError):
         store.stage("j1", "upload")
     assert store.status("nope") is None
+    store.forget_secrets("j1")
+    assert store.secrets("j1") == {} and store.exists("j1")  # the job stays, its secrets go
 
 
 def test_projects_number_their_submissions(store: JobStore) -> None:
