@@ -1,4 +1,5 @@
-"""The kinds of field a request carries, each declared once and shared by every route that reads one.
+"""The kinds of field a request carries, each declared once and shared by every route that reads one, and the
+two kinds of body (the native API's, the original service's).
 
 A limit on a kind of field is one line here, and a check of what a field means (a path on the server, an outbound
 URL, a credential) is one validator added to its type; validators may read the app's settings from the validation
@@ -12,7 +13,7 @@ import binascii
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, WithJsonSchema, model_validator
 from pydantic_core import PydanticCustomError
 
 from pipeline.targets.local import LATEST, LATEST_JSON
@@ -92,3 +93,23 @@ EventId = Annotated[str, Field(pattern=r"^[0-9]{1,20}(-[0-9]{1,20})?$"), AfterVa
 NonBlank = Annotated[str, Field(json_schema_extra={"pattern": r"\S"}), AfterValidator(_not_blank)]
 Base64Bytes = Annotated[bytes, BeforeValidator(_base64), WithJsonSchema(
     {"type": "string", "contentEncoding": "base64", "pattern": r"^(data:[^,]*,)?[A-Za-z0-9+/=\s]*$"})]
+
+
+class Body(BaseModel):
+    """A JSON object body; anything else is refused, naming the body."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise PydanticCustomError("body_object", "request body must be a JSON object")
+        return value
+
+
+class OriginalBody(BaseModel):
+    """A body of the original service's routes: as its body parser did, anything but an object reads as `{}`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object(cls, value: Any) -> Any:
+        return value if isinstance(value, dict) else {}

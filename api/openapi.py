@@ -1,5 +1,6 @@
-"""One decorator per route: validate the request with the models of api/schemas.py and document the route, with
-its answers (api/responses.py), in the OpenAPI 3.1 document that spectree generates from those same models.
+"""One decorator per route: validate the request with the models of api/schemas.py (the submissions) and
+api/route_requests.py (the rest), and document the route, with its answers (api/responses.py), in the OpenAPI 3.1
+document that spectree generates from those same models.
 
 spectree's own request wrapper is not used: it reads a whole response body (which would buffer the events
 stream) and answers errors in its own shape. The view is registered with spectree for the document only, and the

@@ -1,6 +1,7 @@
-"""Every request the API reads, validated at the edge: bodies, query strings, headers, path ids.
+"""The two submissions, `POST /jobs` and `POST /process`, validated at the edge, and the errors of every request.
 
-Built from the field types of api/fields.py. A request of the wrong shape never reaches a route:
+Built from the field types of api/fields.py and the task data of api/task_data.py (the other routes' requests are
+in api/route_requests.py). A request of the wrong shape never reaches a route:
 `api.openapi.endpoint` turns the first error into a 400 naming the field, and the OpenAPI document is generated
 from these same models. `/jobs` and `/process` are unions by task: each task's member types the data it reads
 (CONTRACT §2); a task added to pipeline/plans.py gets a member of its own.
@@ -12,9 +13,7 @@ import uuid
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
-    AliasChoices,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -29,26 +28,22 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from api.fields import (
-    Base64Bytes,
+    Body,
     Branch,
     Commit,
     Credential,
-    EventId,
     HttpUrl,
     Name,
-    NonBlank,
     OptionalName,
     OrgId,
-    OutboundUrl,
-    ServerPath,
+    OriginalBody,
     SourceRef,
-    Text,
-    blank_is_none,
 )
+from api.task_data import DATA_OF, AnyTaskData, TaskData
 from pipeline.errors import PermanentError
 from pipeline.http.address_policy import outbound_policy, refused_field
 from pipeline.http.credentials import split_spec
-from pipeline.models import JobSpec, JobStatus, SourceSpec
+from pipeline.models import JobSpec, SourceSpec
 from pipeline.plans import PLANS, stages_for
 from pipeline.settings import Settings
 from pipeline.sources.local_roots import LocalPathRefused, option_paths, resolve_local, source_path_of
@@ -115,109 +110,9 @@ def source_spec(value: str | None, branch: str | None, commit: str | None, depth
     return SourceSpec(path=value, branch=branch, commit=commit, depth=depth, subfolder=subfolder)
 
 
-# ------------------------------------------------------------------------------------------------ bodies
+# ------------------------------------------------------------------------------------------------ unions by task
 
 
-class Body(BaseModel):
-    """A JSON object body; anything else is refused, naming the body."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _object(cls, value: Any) -> Any:
-        if not isinstance(value, dict):
-            raise PydanticCustomError("body_object", "request body must be a JSON object")
-        return value
-
-
-class OriginalBody(BaseModel):
-    """A body of the original service's routes: as its body parser did, anything but an object reads as `{}`."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _object(cls, value: Any) -> Any:
-        return value if isinstance(value, dict) else {}
-
-
-class Open(BaseModel):
-    """An object of the original's `data`: the fields read here are typed, anything else is kept as sent."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-class RepoInfo(Open):
-    path: SourceRef | None = None
-    distPath: ServerPath | None = None
-
-
-class Assets(Open):
-    distFolder: ServerPath | None = None
-
-
-class TaskData(Open):
-    """`data` of `/process`, `options` of `/jobs`: what every task may read (CONTRACT §2)."""
-
-    repoUrl: SourceRef | None = None
-    repoInfo: RepoInfo | None = None
-    branch: Branch = None
-    commit: Commit = None
-    depth: Annotated[Annotated[int, Field(ge=0)] | None, BeforeValidator(blank_is_none)] = None
-    repositoryFolder: Text | None = None
-    mediaPrefix: Text | None = None
-    notePrefix: Text | None = None
-    domain: Text | None = None
-    skipEmbeddings: bool | None = None
-    includeDrafts: bool | None = None  # drafts (draft: true, published: false, _drafts/) are left out unless set
-    previousRev: OptionalName = None
-    projectId: OptionalName = None
-    orgId: OrgId = None
-    gitToken: Credential | None = None
-    githubToken: Credential | None = None
-    remoteUrl: OutboundUrl | None = None
-
-
-class DistData(TaskData):
-    """Tasks that start from a built bundle (build-database, enrich-data, publish-*)."""
-
-    assets: Assets | None = None
-    distFolder: ServerPath | None = None
-
-
-class PushData(TaskData):
-    """Tasks that make a repository and push it to `repoUrl`/`remoteUrl`, or to a new GitHub `repoName`."""
-
-    repoName: Text | None = None
-    owner: Text | None = None
-    private: bool | None = None
-
-
-class WpImportData(PushData):
-    # the export itself; a large one goes to the artifact store at submission (pipeline.stores.inputs)
-    wpXml: str | None = None
-    xmlFilePath: ServerPath | None = None
-
-
-class BriefData(PushData):
-    brief: Text | None = None
-
-
-class TemplateData(TaskData):
-    templateRepoUrl: OutboundUrl | None = None
-    newRepoName: Text | None = None
-    owner: Text | None = None
-    description: Text | None = None
-    private: bool | None = None
-
-
-class AnyTaskData(DistData, WpImportData, BriefData, TemplateData):
-    """A task not known here: it fails through the callback, but its data is typed all the same."""
-
-
-DATA_OF: dict[str, type[TaskData]] = {
-    **dict.fromkeys(("build-database", "enrich-data", "publish-r2", "publish-build-files"), DistData),
-    "wp-import": WpImportData,
-    **dict.fromkeys(("generate-project-from-brief", "generate-and-deploy-project"), BriefData),
-    **dict.fromkeys(("new-repo-from-template", "process-from-template"), TemplateData),
-}
 TASKS = tuple(PLANS)
 OTHER = "other"
 
@@ -384,70 +279,4 @@ class _ProcessUnion(TaskUnion):
 ProcessRequest = create_model("ProcessRequest", __base__=_ProcessUnion, __doc__=ProcessFields.__doc__,
                               root=(_by_task(ProcessFields, "data", UnknownTaskProcess, show_other=True), ...))
 
-
-# ------------------------------------------------------------------------------------------------ other routes
-
-
-class JobPath(BaseModel):
-    job_id: Name
-
-
-class ProjectPath(BaseModel):
-    project_id: Name
-
-
-def _not_null(schema: dict[str, Any]) -> None:
-    """A query string or header is absent or a value, never null: its document shows the value's type alone."""
-    kinds = [kind for kind in schema.pop("anyOf", []) if kind != {"type": "null"}]
-    schema.update(kinds[0] if len(kinds) == 1 else {"anyOf": kinds})
-    schema.pop("default", None)
-
-
-def absent(description: str = "", **kwargs: Any) -> Any:
-    """The default of an optional query string or header."""
-    return Field(default=None, description=description or None, json_schema_extra=_not_null, **kwargs)
-
-
-class JobListQuery(BaseModel):
-    status: Annotated[JobStatus | None, BeforeValidator(blank_is_none)] = absent()
-    limit: int = Field(default=100, ge=1, description="at most 1000 are listed")
-
-
-class EventsQuery(BaseModel):
-    after: EventId | None = absent("the id of the last event seen")
-
-
-class EventsHeaders(BaseModel):
-    last_event_id: EventId | None = absent("sent by EventSource on reconnect", alias="Last-Event-ID")
-
-
-class RollbackRequest(Body):
-    rev: Name = Field(validation_alias=AliasChoices("rev", "revision"), description="the revision (job id)")
-
-
-DEFAULT_INSTRUCTION = "Represent the document for semantic search:"
-
-
-class TextEmbeddingRequest(OriginalBody):
-    text: NonBlank
-    instruction: str = DEFAULT_INSTRUCTION
-
-
-class ClipTextRequest(OriginalBody):
-    text: NonBlank
-
-
-class ClipImageRequest(OriginalBody):
-    model_config = ConfigDict(json_schema_extra={"anyOf": [
-        {"required": [name], "properties": {name: {"type": "string", "minLength": 1}}}
-        for name in ("imageUrl", "imageData")]})
-
-    imageUrl: Annotated[HttpUrl | None, BeforeValidator(blank_is_none)] = None
-    imageData: Base64Bytes | None = Field(default=None, description="base64, or a data: URL")
-
-    @model_validator(mode="after")
-    def _one_image(self) -> ClipImageRequest:
-        if not self.imageUrl and not self.imageData:
-            raise PydanticCustomError("image_required", "imageUrl or imageData is required")
-        return self
 

@@ -10,7 +10,8 @@ from flask import Blueprint, jsonify
 from api.extensions import settings_of
 from api.openapi import endpoint
 from api.responses import Embedding
-from api.schemas import BadRequest, ClipImageRequest, ClipTextRequest, TextEmbeddingRequest
+from api.route_requests import ClipImageRequest, ClipTextRequest, TextEmbeddingRequest
+from api.schemas import BadRequest
 from pipeline.errors import ItemError, PermanentError, TransientError
 from pipeline.http.address_policy import image_policy
 from pipeline.timestamps import now_iso

@@ -12,7 +12,8 @@ from flask import Blueprint, Response, jsonify, stream_with_context, url_for
 from api.extensions import celery_of, settings_of
 from api.openapi import endpoint
 from api.responses import JobAccepted, JobBody, JobList, JobTransition, job_view
-from api.schemas import EventsHeaders, EventsQuery, JobListQuery, JobPath, JobRequest, TaskUnion
+from api.route_requests import EventsHeaders, EventsQuery, JobListQuery, JobPath
+from api.schemas import JobRequest, TaskUnion
 from pipeline.models import JobSpec
 from pipeline.plans import job_is_over
 from pipeline.stores.jobs import JobExists

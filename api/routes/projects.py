@@ -9,7 +9,7 @@ from flask import Blueprint, jsonify
 from api.extensions import settings_of
 from api.openapi import endpoint
 from api.responses import ProjectLatest
-from api.schemas import ProjectPath, RollbackRequest
+from api.route_requests import ProjectPath, RollbackRequest
 from pipeline.errors import PermanentError, TransientError
 from pipeline.targets import projects
 

@@ -21,7 +21,8 @@ from api.extensions import celery_of, settings_of
 from api.job_page import CANCELLABLE, RETRYABLE, issue_groups, result_links, stage_rate
 from api.openapi import parsed
 from api.responses import job_view
-from api.schemas import BadRequest, JobListQuery, JobPath
+from api.route_requests import JobListQuery, JobPath
+from api.schemas import BadRequest
 from pipeline.models import JobStatus
 from pipeline.plans import job_is_over
 from worker import submission
