@@ -4,7 +4,9 @@ job's event log, the pool children of a worker, and the comparison of a faulted 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,6 +145,32 @@ def stage_running_past(store: JobStore, job_id: str, stage: str, done: int) -> C
         return state.status == StageStatus.RUNNING and state.done >= done and store.lease_held(job_id, stage)
 
     return check
+
+
+def freeze_stage_runner(store: JobStore, workers: list[WorkerProcess], job_id: str, stage: str, done: int,
+                        timeout: float = 120) -> tuple[WorkerProcess, str, float]:
+    """SIGSTOP the whole worker whose pool process runs `stage`'s current run, once it has done `done` items.
+
+    Returns the worker, the run it was running, and when it was stopped. The run can hand over to a continuation,
+    which the other worker may take, between the look at who runs it and the stop: then the frozen worker holds
+    nothing of the stage, so it is thawed and the look is made again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        wait_job(store, job_id, timeout=max(1.0, deadline - time.monotonic()),
+                 until=stage_running_past(store, job_id, stage, done))
+        frozen = worker_of(workers, run_pid(store, job_id, stage))
+        assert frozen.proc is not None
+        os.killpg(frozen.proc.pid, signal.SIGSTOP)
+        paused_at = time.time()
+        started = [ev for _id, ev in store.events(job_id, count=100_000)
+                   if ev.get("type") == "started" and ev.get("stage") == stage]
+        runs = stage_runs(store, job_id, stage)
+        latest = runs[-1]
+        if (parent_pid(int(started[-1]["pid"])) == frozen.proc.pid and started[-1]["run"] == latest.run
+                and latest.kinds[-1] not in ("continue", "done")):
+            return frozen, latest.run, paused_at
+        os.killpg(frozen.proc.pid, signal.SIGCONT)
+        assert time.monotonic() < deadline, f"{job_id}/{stage}: never stopped the worker while it ran the stage"
 
 
 def parent_pid(pid: int) -> int:

@@ -21,13 +21,11 @@ from tests.chaos.harness import (
     REFERENCE,
     check_against_reference,
     first_progress_after,
-    run_pid,
+    freeze_stage_runner,
     run_reference,
-    stage_running_past,
     stage_runs,
     submit,
     til_corpus,
-    worker_of,
 )
 from tests.conftest import ApiServer, Workers, wait_job
 from worker.repobuild_app import RepobuildCelery
@@ -51,16 +49,12 @@ def test_thawed_worker_is_fenced_off(settings: Settings, workers: Workers, store
         job_id = f"pause-{round_}-{chaos.rng.getrandbits(32):08x}"
         submit(api, corpus, job_id)
         rec.jobs_submitted += 1
-        wait_job(store, job_id, timeout=120,
-                 until=stage_running_past(store, job_id, "parse", chaos.rng.randint(3, total // 2)))
-        frozen = worker_of(started, run_pid(store, job_id, "parse"))
+        frozen, stale, paused_at = freeze_stage_runner(store, started, job_id, "parse",
+                                                       chaos.rng.randint(3, total // 2))
         assert frozen.proc is not None
-        os.killpg(frozen.proc.pid, signal.SIGSTOP)
-        paused_at = time.time()
         rec.injected += 1
         try:
             at_pause = store.stage(job_id, "parse")
-            stale = stage_runs(store, job_id, "parse")[-1].run
 
             def taken_over(job: JobView) -> bool:
                 return job.stage("parse").attempts >= 2 or job.status.terminal
