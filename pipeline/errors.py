@@ -13,7 +13,12 @@ class PipelineError(Exception):
 
 
 class TransientError(PipelineError):
-    """Worth retrying: a network blip, a 5xx, a busy server."""
+    """Worth retrying: a network blip, a 5xx, a busy server. `retry_after_s`: how long the server asked to be left
+    alone (Retry-After), which the task's retry waits at least, instead of its own shorter backoff."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class StorageFull(TransientError):

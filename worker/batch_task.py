@@ -16,14 +16,14 @@ from pipeline.stores.jobs import JobStore
 from pipeline.stores.keys import lease_holder
 from worker import metrics
 from worker.context import LeaseKeeper, RedisBatchContext
-from worker.policy import RETRYABLE, died_message, failure_message
+from worker.policy import RETRYABLE, HonoursRetryAfter, died_message, failure_message
 
 
 def lost_batch_message(stage: str, n: int, lost: int, item: str | None) -> str:
     return f"{stage} batch {n}: " + died_message(lost, f" while on {item}" if item else "")
 
 
-class BatchTask(Task):
+class BatchTask(HonoursRetryAfter, Task):
     abstract = True
     batch_functions: dict[str, BatchFn] = {}
 

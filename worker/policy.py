@@ -44,6 +44,23 @@ def task_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+class HonoursRetryAfter:
+    """A task mixin: a retry waits at least the Retry-After its TransientError carries (capped at the task's
+    `retry_backoff_max`), not only Celery's backoff, which is short on the first retries: a rate-limited server
+    asked again within a second answers 429 again and uses up a retry for nothing."""
+
+    retry_backoff_max: int = 600
+
+    def retry(self, args: Any = None, kwargs: Any = None, exc: BaseException | None = None, throw: bool = True,
+              eta: Any = None, countdown: float | None = None, max_retries: int | None = None,
+              **options: Any) -> Any:
+        asked = getattr(exc, "retry_after_s", None) if isinstance(exc, TransientError) else None
+        if asked is not None and eta is None:
+            countdown = max(countdown or 0.0, min(float(asked), float(self.retry_backoff_max)))
+        return super().retry(args, kwargs, exc, throw, eta, countdown,  # type: ignore[misc]
+                             max_retries, **options)
+
+
 def app_defaults() -> dict[str, bool]:
     """DELIVERY as the app's defaults (`task_acks_late`, ...), for tasks registered without task_options."""
     return {f"task_{name}": value for name, value in DELIVERY.items()}

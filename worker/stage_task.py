@@ -23,7 +23,7 @@ from pipeline.stores.jobs import JobStore, JobView
 from worker import metrics
 from worker.context import LeaseKeeper, RedisStageContext, run_id
 from worker.inflight import batches_in_broker
-from worker.policy import RETRYABLE, died_message, failure_message
+from worker.policy import RETRYABLE, HonoursRetryAfter, died_message, failure_message
 from worker.results import job_result
 
 log = logging.getLogger("repobuild.worker")
@@ -43,7 +43,7 @@ def lost_runs_message(state: StageState, item: str | None) -> str:
     return f"{state.name}: " + died_message(state.lost_runs, where)
 
 
-class StageTask(Task):
+class StageTask(HonoursRetryAfter, Task):
     abstract = True
     stage_name: str = ""
 

@@ -142,4 +142,4 @@ def call_with_retry(call: Callable[[], T], *, what: str, policy: RetryPolicy | N
     try:
         return retrying(attempts=attempts, wait=_wait(policy), on=_Retryable, log=log)(once)
     except _Retryable as exc:
-        raise TransientError(f"{exc} after {attempts} attempts") from exc.__cause__
+        raise TransientError(f"{exc} after {attempts} attempts", exc.retry_after_s) from exc.__cause__

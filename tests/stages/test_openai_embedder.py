@@ -157,6 +157,17 @@ def test_persistent_503_names_the_batch(server: OpenAIServer) -> None:
     assert len(server.requests_to(EMBEDDINGS)) == 1 + 3
 
 
+def test_a_429_that_outlasts_the_attempts_hands_its_retry_after_to_the_task(server: OpenAIServer) -> None:
+    server.fail_next(429, retry_after="0.05", times=2)
+    with pytest.raises(TransientError) as info:
+        make(server, max_attempts=2).embed(["a"])
+    assert info.value.retry_after_s == pytest.approx(0.05)  # the task's retry waits at least this (worker/policy.py)
+    server.fail_next(503, times=2)
+    with pytest.raises(TransientError) as plain:
+        make(server, max_attempts=2).embed(["b"])
+    assert plain.value.retry_after_s is None
+
+
 def test_401_is_permanent_and_not_retried(server: OpenAIServer) -> None:
     server.fail_next(401, message="Incorrect API key provided: sk-test-secret-value")
     with pytest.raises(PermanentError) as info:

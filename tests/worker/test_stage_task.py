@@ -225,6 +225,21 @@ def test_a_retryable_error_is_recorded_and_retried_with_backoff(task: StageTask,
     assert not memory_store.lease_held("j1", "work") and memory_store.get("j1").status == JobStatus.RUNNING
 
 
+@pytest.mark.parametrize(("asked", "waited"), [(1.5, 1.5), (30.0, 2.0)])  # at least asked, at most the cap (2 s)
+def test_a_retry_waits_the_retry_after_the_server_asked_for(task: StageTask, memory_store: MemoryJobStore,
+                                                            outbox: Outbox, asked: float, waited: float) -> None:
+    make_job(memory_store, stages=PLAN)
+
+    def rate_limited(ctx: RedisStageContext) -> StageResult:
+        raise TransientError("embeddings batch 1 of 3: HTTP 429 (slow down) after 3 attempts", retry_after_s=asked)
+
+    for _ in range(5):  # Celery's own countdown is uniform in [0, 1] on a first retry: the floor is the server's
+        with pytest.raises(Retry) as retry:
+            deliver(task, rate_limited, retries=0)
+        assert retry.value.when is not None and float(retry.value.when) == pytest.approx(waited, abs=0.01)
+    assert all(s.eta is not None for s in outbox.sent)
+
+
 def test_a_permanent_error_is_dead_lettered_at_once(task: StageTask, memory_store: MemoryJobStore,
                                                     outbox: Outbox) -> None:
     make_job(memory_store, stages=PLAN)
