@@ -30,10 +30,15 @@ def enqueue_from(app: RepobuildCelery, job_id: str, start: str | None = None, jo
         state.status = StageStatus.QUEUED
         state.enqueued_at = now
         store.put_stage(job_id, state)
-    sigs: list[Any] = [app.tasks[f"repobuild.{name}"].si(job_id) for name in todo]
+    send_chain(app, job_id, todo)
+    return start
+
+
+def send_chain(app: RepobuildCelery, job_id: str, stages: list[str], producer: Any = None) -> None:
+    """Send the chain of `stages` for `job_id`, on `producer` if given (else one of the app's pool)."""
+    sigs: list[Any] = [app.tasks[f"repobuild.{name}"].si(job_id) for name in stages]
     # The message chain(*sigs).apply_async() sends (Celery's protocol-2 chain: the first stage's message carries
     # the rest, last first, and each task sends the next when it succeeds), without the canvas freezing every
     # step first (a task id and a result object each): over a third of the CPU of sending a new job's chain.
     # A later stage gets its task id when it is sent, as any task does.
-    sigs[0].apply_async(chain=sigs[:0:-1])
-    return start
+    sigs[0].apply_async(chain=sigs[:0:-1], producer=producer)

@@ -1,7 +1,7 @@
 """A new job's first message, made by Celery and kombu exactly as `apply_async` sends it, but held back: handed over
 as the Redis commands that send it, so that the job store runs them in the same step as it stores the job.
 
-One round trip for a submission instead of five, and never a stored job without its message or a message without
+One round trip for a submission instead of six, and never a stored job without its message or a message without
 its job. Celery builds everything as for any send (headers, the chain of later stages, routing, time limits, the
 task-sent event); only the last step differs: kombu's Redis channel turns each prepared message into commands and,
 given a publish batch, hands them to it instead of running them (the protocol of kombu's own `Producer.batch()`,
@@ -15,6 +15,7 @@ from typing import Any
 from kombu.messaging import Producer
 
 from pipeline.stores.jobs import RedisCommand
+from worker.chains import send_chain
 from worker.repobuild_app import RepobuildCelery
 
 
@@ -44,14 +45,12 @@ class HeldProducer(Producer):
 
 def held_chain(app: RepobuildCelery, job_id: str, stages: list[str]) -> list[RedisCommand]:
     """The commands that send the chain of `stages` for `job_id` (the first stage's message carries the rest)."""
-    sigs: list[Any] = [app.tasks[f"repobuild.{name}"].si(job_id) for name in stages]
     with app.producer_or_acquire() as pooled:
         if not hasattr(pooled.channel, "create_publish_batch"):
             # a kombu (< 5.7) or a transport without publish batches would push the message itself: sent, not held
             raise RuntimeError(f"job {job_id}: the broker's channel cannot hold a message back")
         producer = HeldProducer(pooled.channel)
-        # the same call as worker/chains.enqueue_from makes, on the producer that holds what it would send
-        sigs[0].apply_async(chain=sigs[:0:-1], producer=producer)
+        send_chain(app, job_id, stages, producer)
     if not any(name == "lpush" for name, _args in producer.commands):
         raise RuntimeError(f"job {job_id}: kombu handed over no message for {stages[0]}")
     return producer.commands

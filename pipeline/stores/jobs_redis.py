@@ -49,7 +49,8 @@ return 1
 
 
 # Store a new job unless its id is taken, in one step (one round trip: a submission's latency is its round trips).
-# KEYS: job hash, secrets, index, active, events, issues, issues seen, the project's counter ('' for none).
+# KEYS: job hash, secrets, index, active, events, the project's counter ('' for none), then every key the job owns
+# (RedisKeys.job_keys), which all get the TTL.
 # ARGV: job id, fingerprint, now, ttl, events max; then three counted runs (count, items...): the job's fields, its
 # secrets, the "queued" event's fields; then the commands sent with it (name, count, args...).
 # Returns the fingerprint of the job already there, or nil when this one was stored.
@@ -64,19 +65,17 @@ local function take()
   return run
 end
 local fields, job_secrets, event = take(), take(), take()
-if KEYS[8] ~= '' then
+if KEYS[6] ~= '' then
   -- submission order within a project: a revision replaces the project's latest only if submitted later
   table.insert(fields, 'project_seq')
-  table.insert(fields, tostring(redis.call('INCR', KEYS[8])))
+  table.insert(fields, tostring(redis.call('INCR', KEYS[6])))
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 if #job_secrets > 0 then redis.call('HSET', KEYS[2], unpack(job_secrets)) end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', unpack(event))
-for k = 1, 7 do
-  if k ~= 3 and k ~= 4 then redis.call('EXPIRE', KEYS[k], ARGV[4]) end
-end
+for k = 7, #KEYS do redis.call('EXPIRE', KEYS[k], ARGV[4]) end
 while i <= #ARGV do
   local name, n = ARGV[i], tonumber(ARGV[i + 1])
   redis.call(name, unpack(ARGV, i + 2, i + 1 + n))
@@ -123,9 +122,9 @@ class RedisJobStore:
         for name, args in send:
             argv += [name, len(args), *args]
         existing = self._create(keys=[keys.job(spec.job_id), keys.secrets(spec.job_id), keys.index, keys.active,
-                                      keys.events(spec.job_id), keys.issues(spec.job_id),
-                                      keys.issues_seen(spec.job_id),
-                                      keys.project_seq(spec.project_id) if spec.project_id else ""],
+                                      keys.events(spec.job_id),
+                                      keys.project_seq(spec.project_id) if spec.project_id else "",
+                                      *keys.job_keys(spec.job_id)],
                                 args=argv)
         if existing is None:
             return job, True

@@ -125,12 +125,17 @@ def pool_children(pid: int) -> list[int]:
     return found
 
 
+def started_events(store: JobStore, job_id: str, stage: str) -> list[dict[str, str]]:
+    """The `started` events of the stage's runs, oldest first: each names its run and its pool process."""
+    return [ev for _id, ev in store.events(job_id, count=100_000)
+            if ev.get("type") == "started" and ev.get("stage") == stage]
+
+
 def run_pid(store: JobStore, job_id: str, stage: str, timeout: float = 30) -> int:
     """The pid of the pool process running the stage's latest run (its `started` event names it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        started = [ev for _id, ev in store.events(job_id, count=100_000)
-                   if ev.get("type") == "started" and ev.get("stage") == stage]
+        started = started_events(store, job_id, stage)
         if started:
             return int(started[-1]["pid"])
         time.sleep(0.02)
@@ -162,11 +167,9 @@ def freeze_stage_runner(store: JobStore, workers: list[WorkerProcess], job_id: s
         assert frozen.proc is not None
         os.killpg(frozen.proc.pid, signal.SIGSTOP)
         paused_at = time.time()
-        started = [ev for _id, ev in store.events(job_id, count=100_000)
-                   if ev.get("type") == "started" and ev.get("stage") == stage]
-        runs = stage_runs(store, job_id, stage)
-        latest = runs[-1]
-        if (parent_pid(int(started[-1]["pid"])) == frozen.proc.pid and started[-1]["run"] == latest.run
+        started = started_events(store, job_id, stage)[-1]
+        latest = stage_runs(store, job_id, stage)[-1]
+        if (parent_pid(int(started["pid"])) == frozen.proc.pid and started["run"] == latest.run
                 and latest.kinds[-1] not in ("continue", "done")):
             return frozen, latest.run, paused_at
         os.killpg(frozen.proc.pid, signal.SIGCONT)
