@@ -1,6 +1,6 @@
 """The in-memory twin of RedisJobStore, for fast unit tests of the worker and the stages.
 
-It keeps the same keys (keys.py), the same strings in them (job_hash.py) and the same rules:
+It keeps the same keys (keys.py, in a Keyspace: keyspace.py), the same strings in them (job_hash.py) and the same rules:
 every key has its own TTL, refreshed by the writes that refresh it in Redis; leases lapse after their
 TTL and only their token renews, releases or writes through them; events get stream ids and a cap.
 Time comes from `clock`, so a test can let a lease or a job expire without sleeping. Durability tests
@@ -12,71 +12,15 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 from pipeline.models import JSON, Issue, JobSpec, JobStatus, StageState
 from pipeline.stores import job_hash
 from pipeline.stores.jobs import Event, JobExists, JobView, RedisCommand, pick_jobs
 from pipeline.stores.keys import RedisKeys, lease_holder
+from pipeline.stores.keyspace import Clock, Keyspace
 from pipeline.stores.messages import PATH_MAX_CHARS, capped
-
-Clock = Callable[[], float]
-
-
-class Keyspace:
-    """Values by key, each with an optional deadline. As in Redis, a key past its deadline is gone, and so is
-    a hash, set or list once it is empty."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self._values: dict[str, Any] = {}
-        self._deadlines: dict[str, float] = {}
-
-    def get(self, key: str) -> Any | None:
-        deadline = self._deadlines.get(key)
-        value = self._values.get(key)
-        if (deadline is not None and self.clock() >= deadline) or (isinstance(value, dict | list) and not value):
-            self.delete(key)
-            return None
-        return value
-
-    def put(self, key: str, value: Any, ttl_s: float | None = None) -> None:
-        self._values[key] = value
-        self._deadlines.pop(key, None)
-        if ttl_s is not None:
-            self._deadlines[key] = self.clock() + ttl_s
-
-    def delete(self, key: str) -> None:
-        self._values.pop(key, None)
-        self._deadlines.pop(key, None)
-
-    def expire(self, key: str, ttl_s: float) -> None:
-        """Like EXPIRE: a key that does not exist stays absent."""
-        if self.get(key) is not None:
-            self._deadlines[key] = self.clock() + ttl_s
-
-    def _made(self, key: str, empty: Callable[[], Any]) -> Any:
-        """The container at `key`, made (empty) when missing: a write to a missing key creates it."""
-        found = self.get(key)
-        if found is None:
-            found = empty()
-            self.put(key, found)
-        return found
-
-    def hash(self, key: str) -> dict[str, str]:
-        return cast(dict[str, str], self._made(key, dict))
-
-    def peek_hash(self, key: str) -> dict[str, str]:
-        return dict(cast(dict[str, str], self.get(key) or {}))
-
-    def members(self, key: str) -> dict[str, float]:
-        """A sorted set: member → score."""
-        return cast(dict[str, float], self._made(key, dict))
-
-    def items(self, key: str) -> list[Any]:
-        """A list (issues) or a stream (events)."""
-        return cast(list[Any], self._made(key, list))
 
 
 def _stream_id(raw: str) -> tuple[int, int]:
