@@ -31,7 +31,8 @@ def test_copied_stage_message_backs_off(settings: Settings, workers: Workers, st
     rec = chaos.record("duplicate-delivery")
     # parse runs its own batches in its task (fan-out off): the one long stage task this test needs
     settings = settings.with_(parse_batch=4, fan_out=False)
-    corpus = til_corpus(tmp_path, chaos.n(160, 400))
+    # enough posts that parse outlasts the copies' trip to a pool process on a fast machine (160 did not, once)
+    corpus = til_corpus(tmp_path, chaos.n(400, 577))
     api = api_factory(settings)
     # three pool processes: the stage, and free ones for the copies to run on at the same time
     workers.start(settings, concurrency=3)
